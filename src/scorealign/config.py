@@ -1,0 +1,249 @@
+"""Strict YAML → frozen-dataclass configs with errors that name the file, line and field.
+
+``load_config(path, Schema, overrides=["train.lr=3e-4"])`` reads a YAML file, applies ``--set``
+overrides, and builds ``Schema`` (a dataclass tree). An unknown key, a wrong type or a missing
+file raises :class:`ConfigError` whose message reads ``configs/x.yaml:14: train.lr: expected
+float, got 'abc'``. ``dump_config`` writes the resolved tree back to YAML for the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be built; the message names the file, line and dotted field."""
+
+
+@dataclasses.dataclass
+class _Located:
+    value: Any
+    line: int | None
+
+
+def _compose(node: yaml.Node | None) -> Any:
+    """Turn a YAML node tree into Python values wrapped with their 1-based line numbers."""
+    if node is None:
+        return _Located(None, None)
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for k, v in node.value:
+            key = yaml.safe_load(yaml.serialize(k)) if not isinstance(k, yaml.ScalarNode) else k.value
+            out[str(key)] = _compose(v)
+        return _Located(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        return _Located([_compose(v) for v in node.value], line)
+    value = yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+    return _Located(value, line)
+
+
+def _read_yaml(path: Path) -> _Located:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        node = yaml.compose(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    loc = _compose(node)
+    if loc.value is None:
+        loc = _Located({}, 1)
+    if not isinstance(loc.value, dict):
+        raise ConfigError(f"{path}:{loc.line}: top level must be a mapping")
+    return loc
+
+
+def _set_override(root: _Located, assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to the located tree."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = root
+    for p in parts[:-1]:
+        child = node.value.get(p)
+        if child is None or not isinstance(child.value, dict):
+            child = _Located({}, None)
+            node.value[p] = child
+        node = child
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {assignment!r}: invalid value: {e}") from None
+    node.value[parts[-1]] = _wrap_plain(value)
+
+
+def _wrap_plain(value: Any) -> _Located:
+    if isinstance(value, dict):
+        return _Located({str(k): _wrap_plain(v) for k, v in value.items()}, None)
+    if isinstance(value, list):
+        return _Located([_wrap_plain(v) for v in value], None)
+    return _Located(value, None)
+
+
+def _where(src: str, loc: _Located, dotted: str) -> str:
+    line = f":{loc.line}" if loc.line is not None else " (--set)"
+    return f"{src}{line}: {dotted}"
+
+
+def _coerce(tp: Any, loc: _Located, dotted: str, src: str) -> Any:
+    """Check and convert ``loc.value`` to type ``tp``; raise ConfigError naming the field."""
+    v = loc.value
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if v is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, loc, dotted, src)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{_where(src, loc, dotted)}: "
+                          f"expected {_type_name(tp)}, got {v!r}")
+    if origin is Literal:
+        if v not in get_args(tp):
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected one of "
+                              f"{list(get_args(tp))}, got {v!r}")
+        return v
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(v, dict):
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a mapping, got {v!r}")
+        return _build(tp, loc, dotted, src)
+    if origin in (list, tuple):
+        if not isinstance(v, list):
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a list, got {v!r}")
+        args = get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_coerce(item_tp, it, f"{dotted}[{i}]", src) for i, it in enumerate(v)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a mapping, got {v!r}")
+        return {k: _plain(x) for k, x in v.items()}
+    if tp is Any:
+        return _plain(loc)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected bool, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected int, got {v!r}")
+        return v
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            # YAML reads 3e-4 as a string (no dot); accept numeric strings for floats only.
+            try:
+                return float(v) if isinstance(v, str) else _raise()
+            except (ValueError, TypeError):
+                raise ConfigError(f"{_where(src, loc, dotted)}: expected float, got {v!r}") from None
+        return float(v)
+    if tp is str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected str, got {v!r}")
+        return v
+    raise ConfigError(f"{_where(src, loc, dotted)}: unsupported field type {tp!r}")
+
+
+def _raise() -> Any:
+    raise ValueError
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, _Located):
+        x = x.value
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, child in loc.value.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            raise ConfigError(f"{_where(src, child if child.line else loc, dotted)}: unknown key; "
+                              f"valid keys here: {sorted(fields)}")
+        kwargs[key] = _coerce(hints[key], child, dotted, src)
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and \
+                f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            dotted = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"{_where(src, loc, dotted)}: required field is missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{_where(src, loc, prefix or '<root>')}: {e}") from None
+
+
+def load_config(path: str | Path | None, schema: type, overrides: list[str] | tuple = ()) -> Any:
+    """Build ``schema`` from a YAML file plus ``key=value`` overrides, strictly.
+
+    Args:
+        path: YAML file, or None to start from the schema's defaults.
+        schema: a (frozen) dataclass type; nested dataclasses become nested mappings.
+        overrides: ``a.b=value`` strings, values parsed as YAML (``--set`` on the CLI).
+    Raises:
+        ConfigError: naming ``file:line: dotted.field`` and what was expected.
+    """
+    src = str(path) if path is not None else "<defaults>"
+    root = _read_yaml(Path(path)) if path is not None else _Located({}, None)
+    for a in overrides:
+        _set_override(root, a)
+    return _build(schema, root, "", src)
+
+
+def config_from_dict(data: dict, schema: type, src: str = "<dict>") -> Any:
+    """Build ``schema`` from a plain dict (e.g. a config.yaml read back from a run directory)."""
+    return _build(schema, _wrap_plain(data), "", src)
+
+
+def to_dict(cfg: Any) -> Any:
+    """Dataclass tree → plain dicts/lists (for YAML and JSON)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def dump_config(cfg: Any) -> str:
+    """Resolved config as YAML text (written to ``RUN_DIR/config.yaml``)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe(schema: type, prefix: str = "") -> list[str]:
+    """One line per field with its default and ``metadata['help']`` (``--help-config``)."""
+    lines = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{dotted}:  {f.metadata.get('help', '')}")
+            lines.extend(describe(tp, dotted))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "<required>")  # type: ignore[misc]
+        lines.append(f"{dotted} = {default!r}  ({_type_name(tp)})  {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,1 @@
+"""Training infrastructure: run directories, atomic checkpoints, seeded randomness."""

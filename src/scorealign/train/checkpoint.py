@@ -1,0 +1,163 @@
+"""Atomic safetensors checkpoints: model, EMA and optimizer state, plus a JSON trainer state.
+
+A checkpoint is a directory ``checkpoints/step_000500/`` holding ``<name>.safetensors`` for every
+state dict given and ``state.json`` for plain values. It is written into a hidden temporary sibling
+and moved into place with one ``os.replace``; ``checkpoints/latest`` (a text file naming the newest
+step directory) is replaced atomically after that. A killed writer therefore leaves either the old
+checkpoint or the new one, never a half-written one that a resume would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+_LATEST = "latest"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (e.g. ``optimizer.state_dict()``) into tensors and a JSON skeleton.
+
+    Tensors are replaced by ``{"__tensor__": key}`` in the skeleton; ``unflatten_state`` inverts it.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def rec(x: Any, path: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors[path] = x.detach().cpu().contiguous()
+            return {"__tensor__": path}
+        if isinstance(x, dict):
+            return {"__dict__": [[rec(k, f"{path}.k{i}"), rec(v, f"{path}.{i}")]
+                                 for i, (k, v) in enumerate(x.items())]}
+        if isinstance(x, (list, tuple)):
+            return {"__list__" if isinstance(x, list) else "__tuple__":
+                    [rec(v, f"{path}.{i}") for i, v in enumerate(x)]}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"cannot checkpoint value of type {type(x).__name__} at {path}")
+
+    return tensors, rec(obj, prefix or "s")
+
+
+def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__dict__" in skeleton:
+            return {unflatten_state(tensors, k): unflatten_state(tensors, v)
+                    for k, v in skeleton["__dict__"]}
+        if "__list__" in skeleton:
+            return [unflatten_state(tensors, v) for v in skeleton["__list__"]]
+        if "__tuple__" in skeleton:
+            return tuple(unflatten_state(tensors, v) for v in skeleton["__tuple__"])
+    return skeleton
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(ckpt_root: str | Path, step: int, state_dicts: dict[str, dict[str, Any]],
+                    extra: dict[str, Any] | None = None, keep: int = 2) -> Path:
+    """Write ``ckpt_root/step_{step:06d}`` atomically and point ``latest`` at it.
+
+    Args:
+        ckpt_root: the run's ``checkpoints/`` directory.
+        step: global step the state belongs to (the step *after* which it was taken).
+        state_dicts: name → state dict; plain ``{str: Tensor}`` dicts go to safetensors as is,
+            nested ones (optimizers) are flattened with a JSON skeleton.
+        extra: JSON-serializable trainer state (step, epoch, best metric, ...).
+        keep: how many newest checkpoints to keep (older ones are removed after the switch).
+    """
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    skeletons = {}
+    for name, sd in state_dicts.items():
+        if _is_flat(sd):  # model weights: keep the keys, loadable by any safetensors reader
+            tensors, skel = {k: v.detach().cpu().contiguous() for k, v in sd.items()}, "__flat__"
+        else:
+            tensors, skel = flatten_state(sd, name)
+        save_file(tensors, str(tmp / f"{name}.safetensors"))
+        skeletons[name] = skel
+    meta = {"step": step, "skeletons": skeletons, "extra": extra or {}}
+    (tmp / "state.json").write_text(json.dumps(meta))
+    for p in tmp.iterdir():  # flush file contents before the rename makes them visible
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _atomic_write_text(root / _LATEST, final.name)
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
+    """The directory ``latest`` points to, or None when the run has no checkpoint yet."""
+    root = Path(ckpt_root)
+    pointer = root / _LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    if not (path / "state.json").is_file():
+        raise CheckpointError(f"{pointer}: points to {path.name}, which has no state.json")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a checkpoint directory; returns (state_dicts by name, extra)."""
+    path = Path(path)
+    meta_file = path / "state.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_file}: cannot read checkpoint state: {e}") from None
+    out = {}
+    for name, skel in meta["skeletons"].items():
+        f = path / f"{name}.safetensors"
+        try:
+            tensors = load_file(str(f))
+        except (OSError, SafetensorError) as e:
+            raise CheckpointError(f"{f}: cannot read tensors: {e}") from None
+        out[name] = tensors if skel == "__flat__" else unflatten_state(tensors, skel)
+    return out, meta.get("extra", {})
+
+
+def load_weights(path: str | Path, name: str = "model") -> dict[str, torch.Tensor]:
+    """Load one flat state dict (``name.safetensors``) from a checkpoint dir or a file."""
+    p = Path(path)
+    f = p / f"{name}.safetensors" if p.is_dir() else p
+    try:
+        tensors = load_file(str(f))
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{f}: cannot read weights: {e}") from None
+    return tensors
+
+
+def _is_flat(sd: Any) -> bool:
+    return isinstance(sd, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items())

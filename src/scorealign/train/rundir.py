@@ -1,0 +1,85 @@
+"""Run directories: config.yaml, metrics.jsonl, checkpoints/, samples/, plots/, report.html.
+
+Every command that trains or evaluates writes one. ``RunDir.create`` refuses to overwrite a run
+that already has checkpoints unless asked to resume; ``RunDir.open`` reopens one for ``--resume``.
+Metrics are appended one JSON object per line and flushed, so a killed run keeps what it logged;
+on resume, lines logged after the checkpoint being resumed are dropped so the log is not doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from scorealign.config import dump_config
+
+
+class RunDir:
+    """A run directory and its standard files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.samples = self.path / "samples"
+        self.plots = self.path / "plots"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.config_file = self.path / "config.yaml"
+
+    @classmethod
+    def create(cls, path: str | Path, cfg: Any) -> "RunDir":
+        """Make a new run directory and write the resolved config into it."""
+        run = cls(path)
+        if run.checkpoints.exists() and any(run.checkpoints.iterdir()):
+            raise FileExistsError(f"{run.path} already holds a run with checkpoints; "
+                                  f"use --resume {run.path} to continue it or choose another --out")
+        for d in (run.path, run.checkpoints, run.samples, run.plots):
+            d.mkdir(parents=True, exist_ok=True)
+        run.config_file.write_text(dump_config(cfg))
+        run.metrics_file.write_text("")
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """Open an existing run directory (for resume, sample, eval, report)."""
+        run = cls(path)
+        if not run.config_file.is_file():
+            raise FileNotFoundError(f"{run.config_file}: not a run directory (no config.yaml)")
+        for d in (run.checkpoints, run.samples, run.plots):
+            d.mkdir(parents=True, exist_ok=True)
+        return run
+
+    def log(self, step: int, **metrics: Any) -> None:
+        """Append one metrics line ``{"step": step, ...}`` (floats rounded to 6 significant digits)."""
+        row = {"step": step}
+        for k, v in metrics.items():
+            if hasattr(v, "item"):
+                v = v.item()
+            if isinstance(v, float) and math.isfinite(v):
+                v = float(f"{v:.6g}")
+            row[k] = v
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All metric rows; a torn last line (killed mid-write) is skipped."""
+        rows = []
+        if not self.metrics_file.is_file():
+            return rows
+        for line in self.metrics_file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop rows logged after ``after_step`` (the step of the checkpoint being resumed)."""
+        rows = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
+        tmp = self.metrics_file.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, self.metrics_file)
