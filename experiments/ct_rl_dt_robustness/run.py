@@ -1,26 +1,40 @@
-"""Performance against the step size Δt: continuous-time methods vs discrete-time baselines on LQ.
+"""Gap to the optimum against the step size Δt: CT methods and DT twins on the same LQ problem.
 
-One command regenerates the table and figure of docs/control.md:
+One command regenerates the tables and the figure of docs/control.md:
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/ct_rl_dt_robustness/run.py [--quick]
 
-For every method (the configs ``configs/control/<method>.yaml``), step size Δt and seed, train
-for a fixed number of iterations with the same simulated time per iteration (n_paths paths of
-~6 time units), then score the final policy by its closed-form continuous-time performance
-J(π) = E V^π(X₀) and the gap J* − J(π) to the known optimum (``scorealign.control.lq``). The
-evaluation never depends on the training Δt. Reference: [Zhao+23 CTPO] report (abstract) that
-CT policy gradient and CT-TRPO/PPO are effective and have advantages over discrete-time
-methods; their tables could not be retrieved here, so this experiment states what we measure.
+Design (issue 16: a DT baseline is only a control for the CT idea if it is given the same
+problem and the same critic):
 
-Writes ``results/results.json``, ``results/table.md`` and ``results/gap_vs_dt.png`` next to
-this file; every finished run is appended to ``results/rows.jsonl`` at once, and a rerun skips
-the runs found there (so an interrupted sweep continues; delete the file to start over).
-``--quick`` (2 step sizes, 1 seed, 20 iterations; into ``results_quick/``) takes ~30 s.
+* methods: CT-PG, CT-TRPO, CT-PPO [Zhao+23 CTPO] and the DT baselines DT-PG, DT-PPO;
+* every method with both critics: ``TD`` (CT: the one-step q-rate per row, ``policy.q_estimator
+  = td``; DT: GAE(λ) per row) and ``fit`` (CT: least-squares q(x, a) fit, ``regression``; DT: the
+  same fit of the GAE targets, ``discrete.advantage = regression``);
+* every DT baseline in three forms: per-step constants fixed at Δt_ref = 0.05 (``fixed``:
+  κ = e^{−0.05β}, α = 0.05γ, λ = 0.95 whatever Δt is), rescaled to Δt (``rescaled``:
+  κ = e^{−βΔt}, α = γΔt, λ = 0.95^{Δt/0.05}) and rescaled with λ = 0 (``rescaled λ=0``);
+  DT-PPO uses one full-batch minibatch, like CT-PPO, so the pairs differ in the CT idea only
+  (occupation-time weights, the advantage *rate*, the analytic KL entropy term);
+* the same step-size sweep for every variant (Adam lr in LRS; CT-TRPO's trust-region size in
+  MAX_KLS), picked at Δt = Δt_ref on a separate seed (TUNE_SEED), then held fixed at every Δt;
+* 5 seeds per cell, 95 % t-intervals; the score is the closed-form continuous-time gap
+  J* − J(π) of the final policy (``scorealign.control.lq``), independent of the training Δt;
+* floors: the exact optimum of the Euler chain's discretized CT objective (the floor of every
+  CT and rescaled row) and the exact optimum of the *fixed-constant* DT objective
+  (``lq.discrete_optimum_gap``), the floor of the ``fixed`` rows.
+
+Cells are cached one JSON each in ``<out>/cells/`` (a rerun skips finished cells; ``--worker
+i/n`` runs every n-th cell so two processes can share the sweep). Writes ``results.json``
+(per-seed rows, tuning rows, intervals), ``rows.csv``, ``table.md`` and ``gap_vs_dt.png`` to
+``<out>`` (default ``results/`` next to this file, ``results_quick/`` with ``--quick``).
+``--table-only`` rebuilds the outputs from the cached cells.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import time
@@ -35,148 +49,240 @@ from scorealign.control.train import ControlConfig, train_control
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parents[1] / "configs" / "control"
-METHODS = {  # label -> (config file, extra --set overrides)
-    "CT-PG": ("ct_pg", []),
-    "CT-TRPO": ("ct_trpo", []),
-    "CT-PPO": ("ct_ppo", []),
-    "CT-PPO (√KL penalty)": ("ct_ppo_penalty", []),
-    "DT-PG": ("dt_pg", []),
-    "DT-PPO": ("dt_ppo", []),
-    "DT-PPO (Δt-rescaled)": ("dt_ppo", ["discrete.scaling=time"]),
-}
+REF_DT = 0.05
+LRS = (0.01, 0.02, 0.05, 0.1)
+MAX_KLS = (0.005, 0.01, 0.02, 0.05)
+TUNE_SEED = 100
+CRITIC_SETS = {"TD": {"ct": ["policy.q_estimator=td"], "dt": ["discrete.advantage=gae"]},
+               "fit": {"ct": ["policy.q_estimator=regression"],
+                       "dt": ["discrete.advantage=regression"]}}
+DT_FORMS = {"fixed": ["discrete.scaling=step"], "rescaled": ["discrete.scaling=time"],
+            "rescaled λ=0": ["discrete.scaling=time", "discrete.lam=0"]}
 
 
-def run_one(method: str, dt: float, seed: int, iterations: int) -> dict:
-    name, extra = METHODS[method]
-    sets = [f"dt={dt}", f"seed={seed}", f"iterations={iterations}",
-            f"eval_every={iterations}", *extra]
-    cfg = load_config(CONFIGS / f"{name}.yaml", ControlConfig, sets)
+def variants() -> dict[str, tuple[str, list[str]]]:
+    """label → (config name, --set overrides), CT methods first."""
+    out = {}
+    for critic, sets in CRITIC_SETS.items():
+        for name in ("ct_pg", "ct_trpo", "ct_ppo"):
+            out[f"{name.upper().replace('_', '-')} [{critic}]"] = (name, list(sets["ct"]))
+    for critic, sets in CRITIC_SETS.items():
+        for name in ("dt_pg", "dt_ppo"):
+            extra = ["algo.hparams.minibatches=1"] if name == "dt_ppo" else []
+            for form, fsets in DT_FORMS.items():
+                label = f"{name.upper().replace('_', '-')} {form} [{critic}]"
+                out[label] = (name, [*sets["dt"], *fsets, *extra])
+    return out
+
+
+def step_grid(config: str) -> tuple[str, tuple[float, ...]]:
+    """The swept step-size knob of a config and its grid."""
+    return ("algo.hparams.max_kl", MAX_KLS) if config == "ct_trpo" else ("algo.lr", LRS)
+
+
+def canonical(label: str, dt: float) -> str:
+    """At Δt = Δt_ref the fixed and rescaled DT forms are the same run: share its cell."""
+    return label.replace(" fixed ", " rescaled ") if dt == REF_DT else label
+
+
+def cell_path(out: Path, label: str, dt: float, seed: int, step: float) -> Path:
+    key = f"{canonical(label, dt)}|dt={dt:g}|seed={seed}|step={step:g}"
+    safe = "".join(c if c.isalnum() or c in "=.-" else "_" for c in key)
+    return out / "cells" / f"{safe}.json"
+
+
+def run_cell(out: Path, label: str, dt: float, seed: int, step: float,
+             iterations: int) -> dict:
+    """Train one (variant, Δt, seed, step size); cached as one JSON."""
+    path = cell_path(out, label, dt, seed, step)
+    if path.is_file():
+        return json.loads(path.read_text())
+    name, sets = variants()[label]
+    knob, _ = step_grid(name)
+    cfg = load_config(CONFIGS / f"{name}.yaml", ControlConfig,
+                      [*sets, f"dt={dt}", f"seed={seed}", f"iterations={iterations}",
+                       f"eval_every={iterations}", f"{knob}={step}"])
     t0 = time.time()
     final = train_control(cfg)
-    return {"method": method, "dt": dt, "seed": seed, "gap": float(final["perf/gap"]),
-            "J": float(final["perf/J"]), "k": float(final["policy/k"]),
-            "k_star": float(final["policy/k_star"]), "std": float(final["policy/std"]),
-            "seconds": time.time() - t0}
+    row = {"variant": canonical(label, dt), "dt": dt, "seed": seed, "step": step,
+           "gap": float(final["perf/gap"]), "k": float(final["policy/k"]),
+           "std": float(final["policy/std"]), "seconds": round(time.time() - t0, 2)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row))
+    tmp.replace(path)
+    return row
 
 
-def chain_optimum_gap(env, gamma: float, dt: float) -> float:
-    """Continuous-time gap of the best linear policy *for the Euler chain at Δt*: what a method
-    that solved the simulated Δt-problem exactly would score. A reference for the part of a gap
-    that is discretization rather than learning (not a lower bound: a learned policy can land
-    nearer the continuous optimum). Found by Nelder–Mead on the chain's closed form."""
-    from scipy.optimize import minimize
-
-    pi_star, _ = lq.optimal_policy(env, gamma)
-
-    def neg_J(theta):
-        return -lq.performance(env, lq.LinearGaussian(theta[0], theta[1], math.exp(theta[2])),
-                               gamma, dt)
-
-    res = minimize(neg_J, [pi_star.k, pi_star.h, math.log(pi_star.s)], method="Nelder-Mead",
-                   options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000})
-    k, h, log_s = res.x
-    pi_dt = lq.LinearGaussian(k, h, math.exp(log_s))
-    return lq.performance(env, pi_star, gamma) - lq.performance(env, pi_dt, gamma)
+def ci95(x: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95 % t-interval)."""
+    from scipy.stats import t
+    a = np.asarray(x, dtype=float)
+    if len(a) < 2:
+        return float(a.mean()), float("nan")
+    return float(a.mean()), float(t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
 
 
-def summarize(rows: list[dict], dts: list[float]) -> str:
+def floors(dts: list[float]) -> dict[str, dict[float, float]]:
+    cfg = load_config(CONFIGS / "ct_ppo.yaml", ControlConfig)
+    env, g = make_env(cfg.env.name, cfg.env.params), cfg.temperature
+    kref = math.exp(-env.beta * REF_DT)
+    return {"chain": {dt: lq.discrete_optimum_gap(env, g, dt, math.exp(-env.beta * dt), g * dt)
+                      for dt in dts},
+            "fixed": {dt: lq.discrete_optimum_gap(env, g, dt, kref, g * REF_DT) for dt in dts}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 Δt, 2 seeds, 2 step sizes, 3 its")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--worker", default="0/1", help="i/n: run every n-th cell, from the i-th")
+    ap.add_argument("--table-only", action="store_true", help="only rebuild from cached cells")
+    args = ap.parse_args(argv)
+    out = args.out or HERE / ("results_quick" if args.quick else "results")
+    dts = [0.2, 0.1] if args.quick else [0.1, 0.05, 0.02, 0.01]
+    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    iterations = 3 if args.quick else 60
+    tune_dt = 0.2 if args.quick else REF_DT
+    labels = list(variants())
+    grid = {lab: step_grid(variants()[lab][0])[1][1:3] if args.quick
+            else step_grid(variants()[lab][0])[1] for lab in labels}
+    wi, wn = map(int, args.worker.split("/"))
+    t0 = time.time()
+    # 1. step-size sweep at the tuning Δt on the tuning seed
+    tune_cells = [(lab, s) for lab in labels for s in grid[lab]]
+    if not args.table_only:
+        for j, (lab, s) in enumerate(tune_cells):
+            if j % wn == wi:
+                run_cell(out, lab, tune_dt, TUNE_SEED, s, iterations)
+    while True:  # the step sizes are chosen once every worker's tuning cells are in
+        tuning = [json.loads(p.read_text()) for lab, s in tune_cells
+                  if (p := cell_path(out, lab, tune_dt, TUNE_SEED, s)).is_file()]
+        if len(tuning) == len(tune_cells):
+            break
+        if args.table_only:
+            print(f"tuning incomplete ({len(tuning)}/{len(tune_cells)})")
+            return
+        time.sleep(5)
+    chosen = {}
+    for lab in labels:
+        rs = [r for r in tuning if r["variant"] == canonical(lab, tune_dt) and r["step"]
+              in grid[lab]]
+        chosen[lab] = min(rs, key=lambda r: r["gap"])["step"]
+    # 2. evaluation seeds, seed-major so an interrupted run has whole seeds
+    cells = [(lab, dt, seed) for seed in seeds for dt in dts for lab in labels]
+    if not args.table_only:
+        for j, (lab, dt, seed) in enumerate(cells):
+            if j % wn == wi:
+                r = run_cell(out, lab, dt, seed, chosen[lab], iterations)
+                print(f"{lab:32s} dt={dt:<5g} seed={seed} gap={r['gap']:.4f} "
+                      f"({r['seconds']:.1f}s)", flush=True)
+    rows = []
+    for lab, dt, seed in cells:
+        p = cell_path(out, lab, dt, seed, chosen[lab])
+        if p.is_file():
+            rows.append({**json.loads(p.read_text()), "variant": lab})
+    write_outputs(out, rows, tuning, chosen, dts, seeds, iterations, tune_dt)
+    print(f"{time.time() - t0:.0f}s -> {out}")
+
+
+def write_outputs(out: Path, rows: list[dict], tuning: list[dict], chosen: dict,
+                  dts: list[float], seeds: list[int], iterations: int, tune_dt: float) -> None:
+    fl = floors(dts)
+    labels = list(dict.fromkeys(r["variant"] for r in rows)) or list(chosen)
+    summary = {}
+    for lab in labels:
+        for dt in dts:
+            g = [r["gap"] for r in rows if r["variant"] == lab and r["dt"] == dt]
+            if g:
+                m, h = ci95(g)
+                summary[f"{lab}|{dt:g}"] = {"mean": m, "ci95": h, "n": len(g)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(
+        {"dts": dts, "seeds": seeds, "iterations": iterations, "tune_dt": tune_dt,
+         "tune_seed": TUNE_SEED, "chosen_step": chosen, "floors": {k: {str(d): v for d, v in
+                                                                          f.items()}
+                                                                      for k, f in fl.items()},
+         "summary": summary, "rows": rows, "tuning": tuning}, indent=1))
+    with open(out / "rows.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["variant", "dt", "seed", "step", "gap", "k", "std",
+                                          "seconds"])
+        w.writeheader()
+        w.writerows({k: r.get(k) for k in w.fieldnames} for r in rows)
+    (out / "table.md").write_text(table(summary, chosen, fl, dts, labels, tuning, tune_dt))
+    plot(summary, fl, dts, labels, out / "gap_vs_dt.png")
+
+
+def _cell(summary: dict, lab: str, dt: float) -> str:
+    s = summary.get(f"{lab}|{dt:g}")
+    if s is None:
+        return "–"
+    return f"{s['mean']:.4f} ± {s['ci95']:.4f}" if s["n"] > 1 else f"{s['mean']:.4f}"
+
+
+def table(summary, chosen, fl, dts, labels, tuning, tune_dt) -> str:
     cfg = load_config(CONFIGS / "ct_ppo.yaml", ControlConfig)
     env = make_env(cfg.env.name, cfg.env.params)
     pi_star, _ = lq.optimal_policy(env, cfg.temperature)
     J_star = lq.performance(env, pi_star, cfg.temperature)
     J0 = lq.performance(env, lq.LinearGaussian(0.0, 0.0, cfg.policy.init_std), cfg.temperature)
-    lines = [f"Gap J* − J(π) after training (closed form, continuous time; mean ± s.e. over "
-             f"seeds). J* = {J_star:.4f}, k* = {pi_star.k:.3f}, s* = {pi_star.s:.3f}; initial "
-             f"policy gap {J_star - J0:.3f}.", "",
-             "| method | " + " | ".join(f"Δt = {dt:g}" for dt in dts) + " |",
-             "|---|" + "---|" * len(dts)]
-    for method in METHODS:
-        cells = []
-        for dt in dts:
-            g = np.array([r["gap"] for r in rows if r["method"] == method and r["dt"] == dt])
-            if len(g) == 0:
-                cells.append("–")
-                continue
-            se = g.std(ddof=1) / math.sqrt(len(g)) if len(g) > 1 else float("nan")
-            cells.append(f"{g.mean():.4f} ± {se:.4f}" if len(g) > 1 else f"{g.mean():.4f}")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    floors = [f"{chain_optimum_gap(env, cfg.temperature, dt):.4f}" for dt in dts]
-    lines.append("| *reference: optimum of the Δt-chain* | " + " | ".join(floors) + " |")
+    n = max((s["n"] for s in summary.values()), default=0)
+    lines = [f"Gap J* − J(π) after training (closed form, continuous time): mean ± 95 % "
+             f"t-interval half-width over {n} seeds. J* = {J_star:.4f}, k* = {pi_star.k:.3f}, "
+             f"s* = {pi_star.s:.3f}; initial policy gap {J_star - J0:.3f}. Step size (Adam lr; "
+             f"CT-TRPO: max KL) picked per row at Δt = {tune_dt:g} on seed {TUNE_SEED}.", "",
+             "| method [critic] | step | " + " | ".join(f"Δt = {dt:g}" for dt in dts) + " |",
+             "|---|---|" + "---|" * len(dts)]
+    for lab in labels:
+        lines.append(f"| {lab} | {chosen[lab]:g} | "
+                     + " | ".join(_cell(summary, lab, dt) for dt in dts) + " |")
+    lines.append("| *floor: exact optimum of the Euler chain (CT and rescaled rows)* | | "
+                 + " | ".join(f"{fl['chain'][dt]:.4f}" for dt in dts) + " |")
+    lines.append("| *floor: exact optimum of the fixed-constant DT objective (fixed rows)* | | "
+                 + " | ".join(f"{fl['fixed'][dt]:.4f}" for dt in dts) + " |")
+    lines += ["", f"Step-size sweep (gap at Δt = {tune_dt:g}, seed {TUNE_SEED}):", "",
+              "| method [critic] | " + " | ".join(f"{s:g}" for s in LRS) + " | TRPO max KL: "
+              + ", ".join(f"{s:g}" for s in MAX_KLS) + " |", "|---|" + "---|" * (len(LRS) + 1)]
+    for lab in labels:
+        rs = {r["step"]: r["gap"] for r in tuning if r["variant"] == canonical(lab, tune_dt)}
+        vals = [f"{rs[s]:.4f}" if s in rs else "–" for s in sorted(rs)]
+        lines.append(f"| {lab} | " + " | ".join(vals) + " |" * (len(LRS) + 1 - len(vals)) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], dts: list[float], path: Path) -> None:
-    """Gap vs Δt per method (mean ± s.e.), with the Δt-chain optimum's gap as a dotted line."""
+def plot(summary, fl, dts, labels, path: Path) -> None:
+    """Gap vs Δt, one panel per critic; solid CT, dashed DT; floors dotted."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    for method in METHODS:
-        means, ses = [], []
-        for dt in dts:
-            g = np.array([r["gap"] for r in rows if r["method"] == method and r["dt"] == dt])
-            means.append(g.mean())
-            ses.append(g.std(ddof=1) / math.sqrt(len(g)) if len(g) > 1 else 0.0)
-        ls = "-" if method.startswith("CT") else "--"
-        ax.errorbar(dts, means, yerr=ses, marker="o", ms=3, ls=ls, capsize=2, label=method)
-    cfg = load_config(CONFIGS / "ct_ppo.yaml", ControlConfig)
-    env = make_env(cfg.env.name, cfg.env.params)
-    ref = [(dt, chain_optimum_gap(env, cfg.temperature, dt)) for dt in dts]
-    ref = [(dt, g) for dt, g in ref if g > 1e-5]
-    ax.plot(*zip(*ref), "k:", lw=1, label="optimum of Δt-chain")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training step size Δt")
-    ax.set_ylabel("gap J* − J(π)  (closed form)")
-    ax.legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, critic in zip(axes, CRITIC_SETS):
+        for lab in labels:
+            if not lab.endswith(f"[{critic}]"):
+                continue
+            pts = [(dt, summary[f"{lab}|{dt:g}"]) for dt in dts if f"{lab}|{dt:g}" in summary]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            y = [p[1]["mean"] for p in pts]
+            e = [0 if math.isnan(p[1]["ci95"]) else p[1]["ci95"] for p in pts]
+            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2,
+                        ls="-" if lab.startswith("CT") else "--",
+                        label=lab.replace(f" [{critic}]", ""))
+        for key, style, name in (("chain", "k:", "chain optimum"),
+                                 ("fixed", "r:", "fixed-constant DT optimum")):
+            ax.plot(dts, [max(fl[key][dt], 1e-5) for dt in dts], style, lw=1, label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training step size Δt")
+        ax.set_title(f"critic: {critic}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("gap J* − J(π)  (closed form)")
+    axes[1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 step sizes, 1 seed, 20 iterations")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output folder (default: results/, or results_quick/ with --quick)")
-    ap.add_argument("--table-only", action="store_true",
-                    help="rebuild table.md and the figure from an existing results.json")
-    args = ap.parse_args()
-    args.out = args.out or HERE / ("results_quick" if args.quick else "results")
-    if args.table_only:
-        saved = json.loads((args.out / "results.json").read_text())
-        (args.out / "table.md").write_text(summarize(saved["rows"], saved["dts"]))
-        plot(saved["rows"], saved["dts"], args.out / "gap_vs_dt.png")
-        print((args.out / "table.md").read_text())
-        return
-    dts = [0.1, 0.02] if args.quick else [0.2, 0.1, 0.05, 0.02, 0.01]
-    seeds = [0] if args.quick else [0, 1, 2]
-    iterations = 20 if args.quick else 60
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = args.out / "rows.jsonl"  # one line per finished run
-    done = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-    t0 = time.time()
-    for dt in dts:
-        for method in METHODS:
-            for seed in seeds:
-                if any(r["method"] == method and r["dt"] == dt and r["seed"] == seed
-                       for r in done):
-                    continue  # finished before an interruption: rerunning would repeat it
-                r = run_one(method, dt, seed, iterations)
-                done.append(r)
-                with open(log, "a") as f:
-                    f.write(json.dumps(r) + "\n")
-                print(f"{method:22s} dt={dt:<5g} seed={seed} gap={r['gap']:.4f} "
-                      f"k={r['k']:.3f} ({r['seconds']:.1f}s)", flush=True)
-    rows = [r for r in done if r["dt"] in dts and r["seed"] in seeds]
-    table = summarize(rows, dts)
-    (args.out / "results.json").write_text(json.dumps(
-        {"dts": dts, "seeds": seeds, "iterations": iterations, "rows": rows}, indent=1))
-    (args.out / "table.md").write_text(table)
-    plot(rows, dts, args.out / "gap_vs_dt.png")
-    print(table)
-    print(f"total {time.time() - t0:.0f}s -> {args.out}")
 
 
 if __name__ == "__main__":

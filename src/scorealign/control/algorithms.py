@@ -106,37 +106,82 @@ def ct_ppo(policy: GaussianPolicy, optimizer, batch: PolicyBatch, generator: tor
             "policy/clipfrac": clipfrac}
 
 
+KL_DIRECTIONS = ("new_old", "old_new")
+SQRT_ORDERS = ("mean_of_sqrt", "sqrt_of_mean")
+
+
+def state_kl(policy: GaussianPolicy, b: PolicyBatch, direction: str = "new_old") -> Tensor:
+    """Per-row KL between the new policy π' = π_θ and the old π at X_n, [R].
+
+    ``new_old``: KL(π'‖π) (the entropy term of the local approximation); ``old_new``: KL(π‖π')
+    (the direction of the TRPO trust region, :func:`_mean_kl`).
+    """
+    if direction == "new_old":
+        return policy.kl_from(b.x, b.mean_old, b.log_std_old)
+    if direction == "old_new":
+        return gaussian_kl(b.mean_old, b.log_std_old.expand_as(b.mean_old), policy.mean(b.x),
+                           policy.log_std.expand_as(b.mean_old))
+    raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {direction!r}")
+
+
+def sqrt_kl_penalty(kl: Tensor, weight: Tensor, order: str = "mean_of_sqrt",
+                    eps: float = 1e-12) -> Tensor:
+    """The √KL term of the penalized local approximation, in value units (scalar).
+
+    ``mean_of_sqrt``: Σ_n w_n √KL_n = ∫ d^π(dy) √KL(y);  ``sqrt_of_mean``: (Σ w) · √(Σ w̄_n KL_n)
+    = (1/β)·√(E_{βd^π} KL), w̄ = w/Σw. The two agree when KL is the same at every state, and
+    mean_of_sqrt ≤ sqrt_of_mean always (Jensen). The floor ``eps`` keeps √ differentiable at 0.
+    """
+    kl = kl.clamp_min(0.0)
+    if order == "mean_of_sqrt":
+        return (weight * torch.sqrt(kl + eps)).sum()
+    if order == "sqrt_of_mean":
+        total = weight.sum()
+        return total * torch.sqrt((weight * kl).sum() / total + eps)
+    raise ValueError(f"sqrt_order must be one of {SQRT_ORDERS}, got {order!r}")
+
+
 @ALGOS.register("ct_ppo_penalty", paper=_PAPER + "; penalty form as read by sebale16/ct-rl",
                 equation="CT-PPO: max L^π(π') − C E_{d^π}√KL(π'‖π), C adapted to a target δ",
                 properties=_CT | {"stateful"})
 def ct_ppo_penalty(policy: GaussianPolicy, optimizer, batch: PolicyBatch,
                    generator: torch.Generator, *, state: dict, target_sqrt_kl: float = 0.1,
                    coef_init: float = 1.0, coef_factor: float = 1.5, tolerance: float = 0.1,
-                   epochs: int = 10) -> dict[str, float]:
+                   epochs: int = 10, kl_direction: str = "new_old",
+                   sqrt_order: str = "mean_of_sqrt") -> dict[str, float]:
     """CT-PPO with an adaptive √KL penalty on the local approximation.
 
-    ``epochs`` full-batch steps on −[Σ w (ρA − γ KL(π'‖π)) − C Σ w √KL(π'‖π)], i.e. the
-    penalized local approximation L^π(π') − C ∫ d^π(dy) √KL(π'‖π)(y) [Zhao+23 CTPO: the
-    performance difference is bounded below by L minus a √KL term; this penalized form follows
-    the third-party reading in sebale16/ct-rl ``algorithms/cppo.py``, the paper's text was not
-    reachable]. Afterwards D = E_{β d^π}√KL is compared with δ = ``target_sqrt_kl``: C is
-    multiplied by ``coef_factor`` when D > (1 + tol)δ and divided by it when D < (1 − tol)δ.
+    ``epochs`` full-batch steps on −[Σ w (ρA − γ KL(π'‖π)) − C·P], with the penalty P of
+    :func:`sqrt_kl_penalty`: by default (``kl_direction="new_old"``,
+    ``sqrt_order="mean_of_sqrt"``) P = Σ w √KL(π'‖π) = ∫ d^π(dy) √KL(π'‖π)(y), the KL of the
+    *new* policy from the old one, square root taken *per state* and then averaged under d^π.
+    The alternatives: ``kl_direction="old_new"`` uses KL(π‖π'), ``sqrt_order="sqrt_of_mean"``
+    uses (1/β)√(E_{βd^π} KL). [Zhao+23 CTPO: the performance difference is bounded below by L
+    minus a √KL term; which direction and order the paper's bound has could not be read here
+    (only the abstract was retrievable), the default follows the third-party reading in
+    sebale16/ct-rl ``algorithms/cppo.py``.] After the epochs, D = the normalized statistic
+    (P with w̄ = w/Σw) is compared with δ = ``target_sqrt_kl``: C is multiplied by
+    ``coef_factor`` when D > (1 + tol)δ and divided by it when D < (1 − tol)δ.
 
     ``state`` is the trainer's per-run dict (checkpointed): it carries C between iterations.
     """
+    if kl_direction not in KL_DIRECTIONS:
+        raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {kl_direction!r}")
+    if sqrt_order not in SQRT_ORDERS:
+        raise ValueError(f"sqrt_order must be one of {SQRT_ORDERS}, got {sqrt_order!r}")
     coef = float(state.get("kl_coef", coef_init))
     norm = batch.weight / batch.weight.sum()
     for _ in range(epochs):
         logp, kl = _policy_terms(policy, batch)
         obj = ct_local_approximation(logp, batch.logp_old, batch.adv, kl, batch.weight,
                                      batch.gamma)
-        penalty = (batch.weight * torch.sqrt(kl.clamp_min(0.0) + 1e-12)).sum()
+        penalty = sqrt_kl_penalty(state_kl(policy, batch, kl_direction), batch.weight,
+                                  sqrt_order)
         optimizer.zero_grad()
         (coef * penalty - obj).backward()
         optimizer.step()
     with torch.no_grad():
-        d = float((norm * torch.sqrt(policy.kl_from(batch.x, batch.mean_old, batch.log_std_old)
-                                     .clamp_min(0.0))).sum())
+        d = float(sqrt_kl_penalty(state_kl(policy, batch, kl_direction), norm, sqrt_order, 0.0))
     if d > (1 + tolerance) * target_sqrt_kl:
         state["kl_coef"] = coef * coef_factor
     elif d < (1 - tolerance) * target_sqrt_kl:

@@ -160,13 +160,19 @@ def build_ct_batch(ro: Rollout, policy: GaussianPolicy, critic: LinearCritic, be
 
 def build_dt_batch(ro: Rollout, policy: GaussianPolicy, critic: LinearCritic, discount: float,
                    lam: float, entropy_per_step: float, normalize: bool = True,
-                   ridge: float = 1e-8) -> tuple[PolicyBatch, dict[str, float]]:
+                   ridge: float = 1e-8, advantage: str = "gae",
+                   q_degree: int = 2) -> tuple[PolicyBatch, dict[str, float]]:
     """Ordinary discrete-time batch: g_n = r_n Δt − α log π_n, LSTD critic, GAE(λ), uniform rows.
 
     Args:
         discount: per-step discount κ.  lam: GAE λ.  entropy_per_step: α, the soft-reward
         weight per step (α = γΔt reproduces the continuous objective).  normalize: standardize
-        advantages over the batch (the usual PPO practice).
+        advantages over the batch (the usual PPO practice).  advantage: ``gae`` uses Â_n row by
+        row; ``regression`` is the discrete twin of the CT fitted-q critic
+        (:func:`regression_advantage` with uniform weights and temperature α): fit
+        q_c(x, a) to Â_n + α log π_n (the GAE advantage without its sampled entropy term),
+        then Â = q_c − α log π − E_π[q_c − α log π]. With κ = e^{−βΔt}, α = γΔt and λ = 0 the
+        fitted targets are Δt·q̂_n, Δt times those of the CT estimator.
     """
     g = ro.rewards * ro.dt - entropy_per_step * ro.log_probs
     phi, phi_next = critic.features(ro.xs[:-1]), critic.features(ro.xs[1:])
@@ -175,6 +181,15 @@ def build_dt_batch(ro: Rollout, policy: GaussianPolicy, critic: LinearCritic, di
     critic.w = lstd_value(phi.reshape(-1, F), phi_next.reshape(-1, F), g.reshape(-1),
                           ones.reshape(-1), discount, ridge)
     adv = gae(g, phi @ critic.w, phi_next @ critic.w, discount, lam)
+    if advantage == "regression":
+        d, m = ro.xs.shape[-1], ro.actions.shape[-1]
+        logp = ro.log_probs.reshape(-1)
+        adv = regression_advantage(ro.xs[:-1].reshape(-1, d), ro.actions.reshape(-1, m),
+                                   adv.reshape(-1) + entropy_per_step * logp, logp,
+                                   ones.reshape(-1), policy, entropy_per_step, q_degree,
+                                   ridge).reshape(g.shape)
+    elif advantage != "gae":
+        raise ValueError(f"advantage must be 'gae' or 'regression', got {advantage!r}")
     raw_std = float(adv.std())
     if normalize:
         adv = (adv - adv.mean()) / (adv.std() + 1e-12)

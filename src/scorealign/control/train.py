@@ -99,6 +99,9 @@ class DiscreteConfig:
         "help": "Δt at which per-step values were set"})
     lam: float = field(default=0.95, metadata={"help": "GAE λ at reference_dt"})
     normalize_adv: bool = field(default=True, metadata={"help": "standardize DT advantages"})
+    advantage: Literal["gae", "regression"] = field(default="gae", metadata={
+        "help": "DT advantage: GAE(λ) per row (the TD critic), or a least-squares q(x,a) fit of "
+                "it minus its analytic π-mean (the DT twin of policy.q_estimator=regression)"})
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ def _build(env, policy, ro, cfg: ControlConfig, continuous: bool):
                               p.q_estimator, p.q_degree, p.critic_ridge)
     kappa, lam, alpha = discrete_settings(cfg, env.beta)
     return build_dt_batch(ro, policy, critic, kappa, lam, alpha, cfg.discrete.normalize_adv,
-                          cfg.policy.critic_ridge)
+                          cfg.policy.critic_ridge, cfg.discrete.advantage, cfg.policy.q_degree)
 
 
 def iterate(env, policy, optimizer, cfg: ControlConfig, it: int,
