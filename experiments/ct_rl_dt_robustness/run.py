@@ -92,7 +92,7 @@ def cell_path(out: Path, label: str, dt: float, seed: int, step: float) -> Path:
 
 
 def run_cell(out: Path, label: str, dt: float, seed: int, step: float,
-             iterations: int) -> dict:
+             iterations: int, extra: tuple[str, ...] = ()) -> dict:
     """Train one (variant, Δt, seed, step size); cached as one JSON."""
     path = cell_path(out, label, dt, seed, step)
     if path.is_file():
@@ -101,7 +101,7 @@ def run_cell(out: Path, label: str, dt: float, seed: int, step: float,
     knob, _ = step_grid(name)
     cfg = load_config(CONFIGS / f"{name}.yaml", ControlConfig,
                       [*sets, f"dt={dt}", f"seed={seed}", f"iterations={iterations}",
-                       f"eval_every={iterations}", f"{knob}={step}"])
+                       f"eval_every={iterations}", f"{knob}={step}", *extra])
     t0 = time.time()
     final = train_control(cfg)
     row = {"variant": canonical(label, dt), "dt": dt, "seed": seed, "step": step,
@@ -134,16 +134,17 @@ def floors(dts: list[float]) -> dict[str, dict[float, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 Δt, 2 seeds, 2 step sizes, 3 its")
+    ap.add_argument("--quick", action="store_true", help="2 coarse Δt, 2 seeds, 2 step sizes, 2 its of 16 paths")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--worker", default="0/1", help="i/n: run every n-th cell, from the i-th")
     ap.add_argument("--table-only", action="store_true", help="only rebuild from cached cells")
     args = ap.parse_args(argv)
     out = args.out or HERE / ("results_quick" if args.quick else "results")
-    dts = [0.2, 0.1] if args.quick else [0.1, 0.05, 0.02, 0.01]
+    dts = [0.5, 0.25] if args.quick else [0.1, 0.05, 0.02, 0.01]
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
-    iterations = 3 if args.quick else 60
-    tune_dt = 0.2 if args.quick else REF_DT
+    iterations = 2 if args.quick else 60
+    tune_dt = 0.5 if args.quick else REF_DT
+    extra = ("n_paths=16",) if args.quick else ()
     labels = list(variants())
     grid = {lab: step_grid(variants()[lab][0])[1][1:3] if args.quick
             else step_grid(variants()[lab][0])[1] for lab in labels}
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table_only:
         for j, (lab, s) in enumerate(tune_cells):
             if j % wn == wi:
-                run_cell(out, lab, tune_dt, TUNE_SEED, s, iterations)
+                run_cell(out, lab, tune_dt, TUNE_SEED, s, iterations, extra)
     while True:  # the step sizes are chosen once every worker's tuning cells are in
         tuning = [json.loads(p.read_text()) for lab, s in tune_cells
                   if (p := cell_path(out, lab, tune_dt, TUNE_SEED, s)).is_file()]
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table_only:
         for j, (lab, dt, seed) in enumerate(cells):
             if j % wn == wi:
-                r = run_cell(out, lab, dt, seed, chosen[lab], iterations)
+                r = run_cell(out, lab, dt, seed, chosen[lab], iterations, extra)
                 print(f"{lab:32s} dt={dt:<5g} seed={seed} gap={r['gap']:.4f} "
                       f"({r['seconds']:.1f}s)", flush=True)
     rows = []
