@@ -1,8 +1,10 @@
 """Sampling conditions of the CDPM robustness experiment: injected score error and step count.
 
 A condition perturbs the model's prediction before the sampler sees it. The error has size δ per
-coordinate (RMS) and is either fresh Gaussian noise at every evaluation (``noise``) or a fixed
-direction u with ±1 coordinates (``bias``). It is added in one of two spaces:
+coordinate (RMS) and is either fresh Gaussian noise at every evaluation (``noise``: NOT a score
+function, since two calls at the same (x, t) disagree; kept for the record, not evidence about
+score error) or a fixed direction u with ±1 coordinates (``bias``). It is added in one of two
+spaces:
 
 * ``score``: ŝ = s_θ + δ e, a uniform absolute score error — the assumption of the CDPM error
   bounds [Tang & Zhao 24] (sup_t E‖s_θ − ∇log p_t‖² ≤ ε²);

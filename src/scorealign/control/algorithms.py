@@ -158,8 +158,10 @@ def ct_ppo_penalty(policy: GaussianPolicy, optimizer, batch: PolicyBatch,
     The alternatives: ``kl_direction="old_new"`` uses KL(π‖π'), ``sqrt_order="sqrt_of_mean"``
     uses (1/β)√(E_{βd^π} KL). [Zhao+23 CTPO: the performance difference is bounded below by L
     minus a √KL term; which direction and order the paper's bound has could not be read here
-    (only the abstract was retrievable), the default follows the third-party reading in
-    sebale16/ct-rl ``algorithms/cppo.py``.] After the epochs, D = the normalized statistic
+    (only the abstract was retrievable). The third-party sebale16/ct-rl ``algorithms/cppo.py``
+    *writes* E_x √KL(π'‖π) (our default) in its docstring but *computes* √(mean(log π_old −
+    log π_new)), a sample estimate of √E KL(π‖π'): ``kl_direction="old_new",
+    sqrt_order="sqrt_of_mean"`` here.] After the epochs, D = the normalized statistic
     (P with w̄ = w/Σw) is compared with δ = ``target_sqrt_kl``: C is multiplied by
     ``coef_factor`` when D > (1 + tol)δ and divided by it when D < (1 − tol)δ.
 
