@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         rs = [r for r in tuning if r["variant"] == canonical(lab, tune_dt) and r["step"]
               in grid[lab]]
         chosen[lab] = min(rs, key=lambda r: r["gap"])["step"]
-    # 2. evaluation seeds, seed-major so an interrupted run has whole seeds
-    cells = [(lab, dt, seed) for seed in seeds for dt in dts for lab in labels]
+    # 2. evaluation seeds: the smallest Δt first, seed-major within a Δt, so an interrupted run
+    #    has whole seeds at the Δt that matters most
+    cells = [(lab, dt, seed) for dt in sorted(dts) for seed in seeds for lab in labels]
     if not args.table_only:
         for j, (lab, dt, seed) in enumerate(cells):
             if j % wn == wi:
@@ -245,12 +246,13 @@ def table(summary, chosen, fl, dts, labels, tuning, tune_dt) -> str:
     lines.append("| *floor: exact optimum of the fixed-constant DT objective (fixed rows)* | | "
                  + " | ".join(f"{fl['fixed'][dt]:.4f}" for dt in dts) + " |")
     lines += ["", f"Step-size sweep (gap at Δt = {tune_dt:g}, seed {TUNE_SEED}):", "",
-              "| method [critic] | " + " | ".join(f"{s:g}" for s in LRS) + " | TRPO max KL: "
-              + ", ".join(f"{s:g}" for s in MAX_KLS) + " |", "|---|" + "---|" * (len(LRS) + 1)]
+              "| method [critic] | " + " | ".join(f"lr {a:g} (TRPO: max KL {b:g})"
+                                                 for a, b in zip(LRS, MAX_KLS)) + " |",
+              "|---|" + "---|" * len(LRS)]
     for lab in labels:
         rs = {r["step"]: r["gap"] for r in tuning if r["variant"] == canonical(lab, tune_dt)}
         vals = [f"{rs[s]:.4f}" if s in rs else "–" for s in sorted(rs)]
-        lines.append(f"| {lab} | " + " | ".join(vals) + " |" * (len(LRS) + 1 - len(vals)) + " |")
+        lines.append(f"| {lab} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
 
