@@ -215,7 +215,7 @@ def write_outputs(out: Path, rows: list[dict], tuning: list[dict], chosen: dict,
         w.writeheader()
         w.writerows({k: r.get(k) for k in w.fieldnames} for r in rows)
     (out / "table.md").write_text(table(summary, chosen, fl, dts, labels, tuning, tune_dt))
-    plot(summary, fl, dts, labels, out / "gap_vs_dt.png")
+    plot(rows, summary, fl, dts, labels, out / "gap_vs_dt.png")
 
 
 def _cell(summary: dict, lab: str, dt: float) -> str:
@@ -256,38 +256,37 @@ def table(summary, chosen, fl, dts, labels, tuning, tune_dt) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary, fl, dts, labels, path: Path) -> None:
-    """Gap vs Δt, one panel per critic; solid CT, dashed DT; floors dotted."""
+def plot(rows: list[dict], summary, fl, dts, labels, path: Path) -> None:
+    """Per Δt, one line per row: the seeds (dots), mean and 95 % interval (bar), floors."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, critic in zip(axes, CRITIC_SETS):
-        for lab in labels:
-            if not lab.endswith(f"[{critic}]"):
-                continue
-            pts = [(dt, summary[f"{lab}|{dt:g}"]) for dt in dts if f"{lab}|{dt:g}" in summary]
-            if not pts:
-                continue
-            x = [p[0] for p in pts]
-            y = [p[1]["mean"] for p in pts]
-            e = [0 if math.isnan(p[1]["ci95"]) else p[1]["ci95"] for p in pts]
-            ax.errorbar(x, y, yerr=e, marker="o", ms=3, capsize=2,
-                        ls="-" if lab.startswith("CT") else "--",
-                        label=lab.replace(f" [{critic}]", ""))
-        for key, style, name in (("chain", "k:", "chain optimum"),
-                                 ("fixed", "r:", "fixed-constant DT optimum")):
-            ax.plot(dts, [max(fl[key][dt], 1e-5) for dt in dts], style, lw=1, label=name)
+    fig, axes = plt.subplots(1, len(dts), figsize=(5.5 * len(dts), 0.32 * len(labels) + 1.2),
+                             sharey=True, squeeze=False)
+    for ax, dt in zip(axes[0], sorted(dts)):
+        for y, lab in enumerate(labels):
+            g = [r["gap"] for r in rows if r["variant"] == lab and r["dt"] == dt]
+            color = "C0" if lab.startswith("CT") else ("C3" if " fixed " in lab else "C2")
+            ax.plot(g, [y] * len(g), "o", ms=3, alpha=0.5, color=color)
+            sm = summary.get(f"{lab}|{dt:g}")
+            if sm:
+                h = 0.0 if math.isnan(sm["ci95"]) else sm["ci95"]
+                lo = max(sm["mean"] - h, 1e-5)
+                ax.plot([lo, sm["mean"] + h], [y, y], "-", color=color, lw=2)
+                ax.plot(sm["mean"], y, "|", ms=10, color="k")
+        ax.axvline(max(fl["chain"][dt], 1e-5), color="k", ls=":", lw=1,
+                   label="chain optimum (CT, rescaled)")
+        ax.axvline(fl["fixed"][dt], color="C3", ls=":", lw=1, label="fixed-constant DT optimum")
         ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training step size Δt")
-        ax.set_title(f"critic: {critic}", fontsize=9)
+        ax.set_title(f"Δt = {dt:g}", fontsize=9)
+        ax.set_xlabel("gap J* − J(π)  (closed form; dots: seeds, bar: 95 % CI)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("gap J* − J(π)  (closed form)")
-    axes[1].legend(fontsize=6, ncol=2)
+    axes[0, 0].set_yticks(range(len(labels)), labels, fontsize=7)
+    axes[0, 0].invert_yaxis()
+    axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
