@@ -141,9 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--worker", default="0/1", help="i/n: run every n-th cell, from the i-th")
     ap.add_argument("--table-only", action="store_true", help="only rebuild from cached cells")
+    ap.add_argument("--dts", default=None, help="comma list of Δt (default 0.05,0.02)")
+    ap.add_argument("--rows", default=None,
+                    help="'|'-separated row labels to train (default all; tables show all)")
     args = ap.parse_args(argv)
     out = args.out or HERE / ("results_quick" if args.quick else "results")
     dts = [0.5, 0.25] if args.quick else [0.05, 0.02]
+    if args.dts:
+        dts = [float(x) for x in args.dts.split(",")]
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
     iterations = 2 if args.quick else 30
     tune_dt = 0.5 if args.quick else REF_DT
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     cells = [(lab, dt, seed) for dt in sorted(dts) for seed in seeds for lab in labels]
     if not args.table_only:
         for j, (lab, dt, seed) in enumerate(cells):
-            if j % wn == wi:
+            if j % wn == wi and (args.rows is None or lab in args.rows.split("|")):
                 r = run_cell(out, lab, dt, seed, chosen[lab], iterations, extra)
                 print(f"{lab:32s} dt={dt:<5g} seed={seed} gap={r['gap']:.4f} "
                       f"({r['seconds']:.1f}s)", flush=True)
