@@ -137,7 +137,8 @@ def floors(dts: list[float]) -> dict[str, dict[float, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 coarse Δt, 2 seeds, 2 step sizes, 2 its of 16 paths")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 coarse Δt, 2 seeds, 2 step sizes, 2 iterations of 16 paths")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--worker", default="0/1", help="i/n: run every n-th cell, from the i-th")
     ap.add_argument("--table-only", action="store_true", help="only rebuild from cached cells")
