@@ -1,7 +1,7 @@
 """CD with the exact score of a 2-D Gaussian mixture gives a one-step sampler of the mixture.
 
 The teacher is the closed-form x̂_0 of ``sde/mixture.py`` (a perfect diffusion model), the
-student a small MLP inside Song's scalings; Algorithm 2 of Song+23 with the project's Heun step.
+student a small MLP inside Song's scalings; Song+23 Alg. 2 with the project's Heun step.
 Tolerance: one-step sliced W2 to fresh mixture samples below 0.25 (measured 0.16; two samples of the mixture
 itself are ~0.03 apart at n = 2000; the untrained student is > 1 away).
 """

@@ -80,3 +80,15 @@ def test_bad_consistency_field_exits_2(tmp_path):
     res = CliRunner().invoke(app, ["pretrain", "--config", "configs/pretrain/gaussians.yaml",
                                    "--set", "consistency.solver=rk45", "--dry-run"])
     assert res.exit_code == 2 and "consistency.solver" in res.output, res.output
+
+
+def test_ct_run_trains_without_teacher_and_exports(tmp_path):
+    sets = [s for s in SETS if not s.startswith(("train.objective", "consistency.teacher",
+                                                 "train.steps"))]
+    cfg = load_config("configs/pretrain/gaussians.yaml", PretrainConfig,
+                      sets + ["train.objective=ct", "train.steps=6",
+                              "consistency.teacher=/nonexistent"])  # CT never reads it
+    final = pretrain(cfg, RunDir.create(tmp_path / "ct", cfg))
+    assert (final / "model.safetensors").is_file()
+    logged = RunDir(tmp_path / "ct").read_metrics()
+    assert all("loss/ct" in r and r["loss/ct"] >= 0 for r in logged)

@@ -1,4 +1,4 @@
-"""Consistency functions f_θ(x_t, t) ≈ x_{t_min} on any registered SDE, with f(x, t_min) = x exactly.
+"""Consistency functions f_θ(x_t, t) ≈ x_{t_min} on any registered SDE; f(x, t_min) = x exactly.
 
 A consistency function maps every point of a probability-flow ODE trajectory to the trajectory's
 point at t_min [Song+23, arXiv:2303.01469, Def. §3]. Song+23 build the boundary condition into the
