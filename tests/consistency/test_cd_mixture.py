@@ -6,6 +6,7 @@ Tolerance: one-step sliced W2 to fresh mixture samples below 0.25 (measured 0.16
 itself are ~0.03 apart at n = 2000; the untrained student is > 1 away).
 """
 
+import pytest
 import torch
 
 from scorealign.eval.metrics import sliced_wasserstein
@@ -31,6 +32,7 @@ def _one_step(net, sde, n, seed):
     return sample(pred, net.kind, sde, x_T, sampler="consistency", steps=1, generator=g).x0
 
 
+@pytest.mark.slow
 def test_cd_with_exact_score_matches_the_mixture_in_one_step():
     torch.manual_seed(0)
     sde, mix = build_sde("vp"), _mixture()
