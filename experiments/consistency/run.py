@@ -113,7 +113,8 @@ def part_a(out: Path, models: dict, nfes, n: int) -> list[dict]:
     return rows
 
 
-def part_b(out: Path, cd_path: str, epochs: int, per_epoch: int, k: int) -> list[dict]:
+def part_b(out: Path, cd_path: str, epochs: int, per_epoch: int, k: int,
+           seeds: int = 1) -> list[dict]:
     """LOOP on the 2-step consistency policy vs the 10-step teacher; per-epoch reward/time."""
     from scorealign.rl.config import FinetuneConfig
     from scorealign.rl.trainer import finetune
@@ -125,11 +126,12 @@ def part_b(out: Path, cd_path: str, epochs: int, per_epoch: int, k: int) -> list
     arms = {"cm_2step": ("configs/finetune/digits_cm_loop.yaml", [f"base.path={cd_path}"]),
             "teacher_10step": ("configs/finetune/demo.yaml", [])}
     rows = []
-    for arm, (config, sets) in arms.items():
-        name = f"rl_{arm}_e{epochs}_p{per_epoch}_k{k}"
+    for seed, (arm, (config, sets)) in ((s, a) for s in range(seeds) for a in arms.items()):
+        name = f"rl_{arm}_e{epochs}_p{per_epoch}_k{k}_s{seed}"
 
         def run():
-            cfg = load_config(ROOT / config, FinetuneConfig, sets + common)
+            cfg = load_config(ROOT / config, FinetuneConfig,
+                              sets + common + [f"train.seed={seed}"])
             run_dir = out / "runs" / name
             import shutil
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -143,7 +145,8 @@ def part_b(out: Path, cd_path: str, epochs: int, per_epoch: int, k: int) -> list
                 wall += r["time/epoch_s"]
                 curve.append({"epoch": r["step"], "wall_s": wall, "reward": r["reward/mean"],
                               "gold": r.get("reward/gold_mean")})
-            return {"arm": arm, "steps": cfg.policy.steps, "total_s": total, "curve": curve,
+            return {"arm": arm, "seed": seed, "steps": cfg.policy.steps, "total_s": total,
+                    "curve": curve,
                     "reward_gain": curve[-1]["reward"] - curve[0]["reward"],
                     "gain_per_s": (curve[-1]["reward"] - curve[0]["reward"]) / wall}
 
@@ -152,19 +155,41 @@ def part_b(out: Path, cd_path: str, epochs: int, per_epoch: int, k: int) -> list
     return rows
 
 
+def _ci(values: list[float]) -> str:
+    """mean ± 95% interval (t quantile) of per-seed values."""
+    import statistics
+    n = len(values)
+    m = statistics.fmean(values)
+    if n < 2:
+        return f"{m:.3g}"
+    t95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36}.get(n, 2.26)
+    return f"{m:.3g} ± {t95 * statistics.stdev(values) / n ** 0.5:.2g}"
+
+
+def rl_summary(b: list[dict]) -> list[str]:
+    """Per arm over seeds: reward gain per wall second, wall time, last-epoch reward and gold."""
+    lines = ["", "| RL arm | policy steps | seeds | wall s | reward epoch 1 | reward last | "
+                 "gain / s | gold epoch 1 | gold last |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm in dict.fromkeys(r["arm"] for r in b):
+        rs = [r for r in b if r["arm"] == arm]
+        col = lambda f: _ci([f(r) for r in rs])  # noqa: E731
+        lines.append(f"| {arm} | {rs[0]['steps']} | {len(rs)} | "
+                     f"{col(lambda r: r['curve'][-1]['wall_s'])} | "
+                     f"{col(lambda r: r['curve'][0]['reward'])} | "
+                     f"{col(lambda r: r['curve'][-1]['reward'])} | "
+                     f"{col(lambda r: r['gain_per_s'])} | "
+                     f"{col(lambda r: r['curve'][0]['gold'] or 0.0)} | "
+                     f"{col(lambda r: r['curve'][-1]['gold'] or 0.0)} |")
+    return lines
+
+
 def table(a: list[dict], b: list[dict]) -> str:
     lines = ["| method | NFE | steps | accuracy | FD | ms/sample |", "|---|---|---|---|---|---|"]
     for r in sorted(a, key=lambda r: (r["method"], r["nfe"])):
         lines.append(f"| {r['method']} | {r['nfe']} | {r['steps']} | {r['accuracy']:.3f} | "
                      f"{r['fd']:.1f} | {r['ms_per_sample']:.2f} |")
     if b:
-        lines += ["", "| RL arm | policy steps | epochs | reward first → last | wall s | "
-                      "gain / s |", "|---|---|---|---|---|---|"]
-        for r in b:
-            c = r["curve"]
-            lines.append(f"| {r['arm']} | {r['steps']} | {len(c)} | {c[0]['reward']:.4f} → "
-                         f"{c[-1]['reward']:.4f} | {c[-1]['wall_s']:.1f} | "
-                         f"{r['gain_per_s']:.2e} |")
+        lines += rl_summary(b)
     return "\n".join(lines) + "\n"
 
 
@@ -177,6 +202,7 @@ def main(argv=None) -> None:
     p.add_argument("--ct", default=None, help="CT run directory (optional)")
     p.add_argument("--n", type=int, default=500, help="samples per Part A cell")
     p.add_argument("--rl-epochs", type=int, default=6)
+    p.add_argument("--rl-seeds", type=int, default=5)
     p.add_argument("--no-rl", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -194,7 +220,7 @@ def main(argv=None) -> None:
     rows_b = []
     if not a.no_rl and "cd" in models:
         rows_b = part_b(out, models["cd"], 1 if a.quick else a.rl_epochs,
-                        2 if a.quick else 4, 2 if a.quick else 4)
+                        2 if a.quick else 4, 2 if a.quick else 4, 1 if a.quick else a.rl_seeds)
     _write(results / "results.json", {"sampling": rows_a, "rl": rows_b})
     (results / "table.md").write_text(table(rows_a, rows_b))
     print((results / "table.md").read_text())
