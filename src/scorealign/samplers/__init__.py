@@ -1,9 +1,10 @@
 """Samplers: step kernels, time grids, the sampling loop and PF-ODE likelihoods.
 
-Importing this package registers every step in ``SAMPLERS`` / ``CORRECTORS`` and every grid in
-``GRIDS``. See docs/conventions.md.
+Importing this package registers every step in ``SAMPLERS`` / ``CORRECTORS`` (the consistency
+step of ``samplers/consistency.py`` included) and every grid in ``GRIDS``. See docs/conventions.md.
 """
 
+from scorealign.samplers import consistency as _consistency  # noqa: F401  (registers)
 from scorealign.samplers.grids import GRIDS, make_grid
 from scorealign.samplers.kernel import GaussianStep, gaussian_log_prob
 from scorealign.samplers.loop import SampleResult, sample

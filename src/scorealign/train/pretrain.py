@@ -21,6 +21,7 @@ from scorealign.nets import ModelConfig
 from scorealign.rng import generator
 from scorealign.sde.dsm import dsm_loss, sample_t
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.train.consistency import ConsistencyConfig, consistency_pretrain
 from scorealign.train.progress import progress_bar
 from scorealign.train.rundir import RunDir
 from scorealign.train.task import (DataConfig, SamplingConfig, SDEConfig, Task, build_task,
@@ -43,6 +44,9 @@ class TrainConfig:
     weighting: str = field(default="eps", metadata={"help": "DSM weighting λ(t) (sde/dsm.py)"})
     t_schedule: str = field(default="uniform", metadata={
         "help": "training times: uniform | stratified | logsnr (uniform in log s/m)"})
+    objective: Literal["dsm", "cd", "ct"] = field(default="dsm", metadata={
+        "help": "dsm: denoising score matching; cd / ct: consistency distillation / training "
+                "(train/consistency.py, settings under consistency:)"})
     seed: int = field(default=0, metadata={"help": "run seed: all randomness derives from it"})
     log_every: int = field(default=25, metadata={"help": "metrics.jsonl interval (steps)"})
     ckpt_every: int = field(default=500, metadata={"help": "checkpoint interval (steps)"})
@@ -76,6 +80,8 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "optimization"})
     sample: SamplingConfig = field(default_factory=SamplingConfig,
                                    metadata={"help": "sampling for previews and evaluation"})
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig, metadata={
+        "help": "consistency models (train.objective cd | ct)"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
 
     def __post_init__(self) -> None:
@@ -121,7 +127,12 @@ def train_step_batch(task: Task, cfg: TrainConfig, step: int, rank: int, world: 
 
 
 def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> Path:
-    """Run the DSM loop into ``run``; returns the path of the exported final model."""
+    """Run the DSM loop into ``run``; returns the path of the exported final model.
+
+    ``train.objective: cd | ct`` hands the run to the consistency loop (train/consistency.py).
+    """
+    if cfg.train.objective != "dsm":
+        return consistency_pretrain(cfg, run, resume)
     acc = make_accelerator(cfg.device)
     task = build_task(cfg.data, cfg.sde, cfg.model, device="cpu")
     model = task.model

@@ -1,0 +1,330 @@
+"""Consistency distillation (CD) and consistency training (CT)  [Song+23, arXiv:2303.01469].
+
+Both train f_θ (``sde.consistency``: the project network with Song's skip/out scalings) so that
+adjacent points of one PF-ODE trajectory map to the same output:
+
+    L = E_{n, x_0, z} λ(t_n) d(f_θ(x_{t_{n+1}}, t_{n+1}), f_{θ⁻}(x̂_{t_n}, t_n)),
+    x_{t_{n+1}} = m(t_{n+1}) x_0 + s(t_{n+1}) z,
+
+* **CD** [Alg. 2, Eq. 7]: x̂_{t_n} is one step of a PF-ODE solver of the teacher from t_{n+1}
+  to t_n (``solver``: ``heun_ode`` [EDM Alg. 1], ``euler_ode`` or ``ddim`` at η = 0, the
+  project's registered steps); the teacher may be classifier-free guided (fixed scale w).
+* **CT** [Alg. 3, Eq. 10]: no teacher; x̂_{t_n} = m(t_n) x_0 + s(t_n) z with the same z (the
+  one-sample estimate of the score that CT substitutes).
+
+θ⁻ is the target network, θ⁻ ← stopgrad(μ θ⁻ + (1 − μ) θ). t_1 < … < t_N is the Karras grid
+(ρ = 7) in the noise-to-signal ratio s/m between t_min and t_max [Song+23, §5 / Karras+22
+Eq. 5]. N and μ follow ``create_ema_and_scales_fn`` of openai/consistency_models
+(``cm/script_util.py``): ``fixed`` keeps N = s₀ and μ = μ₀ (their CD runs: N = 18 or 40,
+μ₀ = 0.95); ``progressive`` grows
+N(k) = ceil(sqrt(k/K ((s₁ + 1)² − s₀²) + s₀²) − 1) + 1 [Song+23, App. C, N(·)], and
+``adaptive`` sets μ(k) = exp(s₀ log μ₀ / N(k)) [App. C, μ(·)] (their CT: s₀ = 2, s₁ = 150,
+μ₀ = 0.9 on CIFAR-10). λ ≡ 1 (openai ``weight_schedule=uniform``).
+
+LPIPS is not available offline; the distance d is ``l2`` (mean squared error over dimensions,
+openai ``loss_norm=l2``) or ``pseudo_huber`` sqrt(‖a − b‖² + c²) − c with c = 0.00054 sqrt(D)
+[Song & Dhariwal 23 (iCT), arXiv:2310.14189, §3.3].
+
+Every step draws its batch, indices n, noise and condition from a generator seeded by
+(run seed, step), and N(k), μ(k) and the learning rate are pure functions of k, so a run
+killed at any point and resumed from its checkpoint (model, EMA, target, optimizer) continues
+bit for bit, as the DSM loop of ``train/pretrain.py`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from scorealign.config import FieldError
+from scorealign.nets.cond import guided
+from scorealign.rng import generator
+from scorealign.samplers.grids import GRIDS, make_grid
+from scorealign.samplers.steps import SAMPLERS
+from scorealign.sde.base import SDE, bcast
+from scorealign.sde.consistency import ConsistencyFunction
+
+if TYPE_CHECKING:
+    from scorealign.train.pretrain import PretrainConfig
+    from scorealign.train.rundir import RunDir
+
+PredFn = Callable[[Tensor, Tensor], Tensor]
+SOLVERS = ("heun_ode", "euler_ode", "ddim")
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """Settings of ``train.objective: cd | ct`` (ignored for ``dsm``)."""
+
+    teacher: str = field(default="pretrained:digits8", metadata={
+        "help": "CD teacher: a pretraining run directory, a model directory, "
+                "'pretrained:<name>', or 'exact' (the exact score of a Gaussian-mixture toy)"})
+    init_from_teacher: bool = field(default=True, metadata={
+        "help": "CD: start θ and θ⁻ from the teacher's weights (needs the same model config)"})
+    solver: str = field(default="heun_ode", metadata={
+        "help": "CD: PF-ODE step of the teacher: heun_ode | euler_ode | ddim (η = 0)"})
+    teacher_guidance: float = field(default=1.0, metadata={
+        "help": "CD: classifier-free guidance scale of the teacher (1: none)"})
+    scale_mode: Literal["fixed", "progressive"] = field(default="fixed", metadata={
+        "help": "N(k): fixed = start_scales; progressive grows it to end_scales + 1"})
+    start_scales: int = field(default=18, metadata={"help": "s₀ (fixed: N)"})
+    end_scales: int = field(default=150, metadata={"help": "s₁ (progressive)"})
+    target_ema_mode: Literal["fixed", "adaptive"] = field(default="fixed", metadata={
+        "help": "μ(k): fixed = start_ema; adaptive = exp(s₀ log μ₀ / N(k))"})
+    start_ema: float = field(default=0.95, metadata={"help": "μ₀, target-network EMA"})
+    grid: str = field(default="karras", metadata={"help": "discretization t_1..t_N (a GRIDS name)"})
+    rho: float = field(default=7.0, metadata={"help": "ρ of the karras grid"})
+    distance: Literal["l2", "pseudo_huber"] = field(default="l2", metadata={
+        "help": "d(·,·): l2 (mean squared error) or pseudo_huber (iCT)"})
+    huber_c: float | None = field(default=None, metadata={
+        "help": "pseudo-Huber c (null: 0.00054 sqrt(D))"})
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise FieldError("solver", f"unknown solver {self.solver!r}; choose one of {SOLVERS}")
+        if self.grid not in GRIDS:
+            raise FieldError("grid", f"unknown grid {self.grid!r}; choose one of {sorted(GRIDS)}")
+        if self.start_scales < 2:
+            raise FieldError("start_scales", f"need N >= 2 grid points, got {self.start_scales}")
+        if self.scale_mode == "progressive" and self.end_scales < self.start_scales:
+            raise FieldError("end_scales", f"must be >= start_scales ({self.start_scales}), "
+                                           f"got {self.end_scales}")
+        if not 0.0 <= self.start_ema < 1.0:
+            raise FieldError("start_ema", f"must be in [0, 1), got {self.start_ema}")
+        if self.teacher_guidance < 0:
+            raise FieldError("teacher_guidance", f"must be >= 0, got {self.teacher_guidance}")
+        if self.huber_c is not None and self.huber_c <= 0:
+            raise FieldError("huber_c", f"must be > 0, got {self.huber_c}")
+
+
+def ema_and_scales(step: int, total: int, cfg: ConsistencyConfig) -> tuple[float, int]:
+    """(μ(k), N(k)) at training step k of K  [Song+23, App. C; openai ``cm/script_util.py``]."""
+    if cfg.scale_mode == "fixed":
+        n = cfg.start_scales
+    else:
+        s0, s1 = cfg.start_scales, cfg.end_scales
+        n = math.ceil(math.sqrt(step / total * ((s1 + 1) ** 2 - s0**2) + s0**2) - 1)
+        n = max(n, 1) + 1
+    if cfg.target_ema_mode == "fixed":
+        return cfg.start_ema, n
+    return math.exp(cfg.start_scales * math.log(cfg.start_ema) / n), n
+
+
+def discretization(sde: SDE, n: int, cfg: ConsistencyConfig) -> Tensor:
+    """The N training times t_max = t_N > … > t_1 = t_min, decreasing float64 [N]."""
+    return make_grid(sde, n - 1, cfg.grid, rho=cfg.rho)
+
+
+def distance(a: Tensor, b: Tensor, kind: str = "l2", c: float | None = None) -> Tensor:
+    """Per-sample d(a, b) [B] in fp32: ``l2`` mean squared error, or pseudo-Huber [iCT §3.3]."""
+    diff = (a.float() - b.float()).flatten(1)
+    if kind == "l2":
+        return diff.pow(2).mean(1)
+    if kind == "pseudo_huber":
+        c = 0.00054 * math.sqrt(diff.shape[1]) if c is None else c
+        return (diff.pow(2).sum(1) + c**2).sqrt() - c
+    raise ValueError(f"unknown distance {kind!r}; choose l2 or pseudo_huber")
+
+
+def teacher_step(teacher: PredFn, kind: str, sde: SDE, x: Tensor, t: Tensor, t_next: Tensor,
+                 solver: str) -> Tensor:
+    """One deterministic PF-ODE step of the teacher from t to t_next < t (per-sample [B] times).
+
+    Uses the project's registered step (``heun_ode``: 2 evaluations; ``euler_ode``, ``ddim``
+    at η = 0: 1); ``teacher(x, t)`` gets t in fp32 as samplers pass it.
+    """
+    fn = SAMPLERS.get(solver).fn
+    kw = {"eta": 0.0} if solver == "ddim" else {}
+    t32 = t.to(device=x.device, dtype=torch.promote_types(x.dtype, torch.float32))
+    return fn(x, teacher(x, t32), kind, t, t_next, sde, noise=None, pred_fn=teacher, **kw).x_next
+
+
+def consistency_loss(student: Callable[[Tensor, Tensor], Tensor],
+                     target: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor,
+                     t_hi: Tensor, t_lo: Tensor, z: Tensor, *, teacher: PredFn | None = None,
+                     teacher_kind: str = "eps", solver: str = "heun_ode",
+                     dist: str = "l2", huber_c: float | None = None) -> Tensor:
+    """Per-sample CD (teacher given) or CT (teacher None) loss [B]  [Song+23, Eq. 7 / Eq. 10].
+
+    Args:
+        student: f_θ(x, t) with gradient; t float64 [B].
+        target: f_{θ⁻}(x, t), evaluated without gradient.
+        sde: the forward SDE.
+        x0: data [B, *D]; t_hi > t_lo: adjacent grid times [B] (float64); z ~ N(0, I).
+        teacher: CD: the teacher's ``kind`` prediction ``teacher(x, t)``; None: CT.
+    """
+    mg = sde.marginal(t_hi)
+    x_hi = (bcast(mg.mean_coef, x0) * x0.to(torch.float64)
+            + bcast(mg.std, x0) * z.to(torch.float64)).to(x0.dtype)
+    with torch.no_grad():
+        if teacher is not None:
+            x_lo = teacher_step(teacher, teacher_kind, sde, x_hi, t_hi, t_lo, solver)
+        else:
+            lo = sde.marginal(t_lo)
+            x_lo = (bcast(lo.mean_coef, x0) * x0.to(torch.float64)
+                    + bcast(lo.std, x0) * z.to(torch.float64)).to(x0.dtype)
+        f_target = target(x_lo, t_lo)
+    return distance(student(x_hi, t_hi), f_target, dist, huber_c)
+
+
+@torch.no_grad()
+def update_target(target: nn.Module, model: nn.Module, mu: float) -> None:
+    """θ⁻ ← μ θ⁻ + (1 − μ) θ  [Song+23, Alg. 2-3] (buffers copied)."""
+    src = model.state_dict()
+    for k, v in target.state_dict().items():
+        if v.dtype.is_floating_point:
+            v.mul_(mu).add_(src[k].detach().to(v.device), alpha=1 - mu)
+        else:
+            v.copy_(src[k])
+
+
+# -- teachers ---------------------------------------------------------------------------------
+def load_teacher(cfg: "PretrainConfig", task) -> tuple[Callable[[Any], PredFn], str,
+                                                       nn.Module | None]:
+    """(teacher factory, kind, teacher network or None) for CD; factory(cond) -> pred_fn(x, t).
+
+    Raises:
+        FieldError: the teacher does not fit the run (SDE, data, model config).
+    """
+    c = cfg.consistency
+    if c.teacher == "exact":
+        from scorealign.data.toys import DATASETS
+        from scorealign.sde.mixture import GaussianMixture
+        mix = DATASETS.get(cfg.data.name).fn() if cfg.data.name in DATASETS else None
+        if not isinstance(mix, GaussianMixture):
+            raise FieldError("consistency.teacher", f"'exact' needs a Gaussian-mixture data set "
+                                                    f"(gaussians), got {cfg.data.name!r}")
+        fn = mix.pred_fn(task.sde, "x0")
+        return (lambda cond: fn), "x0", None
+    from scorealign.rl.setup import load_digits_base
+    try:
+        t_task, net = load_digits_base(c.teacher)
+    except (FileNotFoundError, ValueError) as e:
+        raise FieldError("consistency.teacher", str(e)) from None
+    if t_task.sde != task.sde:
+        raise FieldError("sde", f"the run's SDE {task.sde} differs from the teacher's "
+                                f"{t_task.sde}: distil on the teacher's SDE")
+    if t_task.data_cfg.name != cfg.data.name:
+        raise FieldError("data.name", f"the teacher was trained on {t_task.data_cfg.name!r}")
+    net = net.requires_grad_(False).eval()
+    w = c.teacher_guidance
+
+    def factory(cond):
+        if cond is None or w == 1.0:
+            return lambda x, t: net(x, t, cond)
+        return lambda x, t: guided(net, x, t, cond, w)
+
+    return factory, net.kind, net
+
+
+def _same_arch(a, b) -> bool:
+    import dataclasses
+    return dataclasses.replace(a, cfg_dropout=0.0) == dataclasses.replace(b, cfg_dropout=0.0)
+
+
+# -- the loop ---------------------------------------------------------------------------------
+def consistency_batch(task, cfg: "PretrainConfig", step: int, n_scales: int, rank: int,
+                      world: int):
+    """This process's slice of step ``step``'s global batch: (x0, cond, n, z)."""
+    tc = cfg.train
+    g = generator(tc.seed, "consistency", tc.objective, step)
+    idx = torch.randint(task.num_train, (tc.batch_size,), generator=g)
+    n = torch.randint(n_scales - 1, (tc.batch_size,), generator=g)
+    x0, labels = task.train_x[idx], task.train_y[idx]
+    z = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+    cond = task.training_cond(labels, g)
+    mine = slice(rank, None, world)
+    return x0[mine], task.slice_cond(cond, mine), n[mine], z[mine]
+
+
+def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = False) -> Path:
+    """Run CD or CT (``cfg.train.objective``) into ``run``; returns the exported final model.
+
+    The checkpoint holds the student θ, its EMA (exported to ``final/``, as DSM runs export
+    theirs), the target θ⁻ and the optimizer.
+    """
+    from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from scorealign.train.pretrain import lr_at, make_accelerator, update_ema
+    from scorealign.train.progress import progress_bar
+    from scorealign.train.task import build_task
+
+    tc, cc = cfg.train, cfg.consistency
+    acc = make_accelerator(cfg.device)
+    task = build_task(cfg.data, cfg.sde, cfg.model, device="cpu")
+    model, sde = task.model, task.sde
+    factory, t_kind, t_net = (None, task.kind, None)
+    if tc.objective == "cd":
+        factory, t_kind, t_net = load_teacher(cfg, task)
+        if cc.init_from_teacher and t_net is not None:
+            if not _same_arch(t_net.config, cfg.model):
+                raise FieldError("model", "init_from_teacher needs the teacher's model config "
+                                          "(cfg_dropout may differ)")
+            model.load_state_dict(t_net.state_dict())
+    target = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start = 0
+    if resume and (ckpt := latest_checkpoint(run.checkpoints)) is not None:
+        states, extra = load_checkpoint(ckpt)
+        model.load_state_dict(states["model"])
+        target.load_state_dict(states["target"])
+        opt.load_state_dict(states["optimizer"])
+        ema = {k: v.clone() for k, v in states["ema"].items()}
+        start = int(extra["step"])
+        run.truncate_metrics(start)
+        acc.print(f"resuming {run.path} from step {start}")
+    model, opt = acc.prepare(model, opt)
+    target = target.to(acc.device).eval()
+    if t_net is not None:
+        t_net.to(acc.device)
+    ema = {k: v.to(acc.device) for k, v in ema.items()}
+    student_f = ConsistencyFunction(model, sde, task.kind)
+    target_f = ConsistencyFunction(target, sde, task.kind)
+    grids: dict[int, Tensor] = {}
+    with progress_bar(tc.objective, total=tc.steps, start=start,
+                      disable=not acc.is_main_process) as bar:
+        for step in range(start, tc.steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, tc)
+            mu, n_scales = ema_and_scales(step, tc.steps, cc)
+            ts = grids.setdefault(n_scales, discretization(sde, n_scales, cc))
+            x0, cond, n, z = consistency_batch(task, cfg, step, n_scales, acc.process_index,
+                                               acc.num_processes)
+            x0, z = x0.to(acc.device), z.to(acc.device)
+            t_hi, t_lo = ts[n].to(acc.device), ts[n + 1].to(acc.device)
+            cond = task.cond_to(cond, acc.device)
+            loss = consistency_loss(
+                lambda x, t: student_f(x, t, cond), lambda x, t: target_f(x, t, cond), sde,
+                x0, t_hi, t_lo, z, teacher=factory(cond) if factory is not None else None,
+                teacher_kind=t_kind, solver=cc.solver, dist=cc.distance,
+                huber_c=cc.huber_c).mean()
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            gnorm = acc.clip_grad_norm_(model.parameters(), tc.grad_clip) \
+                if tc.grad_clip > 0 else None
+            opt.step()
+            update_target(target, acc.unwrap_model(model), mu)
+            update_ema(ema, acc.unwrap_model(model), tc.ema_decay, step)
+            done = step + 1
+            if acc.is_main_process and (done % tc.log_every == 0 or done == tc.steps):
+                run.log(done, **{f"loss/{tc.objective}": loss.item(), "opt/lr": lr_at(step, tc),
+                                 "cm/num_scales": n_scales, "cm/target_ema": mu},
+                        **({"opt/grad_norm": float(gnorm)} if gnorm is not None else {}))
+            if acc.is_main_process and (done % tc.ckpt_every == 0 or done == tc.steps):
+                save_checkpoint(run.checkpoints, done,
+                                {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
+                                 "target": target.state_dict(), "optimizer": opt.state_dict()},
+                                extra={"step": done}, keep=tc.keep_checkpoints)
+            bar.advance(loss=loss.item())
+    acc.wait_for_everyone()
+    final = run.path / "final"
+    if acc.is_main_process:
+        task.export(ema, final)
+    return final
+
