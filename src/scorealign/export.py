@@ -272,4 +272,22 @@ def export_control(policy_state: dict, config_file: Path, dest: str | Path) -> P
 
 __all__ = ["RUN_KINDS", "ExportError", "run_kind", "merged_copy", "export_digits", "export_sd",
            "export_setup", "export_finetuner", "export_lm", "export_control", "export_run",
-           "finetune_setup", "read_run_config"]
+           "finetune_setup", "read_run_config", "finish_lm_run", "finish_control_run"]
+
+
+# -- the one-line calls at the end of the training entry points -----------------------------------
+def finish_lm_run(run: Any, model: nn.Module, tokenizer: Any, title: str | None = None) -> Path:
+    """End of a ``dpo`` run: ``RUN/final`` (transformers dir or peft adapters) and report.html."""
+    from scorealign.report.html import write_report
+
+    export_lm(model, tokenizer, Path(run.path) / "final")
+    return write_report(run.path, title=title or f"dpo: {Path(run.path).name}")
+
+
+def finish_control_run(run: Any, policy: nn.Module, title: str | None = None) -> Path:
+    """End of a ``control`` run: ``RUN/final/policy.safetensors`` and report.html."""
+    from scorealign.report.html import write_report
+
+    export_control(dict(policy.state_dict()), Path(run.path) / "config.yaml",
+                   Path(run.path) / "final")
+    return write_report(run.path, title=title or f"control: {Path(run.path).name}")

@@ -262,6 +262,7 @@ def _train(cfg: ControlConfig, out, resume: bool, stop_after: int | None) -> dic
                 _save(run, done, policy, optimizer, algo_state)
     if run is not None:
         plot_performance(run)
+        from scorealign.export import finish_control_run; finish_control_run(run, policy)  # noqa: E702 (issue 11)
     return last or evaluate(env, policy, cfg)
 
 

@@ -169,6 +169,8 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     if setup.evaluate is not None and end == t.steps and end > start and main:
         summary["eval_end"] = _evaluate(run, end, setup, model, accelerator)
     summary["end_step"] = end
+    if main and end == t.steps:  # issue 11: RUN/final (transformers/peft dir) and report.html
+        from scorealign.export import finish_lm_run; finish_lm_run(run, accelerator.unwrap_model(model), setup.tokenizer)  # noqa: E501,E702
     return summary
 
 

@@ -201,10 +201,7 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     bar.close()
     summary["end_step"] = end
     if end == t.steps and end > start:
-        if not cfg.lora.enabled:
-            from scorealign.nets import save_pretrained
-
-            save_pretrained(policy, run.path / "final")
+        from scorealign.export import export_digits; export_digits(policy, run.path / "final")  # noqa: E702 (issue 11: LoRA merged)
         if cfg.eval.enabled:
             summary["eval_end"] = _evaluate(cfg, base, policy, run, end, "end")
     summary["policy"] = policy
