@@ -80,7 +80,7 @@ def test_pretrain_sample_eval_report_on_a_toy(tmp_path):
 
     res = runner.invoke(app, ["sample", str(run), "--sampler", "euler_maruyama", "--steps", "5"])
     assert res.exit_code == 0, res.output
-    assert (run / "samples" / "sample_euler_maruyama_5.png").is_file()
+    assert (run / "samples" / "sample_classes_euler_maruyama_5_seed0.png").is_file()
     res = runner.invoke(app, ["eval", str(run), "--sampler", "ddpm", "--steps", "5", "--n", "128",
                               "--name", "eval_ddpm"])
     assert res.exit_code == 0, res.output

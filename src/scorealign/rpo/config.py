@@ -15,7 +15,7 @@ from scorealign.train.task import SDEConfig
 _f = help_field  # every field carries its --help-config text
 
 
-DEFAULT_BASE = "src/scorealign/assets/pretrained/digits8"
+DEFAULT_BASE = "pretrained:digits8"  # issue 11: the shipped model, also when installed
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ def load_run(run_dir: str | Path) -> tuple["PretrainConfig", Task, nn.Module]:  
     cfg = _read_config(run.config_file)
     task = build_task(cfg.data, cfg.sde, cfg.model)
     final = run.path / "final"
+    if not (final / "model.safetensors").is_file() and (run.path / "model_config.json").is_file():
+        final = run.path  # a model directory with its config (the shipped digits8)
     if (final / "model.safetensors").is_file():
         from safetensors import SafetensorError
 
