@@ -82,8 +82,8 @@ def test_cli_writes_run_directory_and_resumes(tmp_path):
     res = runner.invoke(app, ["control", "--resume", str(out)])
     assert res.exit_code == 0, res.output
     assert _rows(out)[-1]["step"] == TINY["iterations"]
-    state = latest_checkpoint(out / "checkpoints") / "state.json"
-    state.write_text("{truncated")                     # a corrupt checkpoint: named, exit 2
+    for ck in (out / "checkpoints").glob("step_*"):   # no intact checkpoint: named, exit 2
+        (ck / "state.json").write_text("{truncated")   # (issue 11: one corrupt one falls back)
     res = runner.invoke(app, ["control", "--resume", str(out)])
     assert res.exit_code == 2 and "state.json" in res.output
 
