@@ -75,7 +75,11 @@ _guard_all(app)
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. Like ``python -m scorealign.cli``, the working directory is on the
+    import path, so a run's recorded Python reward (``my_rewards:fn``) resolves on --resume."""
+    import sys
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     app()
 
 
