@@ -32,16 +32,11 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def configs_root() -> Path:
-    """The shipped configs: the ``scorealign.configs`` package data of an installed wheel (the
-    repository's ``configs/`` mapped in at build time), else ``configs/`` of this checkout."""
-    try:
-        from importlib.resources import files
-        root = Path(str(files("scorealign.configs")))
-        if root.is_dir():
-            return root
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The shipped configs: ``scorealign/configs`` in an installed wheel (the repository's
+    ``configs/``, mapped in at build time by setup.py), else ``configs/`` of this checkout."""
+    pkg = Path(__file__).resolve().parent
+    installed = pkg / "configs"
+    return installed if installed.is_dir() else pkg.parents[1] / "configs"
 
 
 def shipped_configs() -> dict[str, Path]:
