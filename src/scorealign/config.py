@@ -61,6 +61,16 @@ def check_param_types(params: dict[str, Any], defaults: dict[str, Any],
             raise FieldError(f"{prefix}.{key}", f"expected {want}, got {value!r}")
 
 
+#: The ``tracker`` field every command's config carries (``scorealign.train.trackers``).
+Tracker = Literal["none", "tensorboard", "wandb", "trackio"]
+
+
+def tracker_field() -> Any:
+    """``tracker: Tracker = tracker_field()``: off by default; metrics.jsonl is always written."""
+    return help_field("none", "experiment tracker through accelerate: none | tensorboard (RUN/"
+                      "tracker, offline) | wandb | trackio; metrics.jsonl is always written")
+
+
 def help_field(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - metadata key "help"
     """A dataclass field with its ``--help-config`` text; a list/dict default or a dataclass type
     becomes a default factory."""

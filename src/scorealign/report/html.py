@@ -199,6 +199,10 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         parts.append("<h2>Last logged metrics</h2>" + _table(last))
     parts.append("<h2>Config</h2><pre>" + html.escape(run.config_file.read_text()) + "</pre>")
     parts.append("</body></html>")
+    if run.tracker != "none":  # the sample grids, at the last logged step, then flush
+        from scorealign.train.trackers import close_tracker, log_image_files
+        log_image_files(run.path, run.tracker, samples, int(_last(rows, "step") or 0))
+        close_tracker(run.path)
     out = run.path / "report.html"
     tmp = out.with_name(f".report.html.tmp{os.getpid()}")
     tmp.write_text("\n".join(parts))

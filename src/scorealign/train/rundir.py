@@ -42,6 +42,7 @@ class RunDir:
         self.plots = self.path / "plots"
         self.metrics_file = self.path / "metrics.jsonl"
         self.config_file = self.path / "config.yaml"
+        self._tracker: str | None = None
 
     @classmethod
     def create(cls, path: str | Path, cfg: Any) -> "RunDir":
@@ -83,6 +84,17 @@ class RunDir:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.tracker != "none":
+            from scorealign.train.trackers import log_scalars
+            log_scalars(self.path, self.tracker, row, step)
+
+    @property
+    def tracker(self) -> str:
+        """The config's ``tracker`` (none | tensorboard | wandb | trackio), read once."""
+        if self._tracker is None:
+            from scorealign.train.trackers import tracker_kind
+            self._tracker = tracker_kind(self.config_file)
+        return self._tracker
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All metric rows; a torn last line (killed mid-write) is skipped."""
