@@ -31,6 +31,7 @@ from scorealign.control.estimators import build_ct_batch, build_dt_batch, discou
 from scorealign.control.policy import GaussianPolicy, LinearCritic
 from scorealign.control.simulate import simulate
 from scorealign.rng import generator
+from scorealign.train.progress import track  # issue 11: one progress library
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scorealign.train.rundir import RunDir
 
@@ -248,7 +249,8 @@ def _train(cfg: ControlConfig, out, resume: bool, stop_after: int | None) -> dic
     if start == 0 and run is not None:
         run.log(0, **evaluate(env, policy, cfg))
     last = {}
-    for it in range(start, cfg.iterations):
+    for it in track(range(start, cfg.iterations), "control", total=cfg.iterations,  # issue 11
+                    start=start, disable=run is None):
         if stop_after is not None and it >= stop_after:
             return last
         row = iterate(env, policy, optimizer, cfg, it, algo_state)

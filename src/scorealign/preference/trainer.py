@@ -108,7 +108,7 @@ def _resume(run: RunDir, model, optimizer, accelerator) -> int:
 def train(cfg: Any, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Run (or continue) preference optimization; returns the last logged metrics and evals."""
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+    from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
     accelerator = Accelerator(cpu=t.device == "cpu", mixed_precision=t.mixed_precision)

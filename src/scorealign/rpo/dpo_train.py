@@ -143,7 +143,7 @@ def _evaluate(cfg: DiffusionDPOConfig, base: Base, policy: nn.Module, run: RunDi
 def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
           base: Base | None = None) -> dict[str, Any]:
     """Run (or continue) Diffusion-DPO into ``run``; returns a summary (last metrics, evals)."""
-    from tqdm.auto import tqdm
+    from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
     device = _device(t.device)
