@@ -21,7 +21,8 @@ case "$PKG" in "$VSITE"*) ;; *) echo "scorealign imported from $PKG, not the whe
 listing() { find "$PKG" -not -path '*__pycache__*' | sort | md5sum; }
 before="$(listing)"
 mkdir -p "$WORK/cwd" && cd "$WORK/cwd"
-"$WORK/venv/bin/scorealign" configs | grep -q "finetune/digits_loop"
+"$WORK/venv/bin/scorealign" configs > "$WORK/configs.txt"
+grep -q "finetune/digits_loop" "$WORK/configs.txt"
 "$WORK/venv/bin/scorealign" finetune --config digits_loop --dry-run > /dev/null
 # shellcheck disable=SC2086
 "$WORK/venv/bin/scorealign" demo --out runs/demo $DEMO_SETS

@@ -21,6 +21,20 @@ class ConfigError(ValueError):
     """A config that cannot be built; the message names the file, line and dotted field."""
 
 
+#: The run contract's shared names (one set across pretrain, finetune, dpo, rpo, control): an
+#: old dotted name that a config no longer knows → its canonical name. The loader rejects the
+#: old name with a message that gives the new one.
+RENAMED: dict[str, str] = {
+    "seed": "train.seed",
+    "iterations": "train.steps",
+    "ckpt_every": "train.ckpt_every",
+    "keep_checkpoints": "train.keep_checkpoints",
+    "train.save_every": "train.ckpt_every",
+    "train.keep": "train.keep_checkpoints",
+    "train.device": "device",
+}
+
+
 class FieldError(ValueError):
     """Raised by a config dataclass's ``__post_init__`` for a bad value of one (dotted) field.
 
@@ -250,8 +264,11 @@ def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
     for key, child in loc.value.items():
         dotted = f"{prefix}.{key}" if prefix else key
         if key not in fields:
-            raise ConfigError(f"{_where(src, child if child.line else loc, dotted)}: unknown key; "
-                              f"valid keys here: {sorted(fields)}")
+            where = _where(src, child if child.line else loc, dotted)
+            if dotted in RENAMED:
+                raise ConfigError(f"{where}: renamed to {RENAMED[dotted]} (one name for every "
+                                  f"command); write {RENAMED[dotted]} instead")
+            raise ConfigError(f"{where}: unknown key; valid keys here: {sorted(fields)}")
         kwargs[key] = _coerce(hints[key], child, dotted, src)
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and \
