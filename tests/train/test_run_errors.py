@@ -134,3 +134,13 @@ def test_sample_out_that_is_a_directory_exits_2(tmp_path):
     res = runner.invoke(app, ["sample", str(out), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "is a directory" in res.output
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 1
+
+
+def test_rpo_build_pairs_on_the_shipped_model_writes_nothing_in_the_package(tmp_path):
+    pkg = Path(scorealign.__file__).parent
+    before = sorted(p for p in pkg.rglob("*") if "__pycache__" not in p.parts)
+    res = runner.invoke(app, ["rpo", "build-pairs", "--config", "configs/rpo/digits.yaml",
+                              "--set", "prompts.n=2", "--set", "generation.steps=2", "--out",
+                              str(tmp_path / "pairs")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p for p in pkg.rglob("*") if "__pycache__" not in p.parts) == before
