@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
@@ -81,3 +81,22 @@ def _is_number(v: object) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def progress_calls(fn: Callable[[int], T], total: int, step: int, label: str) -> Callable[[int], T]:
+    """``fn(start)`` that fetches items ``start .. start+step`` of ``total``, with a progress bar
+    advanced on each call and closed after the last batch (for loops driven by a callback)."""
+    state: dict[str, Any] = {}
+
+    def wrapped(start: int) -> T:
+        if "cm" not in state:
+            state["cm"] = progress_bar(label, total=total)
+            state["bar"] = state["cm"].__enter__()
+        out = fn(start)
+        n = min(step, total - start)
+        state["bar"].advance(n)
+        if start + n >= total:
+            state.pop("cm").__exit__(None, None, None)
+        return out
+
+    return wrapped
