@@ -48,7 +48,7 @@ METHODS = {  # label -> (config file, extra --set overrides)
 
 def run_one(method: str, dt: float, seed: int, iterations: int) -> dict:
     name, extra = METHODS[method]
-    sets = [f"dt={dt}", f"seed={seed}", f"iterations={iterations}",
+    sets = [f"dt={dt}", f"train.seed={seed}", f"train.steps={iterations}",
             f"eval_every={iterations}", *extra]
     cfg = load_config(CONFIGS / f"{name}.yaml", ControlConfig, sets)
     t0 = time.time()

@@ -266,6 +266,7 @@ def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
         if key not in fields:
             where = _where(src, child if child.line else loc, dotted)
             if dotted in RENAMED:
+                where = _where(src, child, dotted)  # its own line, or "(--set)"
                 raise ConfigError(f"{where}: renamed to {RENAMED[dotted]} (one name for every "
                                   f"command); write {RENAMED[dotted]} instead")
             raise ConfigError(f"{where}: unknown key; valid keys here: {sorted(fields)}")

@@ -146,7 +146,7 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
-    device = _device(t.device)
+    device = _device(cfg.device)
     base = base or load_base(cfg.base.path, cfg.base.sde)
     base.model.to(device)
     data = read_pairs(cfg.data.path, cfg.data.limit)
@@ -194,10 +194,10 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
             summary["last"] = {"step": done, **row}
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['rewards/accuracy']:.2f}")
             tic, window, acc_sum = now, 0, {}
-        if done % t.save_every == 0 or done == end:
+        if done % t.ckpt_every == 0 or done == end:
             save_checkpoint(run.checkpoints, done,
                             {"model": {k: v.detach().clone() for k, v in policy.state_dict().items()},
-                             "optimizer": opt.state_dict()}, extra={"step": done}, keep=t.keep)
+                             "optimizer": opt.state_dict()}, extra={"step": done}, keep=t.keep_checkpoints)
     bar.close()
     summary["end_step"] = end
     if end == t.steps and end > start:
