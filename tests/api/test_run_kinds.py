@@ -87,7 +87,7 @@ def test_export_from_an_earlier_checkpoint(finetune_run, tmp_path):
 
 def test_control_run_samples_evaluates_and_exports(tmp_path):
     out = tmp_path / "ctl"
-    _invoke("control", "--config", "ct_pg", "--out", out, "--set", "iterations=2", "--set",
+    _invoke("control", "--config", "ct_pg", "--out", out, "--set", "train.steps=2", "--set",
             "n_paths=8", "--set", "horizon=0.5", "--set", "dt=0.1", "--set", "eval_every=1")
     assert (out / "final" / "policy.safetensors").is_file() and (out / "report.html").is_file()
     _invoke("sample", out, "--n", "3")

@@ -17,9 +17,9 @@ from scorealign.cli import app
 from scorealign.train import checkpoint as C
 
 runner = CliRunner()
-CONTROL = ["control", "--config", "ct_pg", "--set", "iterations=4", "--set", "n_paths=8",
+CONTROL = ["control", "--config", "ct_pg", "--set", "train.steps=4", "--set", "n_paths=8",
            "--set", "horizon=0.5", "--set", "dt=0.1", "--set", "eval_every=2", "--set",
-           "ckpt_every=1"]
+           "train.ckpt_every=1"]
 
 
 def _state(v: float) -> dict:
@@ -78,7 +78,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys):
 def test_cli_resume_from_a_corrupt_latest_says_so_and_continues(tmp_path):
     out = tmp_path / "run"
     assert runner.invoke(app, [*CONTROL, "--out", str(out), "--set",
-                               "iterations=2"]).exit_code == 0
+                               "train.steps=2"]).exit_code == 0
     latest = C.latest_checkpoint(out / "checkpoints")
     (latest / "state.json").write_text("{trunc")
     res = runner.invoke(app, ["control", "--resume", str(out)])
@@ -130,7 +130,7 @@ def test_bad_loss_params_and_malformed_yaml_are_one_line_errors(tmp_path):
 def test_sample_out_that_is_a_directory_exits_2(tmp_path):
     out = tmp_path / "run"
     assert runner.invoke(app, [*CONTROL, "--out", str(out), "--set",
-                               "iterations=1"]).exit_code == 0
+                               "train.steps=1"]).exit_code == 0
     res = runner.invoke(app, ["sample", str(out), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "is a directory" in res.output
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 1
