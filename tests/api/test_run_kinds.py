@@ -106,8 +106,8 @@ def test_dpo_run_is_a_transformers_dir_and_samples_and_evaluates(tmp_path):
          n_positions: 32}}
 data: {{source: jsonl, path: {data}, max_length: 16, max_prompt_length: 8}}
 loss: {{name: sigmoid, params: {{beta: 0.5}}}}
-train: {{steps: 4, batch_size: 4, lr: 1.0e-2, log_every: 1, save_every: 2, device: cpu,
-        progress: false}}
+train: {{steps: 4, batch_size: 4, lr: 1.0e-2, log_every: 1, ckpt_every: 2, progress: false}}
+device: cpu
 """)
     out = tmp_path / "dpo"
     _invoke("dpo", "--config", cfg, "--out", out)
