@@ -80,7 +80,7 @@ def test_pretrain_sample_eval_report_on_a_toy(tmp_path):
 
     res = runner.invoke(app, ["sample", str(run), "--sampler", "euler_maruyama", "--steps", "5"])
     assert res.exit_code == 0, res.output
-    assert (run / "samples" / "sample_euler_maruyama_5.png").is_file()
+    assert (run / "samples" / "sample_classes_euler_maruyama_5_seed0.png").is_file()
     res = runner.invoke(app, ["eval", str(run), "--sampler", "ddpm", "--steps", "5", "--n", "128",
                               "--name", "eval_ddpm"])
     assert res.exit_code == 0, res.output
@@ -91,3 +91,19 @@ def test_pretrain_sample_eval_report_on_a_toy(tmp_path):
 
     res = runner.invoke(app, ["eval", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "nowhere" in res.output
+
+
+def test_configs_are_listed_and_found_by_name(tmp_path, monkeypatch):
+    res = runner.invoke(app, ["configs"])
+    assert res.exit_code == 0 and "finetune/digits_loop" in res.output
+    assert "pretrain/gaussians" in res.output
+    monkeypatch.chdir(tmp_path)  # away from the repository's configs/
+    res = runner.invoke(app, ["finetune", "--config", "digits_loop", "--dry-run"])
+    assert res.exit_code == 0 and "loss: loop" in res.output
+    res = runner.invoke(app, ["pretrain", "--config", "digits", "--dry-run"])  # pretrain/digits
+    assert res.exit_code == 0 and "name: digits" in res.output
+    res = runner.invoke(app, ["pretrain", "--config", "configs/pretrain/gaussians.yaml",
+                              "--dry-run"])
+    assert res.exit_code == 0 and "gaussians" in res.output
+    res = runner.invoke(app, ["finetune", "--config", "digits_lop", "--dry-run"])
+    assert res.exit_code == 2 and "no shipped config of that name" in res.output

@@ -68,3 +68,34 @@ def test_bool_is_not_an_int(tmp_path):
     p = _write(tmp_path, "inner:\n  steps: true\n")
     with pytest.raises(ConfigError, match="expected int, got True"):
         load_config(p, Outer)
+
+
+def test_old_shared_names_are_rejected_with_the_new_name(tmp_path):
+    import dataclasses
+
+    from scorealign.config import ConfigError, load_config
+
+    @dataclasses.dataclass(frozen=True)
+    class Train:
+        steps: int = 1
+        seed: int = 0
+        ckpt_every: int = 1
+        keep_checkpoints: int = 2
+
+    @dataclasses.dataclass(frozen=True)
+    class Root:
+        train: Train = dataclasses.field(default_factory=Train)
+        device: str = "auto"
+
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 3\n")
+    with pytest.raises(ConfigError, match=rf"{f}:1: seed: renamed to train.seed"):
+        load_config(f, Root)
+    f.write_text("train:\n  steps: 2\n  save_every: 5\n")
+    with pytest.raises(ConfigError, match=rf"{f}:3: train.save_every: renamed to train.ckpt_every"):
+        load_config(f, Root)
+    for old, new in (("train.keep=1", "train.keep_checkpoints"), ("train.device=cpu", "device"),
+                     ("iterations=4", "train.steps")):
+        with pytest.raises(ConfigError, match=rf"\(--set\): {old.split('=')[0]}: renamed to {new}"):
+            load_config(None, Root, [old])
+    assert load_config(None, Root, ["train.seed=4", "device=cpu"]).train.seed == 4

@@ -90,12 +90,12 @@ def worker_ours(args, tmp: Path) -> dict:
     data.write_text("".join(json.dumps(r) + "\n" for r in make_records(args.records)))
     cfg_file = tmp / "cfg.yaml"
     cfg_file.write_text(json.dumps({
-        "seed": 0, "model": {"source": "tiny_gpt2", **MODEL, "init_seed": 0},
+        "device": "auto", "model": {"source": "tiny_gpt2", **MODEL, "init_seed": 0},
         "data": {"source": "jsonl", "path": str(data), "max_length": 64, "max_prompt_length": 32},
         "loss": {"name": "sigmoid", "params": {"beta": 0.1}}, "reference": {"mode": "model"},
         "train": {"steps": args.steps, "batch_size": args.batch, "lr": 1e-4, "max_grad_norm": 1.0,
-                  "log_every": args.log_every, "save_every": 10**6, "keep": 1, "progress": False,
-                  "device": "auto"}}))
+                  "log_every": args.log_every, "ckpt_every": 10**6, "keep_checkpoints": 1,
+                  "progress": False, "seed": 0}}))
     cfg = load_config(cfg_file, DPOConfig)
     run = RunDir.create(tmp / "run", cfg)
     import accelerate  # noqa: F401  - imports outside the measured region, as in the TRL worker

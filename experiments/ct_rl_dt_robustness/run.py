@@ -108,7 +108,7 @@ def run_cell(out: Path, label: str, dt: float, seed: int, step: float,
     name, sets = variants()[label]
     knob, _ = step_grid(name)
     cfg = load_config(CONFIGS / f"{name}.yaml", ControlConfig,
-                      [*sets, f"dt={dt}", f"seed={seed}", f"iterations={iterations}",
+                      [*sets, f"dt={dt}", f"train.seed={seed}", f"train.steps={iterations}",
                        f"eval_every={iterations}", f"{knob}={step}", *extra])
     t0 = time.time()
     final = train_control(cfg)

@@ -55,7 +55,7 @@ VARIANTS: dict[str, tuple[str, dict, list[str]]] = {
 def run_variant(name: str, seed: int, root: Path) -> dict:
     """Train one variant from the shared SFT model/pairs cache; return its final evaluation."""
     loss, params, extra = VARIANTS[name]
-    sets = [f"seed={seed}", "train.progress=false", f"loss.name={loss}",
+    sets = [f"train.seed={seed}", "train.progress=false", f"loss.name={loss}",
             f"loss.params={json.dumps(params)}", *extra]
     cfg = load_config(CONFIG, DPOConfig, sets)
     out = root / f"{_slug(name)}-s{seed}"

@@ -89,11 +89,11 @@ def main() -> None:
     results["base"], samples["base"] = evaluate_policy(base, base.model, ev)
     for name, data in (("rpo", rpo_dir), ("reward", rw_dir)):
         cfg = config_from_dict({
-            "task": "diffusion", "seed": args.seed, "base": {"path": str(base_path)},
+            "task": "diffusion", "device": "cpu", "base": {"path": str(base_path)},
             "data": {"path": str(data)},
             "loss": {"link": "sigmoid", "beta": 2000.0, "scale": 0.5},
             "train": {"steps": budget["steps"], "batch_size": budget["batch"], "lr": 1e-5,
-                      "log_every": 10, "save_every": budget["steps"], "device": "cpu",
+                      "log_every": 10, "ckpt_every": budget["steps"], "seed": args.seed,
                       "progress": False},
             "eval": {"enabled": False}}, DiffusionDPOConfig)
         run_path = out / f"dpo_{name}"

@@ -2,6 +2,16 @@
 
 A diffusion sampler is a policy in a controlled SDE: the score is the action, the reward is paid at
 the end, and the KL to the base model is a path-space integral. See docs/conventions.md.
+
+Python API: ``scorealign.load(RUN)`` opens a run of any command (``scorealign.api.Loaded``);
+``scorealign.finetune(config, reward=fn, out=DIR)`` fine-tunes with a Python reward callable.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # lazy: `import scorealign` stays light for the CLI
+    if name in ("load", "finetune", "Loaded"):
+        from scorealign import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'scorealign' has no attribute {name!r}")

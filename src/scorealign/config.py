@@ -21,6 +21,20 @@ class ConfigError(ValueError):
     """A config that cannot be built; the message names the file, line and dotted field."""
 
 
+#: The run contract's shared names (one set across pretrain, finetune, dpo, rpo, control): an
+#: old dotted name that a config no longer knows → its canonical name. The loader rejects the
+#: old name with a message that gives the new one.
+RENAMED: dict[str, str] = {
+    "seed": "train.seed",
+    "iterations": "train.steps",
+    "ckpt_every": "train.ckpt_every",
+    "keep_checkpoints": "train.keep_checkpoints",
+    "train.save_every": "train.ckpt_every",
+    "train.keep": "train.keep_checkpoints",
+    "train.device": "device",
+}
+
+
 class FieldError(ValueError):
     """Raised by a config dataclass's ``__post_init__`` for a bad value of one (dotted) field.
 
@@ -30,6 +44,45 @@ class FieldError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
+
+
+def check_param_types(params: dict[str, Any], defaults: dict[str, Any],
+                      prefix: str = "params") -> None:
+    """Check free-form keyword parameters (``loss.params``) against the types of their defaults.
+
+    A number default accepts int or float (not bool), a bool default only a bool, a str default
+    only a str; a None default accepts anything; a required parameter (``inspect``'s empty
+    default: the objectives' β) must be a number. Raises :class:`FieldError` on ``prefix.<key>``.
+    """
+    import inspect
+
+    for key, value in params.items():
+        default = defaults.get(key)
+        if default is inspect.Parameter.empty:
+            default = 0.0
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "bool"
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            want = "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "str"
+        else:
+            continue
+        if not ok:
+            raise FieldError(f"{prefix}.{key}", f"expected {want}, got {value!r}")
+
+
+#: The ``tracker`` field every command's config carries (``scorealign.train.trackers``).
+Tracker = Literal["none", "tensorboard", "wandb", "trackio"]
+
+
+def tracker_field() -> Any:
+    """``tracker: Tracker = tracker_field()``: off by default; metrics.jsonl is always written."""
+    return help_field("none", "experiment tracker through accelerate: none | tensorboard (RUN/"
+                      "tracker, offline) | wandb | trackio; metrics.jsonl is always written")
 
 
 def help_field(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - metadata key "help"
@@ -72,7 +125,12 @@ def _read_yaml(path: Path) -> _Located:
     try:
         node = yaml.compose(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"{where}: invalid YAML: {what}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config: {e}") from None
     loc = _compose(node)
     if loc.value is None:
         loc = _Located({}, 1)
@@ -109,6 +167,10 @@ def _wrap_plain(value: Any) -> _Located:
     return _Located(value, None)
 
 
+def _show(v: Any) -> str:
+    return repr(_plain(v))
+
+
 def _where(src: str, loc: _Located, dotted: str) -> str:
     line = f":{loc.line}" if loc.line is not None else " (--set)"
     return f"{src}{line}: {dotted}"
@@ -131,36 +193,36 @@ def _coerce(tp: Any, loc: _Located, dotted: str, src: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{_where(src, loc, dotted)}: "
-                          f"expected {_type_name(tp)}, got {v!r}")
+                          f"expected {_type_name(tp)}, got {_show(v)}")
     if origin is Literal:
         if v not in get_args(tp):
             raise ConfigError(f"{_where(src, loc, dotted)}: expected one of "
-                              f"{list(get_args(tp))}, got {v!r}")
+                              f"{list(get_args(tp))}, got {_show(v)}")
         return v
     if dataclasses.is_dataclass(tp):
         if not isinstance(v, dict):
-            raise ConfigError(f"{_where(src, loc, dotted)}: expected a mapping, got {v!r}")
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a mapping, got {_show(v)}")
         return _build(tp, loc, dotted, src)
     if origin in (list, tuple):
         if not isinstance(v, list):
-            raise ConfigError(f"{_where(src, loc, dotted)}: expected a list, got {v!r}")
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a list, got {_show(v)}")
         args = get_args(tp)
         item_tp = args[0] if args else Any
         items = [_coerce(item_tp, it, f"{dotted}[{i}]", src) for i, it in enumerate(v)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(v, dict):
-            raise ConfigError(f"{_where(src, loc, dotted)}: expected a mapping, got {v!r}")
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a mapping, got {_show(v)}")
         return {k: _plain(x) for k, x in v.items()}
     if tp is Any:
         return _plain(loc)
     if tp is bool:
         if not isinstance(v, bool):
-            raise ConfigError(f"{_where(src, loc, dotted)}: expected bool, got {v!r}")
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected bool, got {_show(v)}")
         return v
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{_where(src, loc, dotted)}: expected int, got {v!r}")
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected int, got {_show(v)}")
         return v
     if tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -168,11 +230,11 @@ def _coerce(tp: Any, loc: _Located, dotted: str, src: str) -> Any:
             try:
                 return float(v) if isinstance(v, str) else _raise()
             except (ValueError, TypeError):
-                raise ConfigError(f"{_where(src, loc, dotted)}: expected float, got {v!r}") from None
+                raise ConfigError(f"{_where(src, loc, dotted)}: expected float, got {_show(v)}") from None
         return float(v)
     if tp is str:
         if not isinstance(v, str):
-            raise ConfigError(f"{_where(src, loc, dotted)}: expected str, got {v!r}")
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected str, got {_show(v)}")
         return v
     raise ConfigError(f"{_where(src, loc, dotted)}: unsupported field type {tp!r}")
 
@@ -202,8 +264,12 @@ def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
     for key, child in loc.value.items():
         dotted = f"{prefix}.{key}" if prefix else key
         if key not in fields:
-            raise ConfigError(f"{_where(src, child if child.line else loc, dotted)}: unknown key; "
-                              f"valid keys here: {sorted(fields)}")
+            where = _where(src, child if child.line else loc, dotted)
+            if dotted in RENAMED:
+                where = _where(src, child, dotted)  # its own line, or "(--set)"
+                raise ConfigError(f"{where}: renamed to {RENAMED[dotted]} (one name for every "
+                                  f"command); write {RENAMED[dotted]} instead")
+            raise ConfigError(f"{where}: unknown key; valid keys here: {sorted(fields)}")
         kwargs[key] = _coerce(hints[key], child, dotted, src)
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and \

@@ -13,7 +13,7 @@ from scorealign.control.envs import LQEnv
 from scorealign.control.estimators import build_ct_batch
 from scorealign.control.policy import GaussianPolicy, LinearCritic
 from scorealign.control.simulate import simulate
-from scorealign.control.train import AlgoConfig, ControlConfig, train_control
+from scorealign.control.train import AlgoConfig, ControlConfig, train_control, ControlTrainConfig
 from scorealign.rng import generator
 
 ENV, GAMMA = LQEnv(), 0.1
@@ -102,7 +102,7 @@ def test_trpo_step_stays_in_trust_region_and_improves_the_local_approximation():
                                              ("ct_trpo", 0.02, {"max_kl": 0.02})])
 def test_learned_policy_approaches_the_optimum(algo, lr, hparams):
     """From π = N(0, 0.5²): the closed-form gap J* − J(π) shrinks by > 20× and k → k*."""
-    cfg = ControlConfig(algo=AlgoConfig(name=algo, lr=lr, hparams=hparams), iterations=40,
+    cfg = ControlConfig(algo=AlgoConfig(name=algo, lr=lr, hparams=hparams), train=ControlTrainConfig(steps=40),
                         n_paths=128, dt=0.05, eval_every=40)
     env = ENV
     pi_star, _ = lq.optimal_policy(env, cfg.temperature)

@@ -9,7 +9,7 @@ from scipy.integrate import solve_ivp
 
 from scorealign.control import lq2d
 from scorealign.control.envs import LQ2DEnv
-from scorealign.control.train import AlgoConfig, ControlConfig, EnvConfig, train_control
+from scorealign.control.train import AlgoConfig, ControlConfig, EnvConfig, train_control, ControlTrainConfig
 
 ENV, GAMMA = LQ2DEnv(), 0.1
 K = np.array([[-0.5, 0.2], [0.1, -0.8]])
@@ -61,7 +61,7 @@ def test_unstable_gain_has_value_minus_infinity():
 
 def test_ct_ppo_approaches_the_riccati_optimum():
     cfg = ControlConfig(env=EnvConfig(name="lq2d"), algo=AlgoConfig(name="ct_ppo"),
-                        occupation="exponential", iterations=30, n_paths=64, dt=0.05,
+                        occupation="exponential", train=ControlTrainConfig(steps=30), n_paths=64, dt=0.05,
                         eval_every=30)
     K_s, h_s, s_s = lq2d.optimal_policy(ENV, cfg.temperature)
     gap0 = lq2d.performance(ENV, K_s, h_s, s_s, cfg.temperature) - lq2d.performance(

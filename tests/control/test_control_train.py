@@ -10,11 +10,12 @@ from typer.testing import CliRunner
 
 from scorealign.cli import app
 from scorealign.config import ConfigError, load_config
-from scorealign.control.train import AlgoConfig, ControlConfig, train_control
+from scorealign.control.train import AlgoConfig, ControlConfig, train_control, ControlTrainConfig
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs/control").glob("*.yaml"))
-TINY = dict(iterations=6, n_paths=16, horizon=1.0, dt=0.1, eval_every=2, ckpt_every=2)
+TINY = dict(n_paths=16, horizon=1.0, dt=0.1, eval_every=2,
+            train=ControlTrainConfig(steps=6, ckpt_every=2))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -36,7 +37,7 @@ def test_shipped_configs_load(path):
 ])
 def test_bad_config_names_the_field(tmp_path, text, field):
     path = tmp_path / "bad.yaml"
-    path.write_text("seed: 0\n" + text)
+    path.write_text("train: {seed: 0}\n" + text)
     with pytest.raises(ConfigError) as err:
         load_config(path, ControlConfig)
     assert str(err.value).startswith(str(path))
@@ -71,19 +72,20 @@ def test_cli_writes_run_directory_and_resumes(tmp_path):
     runner = CliRunner()
     out = tmp_path / "run"
     args = ["control", "--config", str(CONFIGS[0]), "--out", str(out)]
-    sets = [f"--set={k}={v}" for k, v in TINY.items()]
+    sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "train"] + [
+        "--set=train.steps=6", "--set=train.ckpt_every=2"]
     res = runner.invoke(app, args + sets)
     assert res.exit_code == 0, res.output
     for f in ("config.yaml", "metrics.jsonl", "checkpoints/latest", "plots/performance.png"):
         assert (out / f).is_file(), f
-    assert _rows(out)[-1]["step"] == TINY["iterations"]
+    assert _rows(out)[-1]["step"] == TINY["train"].steps
     again = runner.invoke(app, args + sets)          # refuses to overwrite a finished run
     assert again.exit_code != 0 and "--resume" in again.output
     res = runner.invoke(app, ["control", "--resume", str(out)])
     assert res.exit_code == 0, res.output
-    assert _rows(out)[-1]["step"] == TINY["iterations"]
-    state = latest_checkpoint(out / "checkpoints") / "state.json"
-    state.write_text("{truncated")                     # a corrupt checkpoint: named, exit 2
+    assert _rows(out)[-1]["step"] == TINY["train"].steps
+    for ck in (out / "checkpoints").glob("step_*"):   # no intact checkpoint: named, exit 2
+        (ck / "state.json").write_text("{truncated")   # (issue 11: one corrupt one falls back)
     res = runner.invoke(app, ["control", "--resume", str(out)])
     assert res.exit_code == 2 and "state.json" in res.output
 

@@ -21,13 +21,13 @@ from scorealign.train.checkpoint import KILL_ENV, latest_checkpoint, load_checkp
 from scorealign.train.rundir import RunDir
 
 BASE = """\
-seed: 3
+device: cpu
 model: {{source: tiny_gpt2, n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32}}
 data: {{source: jsonl, path: {path}, max_length: 16, max_prompt_length: 8}}
 loss: {{name: sigmoid, params: {{beta: 0.5}}}}
 reference: {{mode: precompute, batch_size: 8}}
 train: {{steps: 6, batch_size: 4, grad_accum: 2, lr: 1.0e-2, schedule: linear, warmup_steps: 2,
-        log_every: 1, save_every: 2, keep: 10, device: cpu, progress: false}}
+        log_every: 1, ckpt_every: 2, keep_checkpoints: 10, seed: 3, progress: false}}
 """
 
 
@@ -165,7 +165,7 @@ def test_kill_9_then_resume_is_bit_identical(cfg_file, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "CUDA_VISIBLE_DEVICES": "",
            KILL_ENV: "8"}
     exe = [sys.executable, "-m", "scorealign.cli", "dpo"]
-    sets = ["train.steps=40", "train.save_every=4", "train.keep=2"]
+    sets = ["train.steps=40", "train.ckpt_every=4", "train.keep_checkpoints=2"]
     killed = tmp_path / "killed"
     proc = subprocess.run([*exe, "--config", str(cfg_file), "--out", str(killed),
                            *[a for s in sets for a in ("--set", s)]],

@@ -31,8 +31,8 @@ def reward_pairs(tiny_model_dir, tmp_path_factory):
 def _config(tmp_path, data, **over):
     cfg = yaml.safe_load(open("configs/dpo/digits_rpo.yaml"))
     cfg["data"]["path"] = str(data)
-    cfg["train"].update(steps=4, batch_size=6, log_every=1, save_every=2, progress=False,
-                        device="cpu")
+    cfg["device"] = "cpu"
+    cfg["train"].update(steps=4, batch_size=6, log_every=1, ckpt_every=2, progress=False)
     cfg["eval"] = {"enabled": False}
     for k, v in over.items():
         cfg.setdefault(k, {}).update(v)

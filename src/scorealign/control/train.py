@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from scorealign.config import config_from_dict
+from scorealign.config import Tracker, config_from_dict, tracker_field
 from scorealign.control import lq, lq2d
 from scorealign.control.algorithms import ALGOS
 from scorealign.control.envs import ENVS, LQ2DEnv, LQEnv, make_env
@@ -31,6 +31,7 @@ from scorealign.control.estimators import build_ct_batch, build_dt_batch, discou
 from scorealign.control.policy import GaussianPolicy, LinearCritic
 from scorealign.control.simulate import simulate
 from scorealign.rng import generator
+from scorealign.train.progress import track  # issue 11: one progress library
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scorealign.train.rundir import RunDir
 
@@ -105,6 +106,21 @@ class DiscreteConfig:
 
 
 @dataclass(frozen=True)
+class ControlTrainConfig:
+    """The run contract's shared fields (issue 11: one set of names for every command)."""
+
+    steps: int = field(default=60, metadata={"help": "policy updates (iterations)"})
+    seed: int = field(default=0, metadata={"help": "run seed"})
+    ckpt_every: int = field(default=20, metadata={"help": "checkpoint every N iterations"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
+
+    def __post_init__(self):
+        for name in ("steps", "ckpt_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"help": "controlled SDE"})
     policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"help": "policy/critic"})
@@ -118,20 +134,35 @@ class ControlConfig:
     occupation: Literal["discount", "exponential"] = field(default="discount", metadata={
         "help": "CT weights: e^{-βt}Δt on [0,horizon], or Δt·1{t<τ}, τ~Exp(β) (untruncated)"})
     n_paths: int = field(default=128, metadata={"help": "paths per iteration"})
-    iterations: int = field(default=60, metadata={"help": "policy updates"})
-    seed: int = field(default=0, metadata={"help": "run seed"})
+    train: ControlTrainConfig = field(default_factory=ControlTrainConfig, metadata={
+        "help": "steps (policy updates), seed, ckpt_every, keep_checkpoints"})
+    tracker: Tracker = tracker_field()
     eval_every: int = field(default=5, metadata={"help": "evaluate every N iterations"})
     eval_paths: int = field(default=1000, metadata={
         "help": "Monte Carlo paths (non-LQ evaluation)"})
     eval_dt: float = field(default=0.01, metadata={"help": "Δt of the Monte Carlo evaluation"})
-    ckpt_every: int = field(default=20, metadata={"help": "checkpoint every N iterations"})
     threads: int = field(default=1, metadata={
         "help": "torch intra-op threads during the run (tensors are tiny: 1 avoids fan-out cost)"})
 
+    @property
+    def iterations(self) -> int:
+        """``train.steps`` (issue 11: one name for every command)."""
+        return self.train.steps
+
+    @property
+    def seed(self) -> int:
+        """``train.seed``."""
+        return self.train.seed
+
+    @property
+    def ckpt_every(self) -> int:
+        """``train.ckpt_every``."""
+        return self.train.ckpt_every
+
     def __post_init__(self):
-        positive = {"dt": self.dt, "n_paths": self.n_paths, "iterations": self.iterations,
+        positive = {"dt": self.dt, "n_paths": self.n_paths,
                     "eval_every": self.eval_every, "eval_paths": self.eval_paths,
-                    "eval_dt": self.eval_dt, "ckpt_every": self.ckpt_every, "threads": self.threads}
+                    "eval_dt": self.eval_dt, "threads": self.threads}
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name}: must be > 0, got {value}")
@@ -251,7 +282,8 @@ def _train(cfg: ControlConfig, out, resume: bool, stop_after: int | None) -> dic
     if start == 0 and run is not None:
         run.log(0, **evaluate(env, policy, cfg))
     last = {}
-    for it in range(start, cfg.iterations):
+    for it in track(range(start, cfg.iterations), "control", total=cfg.iterations,  # issue 11
+                    start=start, disable=run is None):
         if stop_after is not None and it >= stop_after:
             return last
         row = iterate(env, policy, optimizer, cfg, it, algo_state)
@@ -262,18 +294,20 @@ def _train(cfg: ControlConfig, out, resume: bool, stop_after: int | None) -> dic
         if run is not None:
             run.log(done, **row)
             if done % cfg.ckpt_every == 0 or done == cfg.iterations:
-                _save(run, done, policy, optimizer, algo_state)
+                _save(run, done, policy, optimizer, algo_state, cfg.train.keep_checkpoints)
     if run is not None:
         plot_performance(run)
+        from scorealign.export import finish_control_run; finish_control_run(run, policy)  # noqa: E702 (issue 11)
     return last or evaluate(env, policy, cfg)
 
 
-def _save(run: RunDir, step: int, policy, optimizer, algo_state: dict) -> None:
+def _save(run: RunDir, step: int, policy, optimizer, algo_state: dict, keep: int = 2) -> None:
     states = {"policy": dict(policy.state_dict())}
     if optimizer is not None:
         states["optimizer"] = optimizer.state_dict()
     save_checkpoint(run.checkpoints, step, states,
-                    extra={"iteration": step, "algo_state": dict(algo_state)})
+                    extra={"iteration": step, "algo_state": dict(algo_state)},
+                    keep=keep)
 
 
 def _restore(ckpt: Path, policy, optimizer) -> tuple[int, dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scorealign.config import help_field
+from scorealign.config import Tracker, help_field, tracker_field
 from scorealign.preference import objectives
 
 _f = help_field  # every field carries its --help-config text
@@ -99,11 +99,11 @@ class TrainConfig:
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
     log_every: int = _f(10, "steps between metric lines")
     eval_every: int = _f(0, "steps between evaluations (0: only at start and end)")
-    save_every: int = _f(50, "steps between checkpoints (the last step is always saved)")
-    keep: int = _f(2, "checkpoints kept")
+    ckpt_every: int = _f(50, "steps between checkpoints (the last step is always saved)")
+    keep_checkpoints: int = _f(2, "checkpoints kept")
+    seed: int = _f(0, "run seed (data order, sampling, evaluation)")
     stop_after_steps: int | None = _f(None, "end this invocation after this global step (the "
                                       "schedule still spans train.steps); resume continues it")
-    device: Literal["auto", "cpu"] = _f("auto", "auto: accelerate's choice; cpu: force CPU")
     mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "accelerate mixed precision; "
                                                        "log-probs are computed in fp32 regardless")
     progress: bool = _f(True, "show a progress bar")
@@ -129,13 +129,19 @@ class DemoConfig:
 class DPOConfig:
     """``scorealign dpo``: offline preference optimization of a causal LM."""
 
-    seed: int = _f(0, "run seed (data order, sampling, evaluation)")
+    device: Literal["auto", "cpu"] = _f("auto", "auto: accelerate's choice; cpu: force CPU")
+    tracker: Tracker = tracker_field()
     model: ModelConfig = _f(ModelConfig, "policy model")
     data: DataConfig = _f(DataConfig, "preference data")
     loss: LossConfig = _f(LossConfig, "objective")
     reference: ReferenceConfig = _f(ReferenceConfig, "reference log-probs")
     train: TrainConfig = _f(TrainConfig, "optimization")
     demo: DemoConfig = _f(DemoConfig, "demo task (data.source = demo)")
+
+    @property
+    def seed(self) -> int:
+        """``train.seed`` (issue 11: one name for every command)."""
+        return self.train.seed
 
     def __post_init__(self) -> None:
         obj = self.loss.resolved()

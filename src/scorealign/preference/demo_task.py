@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from scorealign.train.progress import track  # issue 11: one progress library
 from scorealign.preference.components import rso_pairs
 from scorealign.preference.data import PreferencePair, read_jsonl, write_jsonl
 from scorealign.preference.logratio import sequence_logps
@@ -71,7 +72,7 @@ def train_sft(model: torch.nn.Module, tok: Any, cfg: Any, seed: int) -> None:
     """Maximum likelihood on synthetic completions (mean token NLL), seeded batches."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr)
     model.train()
-    for step in range(cfg.sft_steps):
+    for step in track(range(cfg.sft_steps), "dpo demo: SFT"):  # issue 11: progress
         g = generator(seed, "demo-sft", step)
         prompts = [make_prompt(g) for _ in range(cfg.sft_batch_size)]
         comps = [sft_completion(p, g, cfg.prompt_bias) for p in prompts]

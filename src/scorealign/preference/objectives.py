@@ -67,6 +67,7 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> Objective:
     bad = sorted(set(params) - set(allowed))
     if bad:
         raise ValueError(f"loss {name!r} has no parameter(s) {bad}; valid: {sorted(allowed)}")
+    from scorealign.config import check_param_types; check_param_types(params, allowed)  # noqa: E702 (issue 11)
     if name in UNPAIRED:
         return Objective(name, functools.partial(UNPAIRED[name]), params, True, False, True)
     full = {**allowed, **params}

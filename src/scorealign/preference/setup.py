@@ -17,6 +17,7 @@ import torch
 from scorealign.preference import data as D
 from scorealign.preference import reference as R
 from scorealign.preference.tiny import char_tokenizer, disable_dropout, load_tokenizer, tiny_gpt2
+from scorealign.train.progress import progress_calls  # issue 11: one progress library
 from scorealign.train.checkpoint import load_weights
 
 
@@ -111,6 +112,7 @@ def build_reference(cfg: Any, setup: Setup, run_path: Path, device: Any,
         return setup.collate([setup.items[i] for i in idx], idx)
 
     cache = R.cached(Path(run_path) / "ref_logps.safetensors", n,
-                     lambda: R.precompute(ref_model, n, batches, with_entropy=with_entropy,
+                     lambda: R.precompute(ref_model, n, progress_calls(  # issue 11: progress
+                         batches, n, bs, "dpo: reference log-probs"), with_entropy=with_entropy,
                                           device=device))
     return R.Reference(mode, cache=cache, with_entropy=with_entropy)

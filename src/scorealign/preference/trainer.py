@@ -108,10 +108,10 @@ def _resume(run: RunDir, model, optimizer, accelerator) -> int:
 def train(cfg: Any, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Run (or continue) preference optimization; returns the last logged metrics and evals."""
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
+    from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
-    accelerator = Accelerator(cpu=t.device == "cpu", mixed_precision=t.mixed_precision)
+    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=t.mixed_precision)
     objective = cfg.loss.resolved()
     main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     with accelerator.main_process_first():  # the main process writes the demo and reference caches
@@ -162,13 +162,15 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
         if setup.evaluate is not None and t.eval_every and done % t.eval_every == 0 and done < end \
                 and main:
             _evaluate(run, done, setup, model, accelerator)
-        if (done % t.save_every == 0 or done == end) and main:
-            _save(run, done, model, optimizer, accelerator, t.keep)
+        if (done % t.ckpt_every == 0 or done == end) and main:
+            _save(run, done, model, optimizer, accelerator, t.keep_checkpoints)
     bar.close()
     accelerator.wait_for_everyone()
     if setup.evaluate is not None and end == t.steps and end > start and main:
         summary["eval_end"] = _evaluate(run, end, setup, model, accelerator)
     summary["end_step"] = end
+    if main and end == t.steps:  # issue 11: RUN/final (transformers/peft dir) and report.html
+        from scorealign.export import finish_lm_run; finish_lm_run(run, accelerator.unwrap_model(model), setup.tokenizer)  # noqa: E501,E702
     return summary
 
 

@@ -78,19 +78,39 @@ def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor
     return path
 
 
-def plot_metrics(rows: Sequence[dict], keys: Sequence[str], path: str | Path, title: str = "",
-                 smooth: int = 1, logy: bool = False) -> Path | None:
-    """Plot metric ``keys`` against ``step`` from metrics rows; None when no key has data.
+def constant_series(rows: Sequence[dict], keys: Sequence[str], rtol: float = 1e-9
+                    ) -> dict[str, float]:
+    """Keys whose logged values never change (within ``rtol`` of their scale): key → value.
 
-    ``logy`` applies only when every plotted value is positive.
+    A ratio that is identically 1 or a loss that stays at 1e-10 carries no information as a
+    curve; the report lists them instead of plotting them.
+    """
+    out = {}
+    for k in keys:
+        y = np.array([r[k] for r in rows if isinstance(r.get(k), (int, float))], dtype=float)
+        y = y[np.isfinite(y)]
+        if len(y) and np.ptp(y) <= rtol * max(1.0, float(np.abs(y).max())):
+            out[k] = float(y[-1])
+    return out
+
+
+def plot_metrics(rows: Sequence[dict], keys: Sequence[str], path: str | Path, title: str = "",
+                 smooth: int = 1, logy: bool = False, x_key: str = "step",
+                 xlabel: str | None = None, ylabel: str | None = None) -> Path | None:
+    """Plot metric ``keys`` against ``x_key`` (default ``step``) from metrics rows.
+
+    Returns None when no key has data or every series is constant (see
+    :func:`constant_series`). ``logy`` applies only when every plotted value is positive.
     """
     path = Path(path)
     series = {}
+    const = constant_series(rows, keys)
     for k in keys:
-        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+        pts = [(r[x_key], r[k]) for r in rows if isinstance(r.get(k), (int, float))
+               and isinstance(r.get(x_key), (int, float))]
         if pts:
             series[k] = np.array(pts, dtype=float)
-    if not series:
+    if not series or all(k in const for k in series):
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
@@ -100,12 +120,41 @@ def plot_metrics(rows: Sequence[dict], keys: Sequence[str], path: str | Path, ti
             c = np.cumsum(np.concatenate([[0.0], y]))
             lo = np.maximum(np.arange(len(y)) + 1 - smooth, 0)
             y = (c[1:] - c[lo]) / (np.arange(len(y)) + 1 - lo)
-        ax.plot(x, y, label=k)
-    ax.set_xlabel("step")
+        ax.plot(x, y, label=k, marker="o" if len(x) < 12 else None, ms=3)
+    ax.set_xlabel(xlabel or x_key)
+    if ylabel:
+        ax.set_ylabel(ylabel)
     if logy and all((pts[:, 1] > 0).all() for pts in series.values()):  # RL surrogates go negative
         ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _atomic_savefig(fig, path)
+    return path
+
+
+def plot_step_kl(rows: Sequence[dict], path: str | Path) -> Path | None:
+    """Bar chart of the per-action-step KL ``kl/step/NN`` of the last row that logs it (and, in
+    grey, of the first), against the step index on the sampler grid; None without such keys."""
+    import re
+
+    logged = [r for r in rows if any(re.match(r"kl/step/\d+$", k) for k in r)]
+    if not logged:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for r, color, label in ((logged[0], "tab:gray", "first"), (logged[-1], "tab:blue", "last")):
+        ks = sorted((int(k.rsplit("/", 1)[1]), float(v)) for k, v in r.items()
+                    if re.match(r"kl/step/\d+$", k) and isinstance(v, (int, float)))
+        if not ks:
+            continue
+        idx, val = zip(*ks)
+        ax.bar(np.array(idx) + (0.2 if label == "last" else -0.2), val, width=0.4, color=color,
+               label=f"{label} logged (step {r['step']})")
+    ax.set_xlabel("action step k on the sampler grid (0 = first, from noise)")
+    ax.set_ylabel("KL to the base (nats)")
+    ax.set_title("per-step KL")
     ax.legend(fontsize=7)
     _atomic_savefig(fig, path)
     return path

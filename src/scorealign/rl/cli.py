@@ -13,7 +13,7 @@ import typer
 from scorealign.cli_common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
                                    default_out, fail, resolve_config)
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "finetune"
+CONFIGS = __import__("scorealign.cli_common").cli_common.configs_root() / "finetune"  # issue 11
 DEMO_CONFIG = CONFIGS / "demo.yaml"
 
 
@@ -49,6 +49,7 @@ def run_finetune(cfg, out: Path | None, resume: Path | None, title: str | None =
     except (FileExistsError, FileNotFoundError, ValueError, KeyError, CheckpointError) as e:
         fail(str(e))
     if ft.acc.is_main_process:
+        from scorealign.export import export_finetuner; export_finetuner(ft)  # noqa: E702 (#11)
         before_after(ft, run)
         run.log(ft.epoch, **{"time/total_s": time.time() - t0})
         write_report(run.path, title=title or f"finetune: {run.path.name}")

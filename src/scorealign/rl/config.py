@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from scorealign.config import FieldError
+from scorealign.config import FieldError, Tracker, tracker_field
 from scorealign.rl.losses import DEFAULT_ADVANTAGE, RL_LOSSES
 
 
@@ -140,6 +140,7 @@ class FinetuneConfig:
     train: OptimConfig = field(default_factory=OptimConfig, metadata=_h("optimization"))
     lora: LoraConfig = field(default_factory=LoraConfig, metadata=_h("LoRA (peft)"))
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_h("device"))
+    tracker: Tracker = tracker_field()  # issue 11
 
     def __post_init__(self) -> None:
         from scorealign.rl.advantages import ADVANTAGES

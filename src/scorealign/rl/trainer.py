@@ -289,4 +289,6 @@ def finetune(cfg: FinetuneConfig, run: RunDir | None, resume: bool = False) -> F
         start = ft.resume()
         ft.acc.print(f"resuming {run.path} from epoch {start}")
     ft.fit()
+    if run is not None and ft.acc.is_main_process:  # issue 11: RUN/final in diffusers format
+        from scorealign.export import export_finetuner; export_finetuner(ft)  # noqa: E702
     return ft

@@ -54,7 +54,8 @@ class Base:
 
 def load_base(path: str | Path, sde: SDEConfig | None = None) -> Base:
     """Load a base model from a run directory or a model directory (see module docstring)."""
-    path = Path(path)
+    from scorealign.rl.setup import resolve_base_path  # issue 11: pretrained:<name> names
+    path = resolve_base_path(str(path))
     if (path / "config.yaml").is_file():
         from scorealign.train.evaluate import load_run
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scorealign.config import help_field
+from scorealign.config import Tracker, help_field, tracker_field
 from scorealign.train.task import SDEConfig
 
 _f = help_field  # every field carries its --help-config text
 
 
-DEFAULT_BASE = "src/scorealign/assets/pretrained/digits8"
+DEFAULT_BASE = "pretrained:digits8"  # issue 11: the shipped model, also when installed
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,11 @@ class DiffusionTrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
     log_every: int = _f(10, "steps between metric lines")
-    save_every: int = _f(50, "steps between checkpoints (the last step is always saved)")
-    keep: int = _f(2, "checkpoints kept")
+    ckpt_every: int = _f(50, "steps between checkpoints (the last step is always saved)")
+    keep_checkpoints: int = _f(2, "checkpoints kept")
+    seed: int = _f(0, "run seed (data order, times, noise)")
     stop_after_steps: int | None = _f(None, "end this invocation after this global step; "
                                       "--resume continues")
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "device")
     progress: bool = _f(True, "show a progress bar")
 
 
@@ -181,7 +181,8 @@ class DiffusionDPOConfig:
     """``scorealign dpo`` with ``task: diffusion``: Diffusion-DPO on a pair dataset."""
 
     task: Literal["diffusion"] = _f("diffusion", "selects the diffusion trainer")
-    seed: int = _f(0, "run seed (data order, times, noise)")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "device")
+    tracker: Tracker = tracker_field()
     base: BaseConfig = _f(BaseConfig, "base model = policy init and reference")
     data: PairDataConfig = _f(PairDataConfig, "pairs")
     loss: DiffusionLossConfig = _f(DiffusionLossConfig, "loss")
@@ -189,6 +190,11 @@ class DiffusionDPOConfig:
     lora: LoraConfig = _f(LoraConfig, "LoRA")
     train: DiffusionTrainConfig = _f(DiffusionTrainConfig, "optimization")
     eval: DiffusionEvalConfig = _f(DiffusionEvalConfig, "evaluation")
+
+    @property
+    def seed(self) -> int:
+        """``train.seed`` (issue 11: one name for every command)."""
+        return self.train.seed
 
     def __post_init__(self) -> None:
         from scorealign.preference.losses import PAIRWISE

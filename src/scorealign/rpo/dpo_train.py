@@ -143,10 +143,10 @@ def _evaluate(cfg: DiffusionDPOConfig, base: Base, policy: nn.Module, run: RunDi
 def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
           base: Base | None = None) -> dict[str, Any]:
     """Run (or continue) Diffusion-DPO into ``run``; returns a summary (last metrics, evals)."""
-    from tqdm.auto import tqdm
+    from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
-    device = _device(t.device)
+    device = _device(cfg.device)
     base = base or load_base(cfg.base.path, cfg.base.sde)
     base.model.to(device)
     data = read_pairs(cfg.data.path, cfg.data.limit)
@@ -194,17 +194,14 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
             summary["last"] = {"step": done, **row}
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['rewards/accuracy']:.2f}")
             tic, window, acc_sum = now, 0, {}
-        if done % t.save_every == 0 or done == end:
+        if done % t.ckpt_every == 0 or done == end:
             save_checkpoint(run.checkpoints, done,
                             {"model": {k: v.detach().clone() for k, v in policy.state_dict().items()},
-                             "optimizer": opt.state_dict()}, extra={"step": done}, keep=t.keep)
+                             "optimizer": opt.state_dict()}, extra={"step": done}, keep=t.keep_checkpoints)
     bar.close()
     summary["end_step"] = end
     if end == t.steps and end > start:
-        if not cfg.lora.enabled:
-            from scorealign.nets import save_pretrained
-
-            save_pretrained(policy, run.path / "final")
+        from scorealign.export import export_digits; export_digits(policy, run.path / "final")  # noqa: E702 (issue 11: LoRA merged)
         if cfg.eval.enabled:
             summary["eval_end"] = _evaluate(cfg, base, policy, run, end, "end")
     summary["policy"] = policy

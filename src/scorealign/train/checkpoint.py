@@ -27,6 +27,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (disk full, unwritable directory); its temporary
+    files are removed and the earlier checkpoints are kept."""
+
+
 def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
     """Split a nested state (e.g. ``optimizer.state_dict()``) into tensors and a JSON skeleton.
 
@@ -68,11 +73,15 @@ def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint(ckpt_root: str | Path, step: int, state_dicts: dict[str, dict[str, Any]],
@@ -88,12 +97,30 @@ def save_checkpoint(ckpt_root: str | Path, step: int, state_dicts: dict[str, dic
         keep: how many newest checkpoints to keep (older ones are removed after the switch).
     """
     root = Path(ckpt_root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_checkpoint(tmp, final, step, state_dicts, extra)
+    except (OSError, SafetensorError) as e:  # full disk, unwritable run directory, ...
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
+        raise CheckpointWriteError(f"{root}: cannot write checkpoint {final.name}: {reason}; "
+                                   f"the earlier checkpoints are kept") from None
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    for old in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    _maybe_kill_after(step)
+    return final
+
+
+def _write_checkpoint(tmp: Path, final: Path, step: int, state_dicts: dict[str, dict[str, Any]],
+                      extra: dict[str, Any] | None) -> None:
+    """Fill ``tmp``, rename it to ``final`` and point ``latest`` at it."""
+    root = final.parent
     skeletons = {}
     for name, sd in state_dicts.items():
         if _is_flat(sd):  # model weights: keep the keys, loadable by any safetensors reader
@@ -111,11 +138,6 @@ def save_checkpoint(ckpt_root: str | Path, step: int, state_dicts: dict[str, dic
         shutil.rmtree(final)
     os.replace(tmp, final)
     _atomic_write_text(root / _LATEST, final.name)
-    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    _maybe_kill_after(step)
-    return final
 
 
 KILL_ENV = "SCOREALIGN_KILL_AFTER_CHECKPOINT"
@@ -129,16 +151,59 @@ def _maybe_kill_after(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
-    """The directory ``latest`` points to, or None when the run has no checkpoint yet."""
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint directory ``path`` cannot be loaded (a sentence naming the file), or
+    None when its ``state.json`` parses and every tensor file it lists has a valid header."""
+    from safetensors import safe_open
+
+    meta_file = path / "state.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+        names = list(meta["skeletons"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        return f"{meta_file}: cannot read checkpoint state: {' '.join(str(e).split())}"
+    for name in names:
+        f = path / f"{name}.safetensors"
+        try:
+            with safe_open(str(f), "pt") as h:
+                h.keys()
+        except (OSError, SafetensorError, ValueError, RuntimeError) as e:
+            return f"{f}: cannot read tensors: {' '.join(str(e).split())}"
+    return None
+
+
+def latest_checkpoint(ckpt_root: str | Path, fallback: bool = True) -> Path | None:
+    """The newest intact checkpoint directory, or None when the run has no checkpoint yet.
+
+    The one ``latest`` points to comes first; when it is damaged (truncated file, bad JSON) and
+    ``fallback``, the newest intact older ``step_*`` is used and a warning naming the damaged
+    file goes to stderr. Raises CheckpointError (naming the file) when none is intact.
+    """
+    import sys
+
     root = Path(ckpt_root)
     pointer = root / _LATEST
-    if not pointer.is_file():
+    steps = sorted((p for p in root.glob("step_*") if p.is_dir()), reverse=True)
+    if not pointer.is_file() and not steps:
         return None
-    path = root / pointer.read_text().strip()
-    if not (path / "state.json").is_file():
-        raise CheckpointError(f"{pointer}: points to {path.name}, which has no state.json")
-    return path
+    first = None
+    if pointer.is_file():
+        first = root / pointer.read_text().strip()
+        steps = [first] + [p for p in steps if p != first]
+    problems = []
+    for i, path in enumerate(steps):
+        problem = (f"{pointer}: points to {path.name}, which has no state.json"
+                   if not (path / "state.json").is_file() else checkpoint_problem(path))
+        if problem is None:
+            if problems:
+                print(f"warning: {problems[0]}; falling back to the newest intact checkpoint "
+                      f"{path}", file=sys.stderr)
+            return path
+        problems.append(problem)
+        if not fallback:
+            break
+    raise CheckpointError(problems[0] + (" (and no intact older checkpoint)"
+                                         if fallback and len(steps) > 1 else ""))
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

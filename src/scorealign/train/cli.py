@@ -10,9 +10,9 @@ from typing import Optional
 import typer
 
 from scorealign.cli_common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
-                                   fail, open_run, resolve_config)
+                                   configs_root, fail, open_run, resolve_config)
 
-DEMO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "pretrain" / "digits.yaml"
+DEMO_CONFIG = configs_root() / "pretrain" / "digits.yaml"
 
 
 def _sampling_overrides(cfg, sampler, steps, eta, guidance, n):
@@ -58,7 +58,28 @@ def run_pretrain(cfg, out: Path | None, resume: Path | None) -> Path:
     return run.path
 
 
-def sample_cmd(run_dir: Path = typer.Argument(..., help="A pretraining run directory."),
+def _slug(text: str) -> str:
+    """A file-name-safe form of a prompt ("a handwritten 7" → "a_handwritten_7")."""
+    import re
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:60] or "prompt"
+
+
+def _out_file(out: Path | None, default: Path) -> Path:
+    """``--out`` (checked writable) or ``default``; exits 2 naming the path when unusable."""
+    path = Path(out) if out is not None else default
+    if path.is_dir():
+        fail(f"--out {path}: is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        fail(f"--out {path}: cannot write there ({e.strerror or e})")
+    return path
+
+
+def sample_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any command."),
                prompt: Optional[list[str]] = typer.Option(None, "--prompt", help="Prompt(s)."),
                n: int = typer.Option(10, "--n", help="Samples per prompt."),
                sampler: Optional[str] = typer.Option(None, "--sampler"),
@@ -66,18 +87,49 @@ def sample_cmd(run_dir: Path = typer.Argument(..., help="A pretraining run direc
                eta: Optional[float] = typer.Option(None, "--eta"),
                guidance: Optional[float] = typer.Option(None, "--guidance"),
                seed: int = typer.Option(0, "--seed"),
-               out: Optional[Path] = typer.Option(None, "--out", help="PNG path.")) -> None:
-    """Draw samples from a trained run (a grid per class, or for the given prompts)."""
+               out: Optional[Path] = typer.Option(None, "--out", help="Output file.")) -> None:
+    """Draw samples from a trained run: a grid per class, or for the given prompts (diffusion
+    runs); completions (dpo runs); simulated paths (control runs). File names carry the prompt."""
+    loaded = _load_any(run_dir)
+    kind = loaded.kind
+    tag = "_".join(_slug(p) for p in prompt)[:80] if prompt else "classes"
+    if kind == "dpo":
+        prompts = list(prompt or ["a"])
+        texts = loaded.sample(prompts, n, seed)
+        path = _out_file(out, Path(run_dir) / "samples" / f"sample_{tag}_seed{seed}.txt")
+        rows = [f"{p}\t{t}" for p, t in zip([p for p in prompts for _ in range(n)], texts)]
+        path.write_text("\n".join(rows) + "\n")
+        typer.echo("\n".join(rows))
+        typer.echo(f"samples: {path}")
+        return
+    if kind == "control":
+        path = _out_file(out, Path(run_dir) / "samples" / f"paths_seed{seed}.png")
+        _control_paths(loaded, n, seed, path)
+        typer.echo(f"samples: {path}")
+        return
+    if loaded.task is None:  # SD-style fine-tune: the policy's sampler
+        prompts = list(prompt or loaded.setup.prompts[:4])
+        x = loaded.sample(prompts, n, seed)
+        path = _out_file(out, Path(run_dir) / "samples" / f"sample_{tag}_seed{seed}.png")
+        from scorealign.report.figures import save_image_grid
+        save_image_grid(x, path, nrow=n)
+        typer.echo(f"samples: {path}")
+        return
+    _sample_digits(loaded, run_dir, prompt, n, sampler, steps, eta, guidance, seed, out, tag)
+
+
+def _sample_digits(loaded, run_dir, prompt, n, sampler, steps, eta, guidance, seed, out, tag):
     import torch
 
     from scorealign.data import labels_from_prompts
     from scorealign.report.figures import save_image_grid
     from scorealign.train.evaluate import sample_grid
 
-    cfg, task, model = _load(run_dir)
-    scfg = dataclasses.replace(_sampling_overrides(cfg.sample, sampler, steps, eta, guidance, None),
-                               seed=seed)
-    path = out or (Path(run_dir) / "samples" / f"sample_{scfg.sampler}_{scfg.steps}.png")
+    task, model = loaded.task, loaded.model
+    scfg = dataclasses.replace(_sampling_overrides(loaded.sampling, sampler, steps, eta, guidance,
+                                                   None), seed=seed)
+    path = _out_file(out, Path(run_dir) / "samples" /
+                     f"sample_{tag}_{scfg.sampler}_{scfg.steps}_seed{seed}.png")
     if prompt and (not task.is_image or task.model_cfg.cond == "none"):
         fail(f"{run_dir} holds an unconditional model; --prompt needs a label or text model")
     if prompt:
@@ -94,22 +146,63 @@ def sample_cmd(run_dir: Path = typer.Argument(..., help="A pretraining run direc
     typer.echo(f"samples: {path}")
 
 
-def eval_cmd(run_dir: Path = typer.Argument(..., help="A pretraining run directory."),
+def _control_paths(loaded, n: int, seed: int, path: Path) -> Path:
+    """Plot ``n`` simulated state paths of a control policy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scorealign.control.envs import make_env
+    from scorealign.control.simulate import simulate
+    from scorealign.rng import generator
+
+    cfg = loaded.config
+    env = make_env(cfg.env.name, cfg.env.params)
+    ro = simulate(env, loaded.model, n, cfg.dt, cfg.horizon, generator(seed, "sample-paths"))
+    t = torch_arange(ro.xs.shape[0]) * cfg.dt
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for b in range(ro.xs.shape[1]):
+        ax.plot(t, ro.xs[:, b, 0].numpy(), lw=0.8)
+    ax.set_xlabel("time t")
+    ax.set_ylabel("state X_t[0]")
+    ax.set_title(f"{n} paths under the trained policy")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def torch_arange(n: int):
+    import torch
+    return torch.arange(n, dtype=torch.float64).numpy()
+
+
+def eval_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any command."),
              sampler: Optional[str] = typer.Option(None, "--sampler"),
              steps: Optional[int] = typer.Option(None, "--steps"),
              eta: Optional[float] = typer.Option(None, "--eta"),
              guidance: Optional[float] = typer.Option(None, "--guidance"),
              n: Optional[int] = typer.Option(None, "--n", help="Number of samples."),
              name: str = typer.Option("eval", "--name", help="Writes RUN/<name>.json.")) -> None:
-    """Evaluate a trained run: class accuracy and Fréchet distance (digits), sliced W2 (2-D)."""
-    from scorealign.train.evaluate import evaluate, write_eval
+    """Evaluate a trained run. Pretraining: class accuracy and Fréchet distance (digits), sliced
+    W2 (2-D). Finetune: reward, gold reward (and on digits class accuracy and FD) of the trained
+    and of the base model. dpo: the demo's win rate, else preference accuracy on the data.
+    control: J(π)."""
+    from scorealign.train.evaluate import evaluate, evaluate_run, write_eval
     from scorealign.train.rundir import RunDir
 
-    cfg, task, model = _load(run_dir)
-    scfg = _sampling_overrides(cfg.sample, sampler, steps, eta, guidance, n)
-    metrics = evaluate(task, model, scfg)
+    loaded = _load_any(run_dir)
+    if loaded.kind == "pretrain":
+        scfg = _sampling_overrides(loaded.sampling, sampler, steps, eta, guidance, n)
+        metrics = evaluate(loaded.task, loaded.model, scfg)
+    else:
+        scfg = (_sampling_overrides(loaded.sampling, sampler, steps, eta, guidance, n)
+                if loaded.sampling is not None else None)
+        try:
+            metrics = evaluate_run(loaded, scfg, n)
+        except ValueError as e:
+            fail(f"{run_dir}: {e}")
     path = write_eval(RunDir.open(run_dir), metrics, scfg, name)
-    typer.echo("  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    typer.echo("  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     typer.echo(f"wrote {path}")
 
 
@@ -133,14 +226,47 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
     typer.echo(f"report: {run_demo(out, set_) / 'report.html'}")
 
 
-def _load(run_dir: Path):
+def _load_any(run_dir: Path):
+    """``scorealign.load(run_dir)``; exits 2 with one line on a missing or broken run."""
+    from scorealign.api import load
     from scorealign.config import ConfigError
+    from scorealign.export import ExportError
     from scorealign.train.checkpoint import CheckpointError
-    from scorealign.train.evaluate import load_run
     try:
-        return load_run(run_dir)
-    except (FileNotFoundError, ConfigError, CheckpointError, ValueError) as e:
-        fail(str(e))
+        return load(run_dir)
+    except (FileNotFoundError, ConfigError, CheckpointError, ExportError, ValueError,
+            KeyError) as e:
+        fail(str(e).splitlines()[0] if str(e) else repr(e))
+
+
+def export_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any command."),
+               to: Optional[Path] = typer.Option(None, "--to", help="Target directory "
+                                                 "(default RUN/final)."),
+               checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A checkpoint "
+                                                        "(step_000020 or a path); default newest")
+               ) -> None:
+    """Export a run's model in its ecosystem's format (digits pair, diffusers LoRA or pipeline,
+    transformers/peft directory, control policy), from any checkpoint."""
+    from scorealign.config import ConfigError
+    from scorealign.export import ExportError, export_run
+    from scorealign.train.checkpoint import CheckpointError
+    try:
+        path = export_run(run_dir, to, checkpoint)
+    except (FileNotFoundError, ConfigError, CheckpointError, ExportError, ValueError) as e:
+        fail(str(e).splitlines()[0])
+    except OSError as e:
+        fail(f"--to {to}: cannot write ({e.strerror or e})")
+    typer.echo(f"exported: {path}")
+
+
+def configs_cmd() -> None:
+    """List the shipped configs (give a name to --config, e.g. --config digits_loop)."""
+    from scorealign.cli_common import configs_root, shipped_configs
+    typer.echo(f"# {configs_root()}")
+    for name, path in shipped_configs().items():
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines()
+                      if ln.startswith("#")), "")
+        typer.echo(f"{name:40s} {first}"[:120].rstrip())
 
 
 def register(app: typer.Typer) -> None:
@@ -150,3 +276,5 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
     app.command("report")(report_cmd)
     app.command("demo")(demo_cmd)
+    app.command("export")(export_cmd)
+    app.command("configs")(configs_cmd)

@@ -41,8 +41,17 @@ def load_run(run_dir: str | Path) -> tuple["PretrainConfig", Task, nn.Module]:  
     cfg = _read_config(run.config_file)
     task = build_task(cfg.data, cfg.sde, cfg.model)
     final = run.path / "final"
+    if not (final / "model.safetensors").is_file() and (run.path / "model_config.json").is_file():
+        final = run.path  # a model directory with its config (the shipped digits8)
     if (final / "model.safetensors").is_file():
-        model = load_pretrained(final)
+        from safetensors import SafetensorError
+
+        from scorealign.train.checkpoint import CheckpointError
+        try:
+            model = load_pretrained(final)
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise CheckpointError(f"{final / 'model.safetensors'}: cannot read the model: "
+                                  f"{' '.join(str(e).split())}") from None
     else:
         ckpt = latest_checkpoint(run.checkpoints)
         if ckpt is None:
@@ -107,7 +116,93 @@ def evaluate(task: Task, model: nn.Module, cfg: SamplingConfig) -> dict[str, flo
     return digits_metrics(clf, x, labels, real)
 
 
-def write_eval(run: RunDir, metrics: dict, cfg: SamplingConfig, name: str = "eval") -> Path:
+def _image_metrics(task: Task, model: nn.Module, cfg: SamplingConfig, rewards, n: int
+                   ) -> dict[str, float]:
+    """Class accuracy, FD (digits) and reward / gold reward of ``n`` samples, balanced classes."""
+    from scorealign.data import prompt_for
+    from scorealign.eval.classifier import load_classifier
+    from scorealign.eval.metrics import digits_metrics
+
+    labels = balanced_labels(n)
+    prompts = [prompt_for(int(y)) for y in labels]
+    x = task.generate(model, task.cond_for(labels, prompts), n, cfg)
+    out = {}
+    if rewards is not None:
+        out.update(rewards(x, prompts, {"epoch": -1}).metrics())
+    clf = load_classifier(size=task.data_cfg.image_size)
+    real = load_digits("test", size=task.data_cfg.image_size, seed=task.data_cfg.split_seed).images
+    out.update(digits_metrics(clf, x, labels, real))
+    return out
+
+
+def evaluate_run(loaded, cfg: SamplingConfig | None, n: int | None = None) -> dict[str, float]:
+    """Metrics of a trained run beside its base model's (``scorealign.load`` result).
+
+    finetune: ``reward/mean``, ``reward/gold_mean`` and on digits ``eval/accuracy``, ``eval/fd``
+    of the trained model and (prefixed ``base/``) of the base model, from the same seeds;
+    Diffusion-DPO: the digits metrics of both; dpo: the demo's oracle win rate, else the
+    fraction of data pairs whose chosen completion the policy rates above the rejected one;
+    control: J(π) (``control.train.evaluate``).
+    """
+    kind = loaded.kind
+    if kind in ("finetune", "diffusion_dpo"):
+        rewards = None
+        if kind == "finetune":
+            from scorealign.rewards.compose import build_reward_set
+            rc = loaded.config.reward
+            rewards = build_reward_set(rc.optimized, rc.gold)
+        if loaded.task is not None:
+            n = n or cfg.num_eval
+            after = _image_metrics(loaded.task, loaded.model, cfg, rewards, n)
+            before = _image_metrics(loaded.task, loaded.base, cfg, rewards, n)
+        else:  # SD-style: rewards of policy rollouts from the same seeds
+            prompts = loaded.setup.prompts
+            per = max(1, (n or 32) // len(prompts))
+            after = rewards(loaded.sample(prompts, per), [p for p in prompts for _ in range(per)],
+                            {"epoch": -1}).metrics()
+            before = rewards(loaded.sample(prompts, per, base=True),
+                             [p for p in prompts for _ in range(per)], {"epoch": -1}).metrics()
+        return {**after, **{f"base/{k}": v for k, v in before.items()}}
+    if kind == "control":
+        from scorealign.control.envs import make_env
+        from scorealign.control.train import evaluate as control_eval
+        c = loaded.config
+        return control_eval(make_env(c.env.name, c.env.params), loaded.model, c)
+    if kind == "dpo":
+        return _dpo_metrics(loaded)
+    raise ValueError(f"no evaluation for {kind} runs")
+
+
+@torch.no_grad()
+def _dpo_metrics(loaded) -> dict[str, float]:
+    from scorealign.preference import data as D
+    from scorealign.preference import demo_task
+
+    c = loaded.config
+    if c.data.source == "demo":
+        run = loaded.run_dir
+        tok, weights, _ = demo_task.prepare(c.demo, c.model, run, c.seed)
+        return demo_task.WinRateEval(tok, c.model, weights, c.demo, c.seed)(loaded.model)
+    from scorealign.preference.logratio import concatenated_logps
+    exs = D.read_jsonl(c.data.path, c.data.kind) if c.data.source == "jsonl" else \
+        D.load_hf(c.data.path, c.data.split, c.data.kind)
+    exs = exs[: c.data.limit] if c.data.limit else exs
+    if c.data.kind != "paired":
+        raise ValueError("evaluation of unpaired (KTO) data is not defined")
+    items = [D.tokenize_example(loaded.tokenizer, ex, max_length=c.data.max_length,
+                                max_prompt_length=c.data.max_prompt_length) for ex in exs]
+    collate = D.PairCollator(loaded.tokenizer.pad_token_id, c.data.padding_side)
+    wins, total = 0.0, 0
+    for s in range(0, len(items), 32):
+        idx = list(range(s, min(s + 32, len(items))))
+        w, lo = concatenated_logps(loaded.model, collate([items[i] for i in idx], idx))
+        wins += float((w.logp > lo.logp).float().sum())
+        total += len(idx)
+    return {"eval/pref_accuracy": wins / max(total, 1), "eval/pairs": float(total)}
+
+
+def write_eval(run: RunDir, metrics: dict, cfg: SamplingConfig | None,
+               name: str = "eval") -> Path:
     """Write ``RUN/<name>.json`` atomically with the sampling settings beside the metrics."""
     from scorealign.config import to_dict
     out = run.path / f"{name}.json"

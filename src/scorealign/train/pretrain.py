@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from accelerate import Accelerator
 
-from scorealign.config import FieldError
+from scorealign.config import FieldError, Tracker, tracker_field
 from scorealign.nets import ModelConfig
 from scorealign.rng import generator
 from scorealign.sde.dsm import dsm_loss, sample_t
@@ -83,6 +83,7 @@ class PretrainConfig:
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig, metadata={
         "help": "consistency models (train.objective cd | ct)"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
+    tracker: Tracker = tracker_field()
 
     def __post_init__(self) -> None:
         check_task(self.data, self.model)

@@ -17,6 +17,21 @@ from typing import Any
 from scorealign.config import dump_config
 
 
+class RunDirError(OSError):
+    """A run directory that cannot be created or written; the message names the path."""
+
+
+def _refuse_package_dir(path: Path) -> None:
+    """Runs never go inside the installed package (its assets are read-only inputs)."""
+    import scorealign
+    pkg = Path(scorealign.__file__).resolve().parent
+    try:
+        Path(path).resolve().relative_to(pkg)
+    except ValueError:
+        return
+    raise RunDirError(f"--out {path}: inside the installed package {pkg}; choose another --out")
+
+
 class RunDir:
     """A run directory and its standard files."""
 
@@ -27,6 +42,7 @@ class RunDir:
         self.plots = self.path / "plots"
         self.metrics_file = self.path / "metrics.jsonl"
         self.config_file = self.path / "config.yaml"
+        self._tracker: str | None = None
 
     @classmethod
     def create(cls, path: str | Path, cfg: Any) -> "RunDir":
@@ -35,10 +51,16 @@ class RunDir:
         if run.checkpoints.exists() and any(run.checkpoints.iterdir()):
             raise FileExistsError(f"{run.path} already holds a run with checkpoints; "
                                   f"use --resume {run.path} to continue it or choose another --out")
-        for d in (run.path, run.checkpoints, run.samples, run.plots):
-            d.mkdir(parents=True, exist_ok=True)
-        run.config_file.write_text(dump_config(cfg))
-        run.metrics_file.write_text("")
+        _refuse_package_dir(run.path)
+        try:
+            for d in (run.path, run.checkpoints, run.samples, run.plots):
+                d.mkdir(parents=True, exist_ok=True)
+            run.config_file.write_text(dump_config(cfg))
+            run.metrics_file.write_text("")
+        except OSError as e:
+            raise RunDirError(f"--out {run.path}: cannot create the run directory "
+                              f"({e.strerror or e}{': ' + str(e.filename) if e.filename else ''})"
+                              ) from None
         return run
 
     @classmethod
@@ -47,9 +69,7 @@ class RunDir:
         run = cls(path)
         if not run.config_file.is_file():
             raise FileNotFoundError(f"{run.config_file}: not a run directory (no config.yaml)")
-        for d in (run.checkpoints, run.samples, run.plots):
-            d.mkdir(parents=True, exist_ok=True)
-        return run
+        return run  # creates nothing: a read-only model directory stays untouched
 
     def log(self, step: int, **metrics: Any) -> None:
         """Append one metrics line ``{"step": step, ...}`` (floats rounded to 6 significant digits)."""
@@ -64,6 +84,17 @@ class RunDir:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.tracker != "none":
+            from scorealign.train.trackers import log_scalars
+            log_scalars(self.path, self.tracker, row, step)
+
+    @property
+    def tracker(self) -> str:
+        """The config's ``tracker`` (none | tensorboard | wandb | trackio), read once."""
+        if self._tracker is None:
+            from scorealign.train.trackers import tracker_kind
+            self._tracker = tracker_kind(self.config_file)
+        return self._tracker
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All metric rows; a torn last line (killed mid-write) is skipped."""
