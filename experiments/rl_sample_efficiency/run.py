@@ -43,18 +43,18 @@ CONFIGS = ROOT / "configs" / "finetune"
 SAA = ["algo.advantage=batch", "algo.value=null", "policy.exploration=0.2",
        "algo.loss_kwargs={clip: 1.0e-4, beta: 0.0, gae_lambda: 1.0}"]
 METHODS = {  # name → (config file, overrides); β = 0 for all
-    "REINFORCE": ("digits_reinforce.yaml", []),
     "DDPO": ("digits_ddpo.yaml", ["algo.advantage_kwargs={buffer_size: 32, min_count: 8, "
                                   "adv_clip: 5.0}"]),
     "LOOP": ("digits_loop.yaml", []),
-    "GRPO": ("digits_grpo.yaml", ["algo.loss_kwargs={clip: 1.0e-4, beta: 0.0}"]),
-    "DPOK": ("digits_dpok.yaml", ["algo.loss_kwargs={alpha: 1.0, beta: 0.0, clip: 1.0e-4}",
-                                  "algo.value={hidden: 32, lr: 3.0e-3, steps_per_epoch: 10}"]),
     "SaA-DDIM": ("digits_score_as_action.yaml", ["policy.sampler=ddim", "policy.eta=0.0", *SAA]),
     "SaA-EM": ("digits_score_as_action.yaml", ["policy.sampler=euler_maruyama",
                                                "policy.eta=1.0", *SAA]),
     "SaA-Heun": ("digits_score_as_action.yaml", ["policy.sampler=heun_sde", "policy.eta=1.0",
                                                  *SAA]),
+    "REINFORCE": ("digits_reinforce.yaml", []),
+    "GRPO": ("digits_grpo.yaml", ["algo.loss_kwargs={clip: 1.0e-4, beta: 0.0}"]),
+    "DPOK": ("digits_dpok.yaml", ["algo.loss_kwargs={alpha: 1.0, beta: 0.0, clip: 1.0e-4}",
+                                  "algo.value={hidden: 32, lr: 3.0e-3, steps_per_epoch: 10}"]),
 }
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262}
@@ -179,7 +179,8 @@ def first_reach(qs: list[float], rs: list[float], target: float) -> float:
 
 def analyse(cells: dict, chosen: dict, a: argparse.Namespace) -> dict:
     """Per-seed rows, intervals, matched-KL and queries-to-DDPO tables."""
-    per = {m: [cells[(m, chosen[m], s)] for s in a.seeds] for m in chosen}
+    per = {m: [cells[(m, chosen[m], s)] for s in a.seeds if (m, chosen[m], s) in cells]
+           for m in chosen}
     out: dict = {"chosen_lr": chosen, "per_seed": {}, "beta0": {}, "matched_kl": {},
                  "queries_to_ddpo_final": {}, "curves": {}}
     for m, cs in per.items():
@@ -206,6 +207,7 @@ def analyse(cells: dict, chosen: dict, a: argparse.Namespace) -> dict:
     finals = [out["beta0"][m]["final_eval_kl"][0] for m in per]
     kappa = float(np.median(finals))
     out["kl_budget"] = kappa
+    out["seeds_done"] = {m: [c["seed"] for c in cs] for m, cs in per.items()}
     for m, cs in per.items():
         vals = [interp_at([r["eval/kl"] for r in c["rows"]], [r["eval/reward"] for r in c["rows"]],
                           kappa) for c in cs]
@@ -232,10 +234,15 @@ def fmt(ci: tuple[float, float], d: int = 4) -> str:
 
 def write_tables(res: dict, a: argparse.Namespace, path: Path) -> None:
     base = res.get("base_eval", {})
-    lines = [f"# RL sample efficiency on digits ({len(a.seeds)} seeds, {a.epochs} epochs × "
+    missing = [m for m in METHODS if m not in res["beta0"]]
+    short = {m: len(v) for m, v in res["seeds_done"].items() if len(v) < len(a.seeds)}
+    lines = [f"# RL sample efficiency on digits (up to {len(a.seeds)} seeds, {a.epochs} epochs × "
              f"{a.p * a.k} reward queries, {a.steps} steps)", "",
              f"Base model on the evaluation set: reward {base.get('eval/reward', float('nan')):.4f}"
              f", gold {base.get('eval/gold', float('nan')):.4f}.", "",
+             "Not finished (no complete lr sweep): " + (", ".join(missing) or "none") + "; "
+             "methods with fewer seeds: " + (", ".join(f"{m} ({n})" for m, n in short.items())
+                                              or "none") + ".", "",
              "## β = 0 for every method (final epoch, fixed evaluation set, mean ± 95 % CI)", "",
              "| method | lr (chosen) | eval reward | eval gold | KL to base (η=1 kernels) | "
              "queries to DDPO's final |", "|---|---|---|---|---|---|"]
@@ -293,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lrs", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--select-seed", type=int, default=100)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--p", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--p", type=int, default=2)
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--eval-rows", type=int, default=16)
+    ap.add_argument("--eval-rows", type=int, default=8)
+    ap.add_argument("--worker", default=None, help="i/n: compute only methods i, i+n, ... "
+                    "(cells of parallel workers share the cache; tabulate with a plain run)")
     ap.add_argument("--quick", action="store_true", help="tiny run for the test")
     ap.add_argument("--no-new-cells", action="store_true",
                     help="only tabulate the cached cells (fails if a needed one is missing)")
@@ -306,13 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         a.methods, a.lrs, a.seeds, a.epochs = ["LOOP", "SaA-DDIM"], [1e-4], [0], 1
         a.steps, a.p, a.k, a.eval_rows, a.select_seed = 3, 2, 2, 4, 100
     a.results.mkdir(parents=True, exist_ok=True)
+    if a.worker:
+        i, n = map(int, a.worker.split("/"))
+        a.methods = a.methods[i::n]
     tag = f"e{a.epochs}_s{a.steps}_b{a.p}x{a.k}_ev{a.eval_rows}"
     cells: dict = {}
 
-    def cell(m: str, lr: float, seed: int) -> dict:
+    def cell(m: str, lr: float, seed: int) -> dict | None:
         path = a.results / "cells" / tag / f"{m}__lr{lr:g}__seed{seed}.json"
         if a.no_new_cells and not path.is_file():
-            raise SystemExit(f"missing cell {path} (run without --no-new-cells)")
+            return None  # tabulate what is cached; the table says what is missing
         cells[(m, lr, seed)] = run_cell(m, a, lr, seed, path)
         print(f"{m:10s} lr={lr:g} seed={seed}: final eval reward "
               f"{cells[(m, lr, seed)]['rows'][-1]['eval/reward']:.4f}", flush=True)
@@ -320,14 +332,23 @@ def main(argv: list[str] | None = None) -> int:
 
     selection, chosen = {}, {}
     for m in a.methods:  # the lr sweep on the selection seed
-        selection[m] = {str(lr): tail_reward(cell(m, lr, a.select_seed)) for lr in a.lrs}
+        sel = {lr: cell(m, lr, a.select_seed) for lr in a.lrs}
+        if any(c is None for c in sel.values()):
+            continue  # --no-new-cells and an incomplete sweep: method left out
+        selection[m] = {str(lr): tail_reward(c) for lr, c in sel.items()}
         chosen[m] = max(a.lrs, key=lambda lr: selection[m][str(lr)])
     for s in a.seeds:
-        for m in a.methods:
+        for m in chosen:
             cell(m, chosen[m], s)
+    chosen = {m: lr for m, lr in chosen.items() if (m, lr, a.seeds[0]) in cells}
+    if a.worker:
+        return 0
+    if not cells:
+        print(f"no cached cells under {a.results / 'cells' / tag}", file=sys.stderr)
+        return 1
     res = analyse(cells, chosen, a)
     res["selection"] = selection
-    first = cells[(a.methods[0], chosen[a.methods[0]], a.seeds[0])]["rows"][0]
+    first = next(iter(cells.values()))["rows"][0]
     res["base_eval"] = {k: v for k, v in first.items() if k.startswith("eval/")}
     res["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
     (a.results / ("results_quick.json" if a.quick else "results.json")).write_text(
