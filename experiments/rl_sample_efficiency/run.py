@@ -234,15 +234,17 @@ def fmt(ci: tuple[float, float], d: int = 4) -> str:
 
 def write_tables(res: dict, a: argparse.Namespace, path: Path) -> None:
     base = res.get("base_eval", {})
-    missing = [m for m in METHODS if m not in res["beta0"]]
+    missing = [m for m in METHODS if m not in res["selection"]]
+    no_seed = [m for m in res["selection"] if m not in res["beta0"]]
     short = {m: len(v) for m, v in res["seeds_done"].items() if len(v) < len(a.seeds)}
     lines = [f"# RL sample efficiency on digits (up to {len(a.seeds)} seeds, {a.epochs} epochs × "
              f"{a.p * a.k} reward queries, {a.steps} steps)", "",
              f"Base model on the evaluation set: reward {base.get('eval/reward', float('nan')):.4f}"
              f", gold {base.get('eval/gold', float('nan')):.4f}.", "",
-             "Not finished (no complete lr sweep): " + (", ".join(missing) or "none") + "; "
-             "methods with fewer seeds: " + (", ".join(f"{m} ({n})" for m, n in short.items())
-                                              or "none") + ".", "",
+             "Not finished: no complete lr sweep: " + (", ".join(missing) or "none") + "; lr "
+             "chosen but no seed run: " + (", ".join(no_seed) or "none") + "; fewer than "
+             f"{len(a.seeds)} seeds: " + (", ".join(f"{m} ({n})" for m, n in short.items())
+                                         or "none") + ".", "",
              "## β = 0 for every method (final epoch, fixed evaluation set, mean ± 95 % CI)", "",
              "| method | lr (chosen) | eval reward | eval gold | KL to base (η=1 kernels) | "
              "queries to DDPO's final |", "|---|---|---|---|---|---|"]
