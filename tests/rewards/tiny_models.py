@@ -1,0 +1,27 @@
+"""Tiny random models of the reward architectures, built from configs and saved to tmp dirs."""
+
+from __future__ import annotations
+
+import torch
+
+from scorealign.policy.sd import build_clip_tokenizer
+
+
+def tiny_clip(tmp_path, name="clip", seed=0):
+    """A CLIPModel (ViT 16px/8 patch, 2 layers) + byte-level CLIPTokenizer, saved to a dir."""
+    import transformers
+
+    tok = build_clip_tokenizer(max_length=16)
+    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=16,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, hidden_act="gelu")
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=16, patch_size=8, hidden_act="gelu")
+    cfg = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=12)
+    torch.manual_seed(seed)
+    model = transformers.CLIPModel(cfg).eval()
+    d = tmp_path / name
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d, model, tok
