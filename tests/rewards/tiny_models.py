@@ -25,3 +25,25 @@ def tiny_clip(tmp_path, name="clip", seed=0):
     model.save_pretrained(d)
     tok.save_pretrained(d)
     return d, model, tok
+
+
+WORDS = ["a", "cat", "dog", "red", "car", "photo", "of", "the", "tree", "hello"]
+
+
+def tiny_bert_tokenizer(tmp_path):
+    """A BertTokenizer over a few words (special tokens first), saved to a dir."""
+    from transformers import BertTokenizer
+
+    d = tmp_path / "bert"
+    d.mkdir(exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(d / "vocab.txt")).save_pretrained(d)
+    return d, len(vocab)
+
+
+TINY_IR = {"text": dict(vocab_size=17, hidden_size=32, encoder_hidden_size=24,
+                        intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                        max_position_embeddings=40),
+           "vision": dict(hidden_size=24, intermediate_size=30, num_hidden_layers=2,
+                          num_attention_heads=4, image_size=16, patch_size=8)}
