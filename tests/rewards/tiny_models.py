@@ -47,3 +47,42 @@ TINY_IR = {"text": dict(vocab_size=17, hidden_size=32, encoder_hidden_size=24,
                         max_position_embeddings=40),
            "vision": dict(hidden_size=24, intermediate_size=30, num_hidden_layers=2,
                           num_attention_heads=4, image_size=16, patch_size=8)}
+
+
+def tiny_llava(tmp_path, seed=0):
+    """A LLaVA (tiny CLIP vision tower + tiny Llama) with a word-level tokenizer and a
+    LlavaProcessor, saved to a dir."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "yes", "no", "USER", "ASSISTANT", ":",
+             "?", ".", '"', "Does", "this", "image", "show", "Answer", "or"] + WORDS
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>",
+                                               pad_token="<pad>", bos_token="<s>",
+                                               eos_token="</s>")
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_proc = transformers.CLIPImageProcessor(size={"shortest_edge": 16},
+                                                 crop_size={"height": 16, "width": 16})
+    proc = transformers.LlavaProcessor(image_processor=image_proc, tokenizer=tok, patch_size=8,
+                                       vision_feature_select_strategy="default",
+                                       num_additional_image_tokens=1)
+    cfg = transformers.LlavaConfig(
+        vision_config=transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=24,
+                                                    num_hidden_layers=1, num_attention_heads=2,
+                                                    image_size=16, patch_size=8),
+        text_config=transformers.LlamaConfig(vocab_size=len(words), hidden_size=32,
+                                             intermediate_size=48, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=4,
+                                             max_position_embeddings=128,
+                                             pad_token_id=vocab["<pad>"]),
+        image_token_index=vocab["<image>"], vision_feature_select_strategy="default",
+        vision_feature_layer=-1)
+    torch.manual_seed(seed)
+    model = transformers.LlavaForConditionalGeneration(cfg).eval()
+    d = tmp_path / "llava"
+    model.save_pretrained(d)
+    proc.save_pretrained(d)
+    return d, model, vocab
