@@ -192,6 +192,7 @@ def serve(which: str, setting: str, device: str, dtype: str) -> None:
         out = {"s": time.perf_counter() - t0}
         if cuda:
             out["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.empty_cache()  # the idle worker hands its cache to the other one
         else:
             out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
