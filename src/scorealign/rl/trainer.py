@@ -35,7 +35,7 @@ from scorealign.rl.config import FinetuneConfig
 from scorealign.rl.losses import RL_LOSSES, split_signature
 from scorealign.rl.setup import Setup, build_setup
 from scorealign.rl.updates import backprop_loss, cat_trajectories, policy_loss
-from scorealign.rl.value import ValueBaseline
+from scorealign.rl.value import ValueBaseline, x0_rewards
 from scorealign.rng import derive_seed, generator
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scorealign.train.pretrain import make_accelerator
@@ -86,8 +86,10 @@ class Finetuner:
         self.setup.ref.to(self.acc.device)
         self.policy = self.setup.policy(cfg, self.model)
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
-        self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold)
+        self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
         self.epoch = 0
+        x0_design = self.value is not None and cfg.algo.value.design == "x0"
+        self.extra_queries_per_row = cfg.policy.steps if x0_design else 0
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -133,7 +135,8 @@ class Finetuner:
             for s in range(0, len(rows), chunk):
                 r = rows[s:s + chunk]
                 traj = self.policy.rollout(row_prompts[s:s + chunk], 1, seeds=seeds[r],
-                                           prompt_ids=ids[r], device=self.acc.device)
+                                           prompt_ids=ids[r], device=self.acc.device,
+                                           run_seed=self.cfg.train.seed, epoch=self.epoch)
                 images = self.setup.decode(traj.x0).detach()
                 meta = {"epoch": self.epoch}
                 if pool is not None:  # score this chunk while the next one samples
@@ -156,23 +159,29 @@ class Finetuner:
         g_local = torch.cat(gold).to(acc.device) if gold[0] is not None else None
         r_all = _gather_rows(acc, r_local, rows.to(acc.device), len(seeds))
         metrics = {"reward/mean": r_all.mean().item(), "reward/std": r_all.std(0).item(),
-                   "queries/reward": float((self.epoch + 1) * len(seeds))}
+                   "queries/reward": float((self.epoch + 1) * len(seeds) *
+                                           (1 + self.extra_queries_per_row))}
         if g_local is not None:
             metrics["reward/gold_mean"] = _gather_rows(acc, g_local, rows.to(acc.device),
                                                        len(seeds)).mean().item()
         if cfg.train.log_kl:
             with torch.no_grad():
                 on_policy = cfg.policy.exploration == 0  # θ's kernels were recorded
-                kl = self.policy.kl(self.ref_policy, traj, recorded=on_policy).sum(1)
-            metrics["kl/base"] = acc.gather(kl).mean().item()
+                kl_steps = self.policy.kl(self.ref_policy, traj, recorded=on_policy)
+            metrics.update(kl_metrics(acc.gather(kl_steps), traj.random_steps[0]))
         if cfg.algo.loss == "reward_backprop":
             adv = None
         else:
             keys = [prompts[int(i)] for i in ids] if self.estimator.name == "per_prompt" else ids
-            values = None
+            values = r_x0 = None
             if self.value is not None:  # V_φ(x_t, t, c) of every (row, step), pre-update φ
-                values = _gather_rows(acc, self.value.predict(traj), rows.to(acc.device),
-                                      len(seeds))
+                local = self.value.predict(traj)
+                if cfg.algo.value.design == "x0":  # V = r(x̂₀(x_t, t)) + c_φ(x_t, t, c)
+                    rx = x0_rewards(self.policy, traj, self.setup.decode, self.rewards,
+                                    {"epoch": self.epoch})
+                    r_x0 = _gather_rows(acc, rx, rows.to(acc.device), len(seeds))
+                    local = local + rx
+                values = _gather_rows(acc, local, rows.to(acc.device), len(seeds))
                 metrics["value/mean"] = values.mean().item()
             adv = self.estimator(r_all.cpu(), keys, values=None if values is None
                                  else values.cpu()).to(acc.device)
@@ -180,7 +189,8 @@ class Finetuner:
             traj = gather_trajectory(acc, traj, rows.to(acc.device), len(seeds),
                                      [prompts[int(i)] for i in ids], self.policy)
         if self.value is not None:  # identical data and steps on every process: same φ
-            metrics.update(self.value.fit(traj, r_all))
+            target = r_all if r_x0 is None else r_all[:, None] - r_x0
+            metrics.update(self.value.fit(traj, target))
         metrics.update(self.update(traj, adv))
         metrics["time/epoch_s"] = time.time() - t0
         return metrics
@@ -198,6 +208,8 @@ class Finetuner:
         micro = mb // world // t.grad_accum
         sums: dict[str, float] = {}
         count = 0
+        clip_later: list[float] = []
+        evals, frac_mb0 = 0, 0.0
         self.model.train()
         for inner in range(t.inner_epochs):
             g = generator(t.seed, "perm", self.epoch, inner)
@@ -205,15 +217,23 @@ class Finetuner:
             for s in range(0, n, mb):
                 self.opt.zero_grad(set_to_none=True)
                 batch = perm[s:s + mb][acc.process_index::world]
+                frac = 0.0
                 for j in range(0, len(batch), micro):
                     idx = batch[j:j + micro]
                     last = j + micro >= len(batch)
                     ctx = acc.no_sync(self.model) if not last else nullcontext()
                     with ctx:
-                        out = self._loss(traj.index(idx), None if adv is None else adv[idx])
+                        sub = traj.index(idx)
+                        out = self._loss(sub, None if adv is None else adv[idx])
                         acc.backward(out.loss * (len(idx) / len(batch)))
+                    evals += model_evals_grad(self.cfg, sub)
                     for k, v in out.metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / len(batch)
+                    frac += float(out.metrics.get("policy/clipfrac", 0.0)) * len(idx) / len(batch)
+                if inner == 0 and s == 0:
+                    frac_mb0 = frac
+                else:
+                    clip_later.append(frac)
                 if t.grad_clip > 0:
                     gn = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip)
                     sums["opt/grad_norm"] = sums.get("opt/grad_norm", 0.0) + float(gn)
@@ -221,7 +241,13 @@ class Finetuner:
                 self._update_ema()
                 count += 1
         self.model.eval()
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        out = {k: v / max(count, 1) for k, v in sums.items()}
+        if self.cfg.algo.loss != "reward_backprop":
+            out["clip/frac_mb0"] = frac_mb0
+        if clip_later:
+            out["clip/frac_later"] = sum(clip_later) / len(clip_later)
+        out["cost/model_evals_grad"] = float(evals)
+        return out
 
     def _loss(self, sub, adv):
         if self.cfg.algo.loss == "reward_backprop":
@@ -255,6 +281,28 @@ class Finetuner:
                 acc.wait_for_everyone()
                 bar.advance(reward=last["reward/mean"])
         return last
+
+
+def model_evals_grad(cfg: FinetuneConfig, sub) -> int:
+    """Model evaluations with a graph for one micro-batch: rows × trained steps (log-probs),
+    again for a differentiable KL term; DRaFT: rows × K (guidance counts as one evaluation)."""
+    if cfg.algo.loss == "reward_backprop":
+        return sub.batch_size * cfg.algo.backprop_steps
+    steps = int(sub.trained.any(0).sum())
+    kl = float(cfg.algo.loss_kwargs.get("beta", 0.0)) > 0 or cfg.algo.loss == "dpok"
+    return sub.batch_size * steps * (2 if kl else 1)
+
+
+def kl_metrics(kl_steps: torch.Tensor, random_steps: torch.Tensor) -> dict[str, float]:
+    """``kl/base`` (batch mean of Σ_k KL_k over the random steps), ``kl/step/{k:02d}`` for each
+    random step k on the grid, and ``kl/max_step_share`` = max_k KL_k / Σ_k KL_k (0 when 0)."""
+    per_step = kl_steps.double().mean(0)
+    total = float(per_step.sum())
+    out = {"kl/base": total}
+    for k in random_steps.nonzero().flatten().tolist():
+        out[f"kl/step/{k:02d}"] = float(per_step[k])
+    out["kl/max_step_share"] = float(per_step.max()) / total if total > 0 else 0.0
+    return out
 
 
 def _gather_rows(acc: Accelerator, values: torch.Tensor, rows: torch.Tensor, n: int
