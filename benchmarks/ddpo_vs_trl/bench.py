@@ -7,8 +7,8 @@ Settings (same samples, steps, CFG, LoRA and optimizer steps on both sides):
 
 * ``tiny``: 8×8×4 latents, UNet channels 32–64 (overhead-bound), 16 samples (2 × 8), 10 steps,
   train batch 8.
-* ``compute``: 32×32×4 latents, UNet channels 64–128 (the network dominates), 8 samples
-  (2 × 4), 10 steps, train batch 4.
+* ``compute``: 32×32×4 latents, UNet channels 64–128 (the network dominates), 4 samples
+  (1 × 4, one prompt), 10 steps, train batch 4 (sized so 5 rounds fit on a shared CPU).
 * ``sd15`` (GPU, ``benchmarks/gpu``): SD 1.5's UNet, 64×64×4 latents, bf16, 8 samples, 10
   steps, train batch 8 as 4 micro-batches of 2.
 
@@ -47,8 +47,8 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 SETTINGS = {
     "tiny": dict(size="tiny", steps=10, cfg=5.0, batch=8, num_batches=2, train_batch=8, micro=8,
                  prompts_per_epoch=4),
-    "compute": dict(size="compute", steps=10, cfg=5.0, batch=4, num_batches=2, train_batch=4,
-                    micro=4, prompts_per_epoch=2),
+    "compute": dict(size="compute", steps=10, cfg=5.0, batch=4, num_batches=1, train_batch=4,
+                    micro=4, prompts_per_epoch=1),
     "sd15": dict(size="sd15", steps=10, cfg=5.0, batch=8, num_batches=1, train_batch=8, micro=2,
                  prompts_per_epoch=2),
 }
