@@ -243,9 +243,35 @@ def quartiles(xs: list[float]) -> list[float]:
     return [q[0], q[2]]
 
 
+def summarize(setting: str, res: dict, rounds: int, device: str, dtype: str) -> dict:
+    """Medians, ratio and spread of the epochs measured so far."""
+    t = {w: [e["s"] for e in res[w]] for w in res}
+    n = min(len(t["trl"]), len(t["ours"]))
+    per_round = [o / tr for o, tr in zip(t["ours"][:n], t["trl"][:n])]
+    med = {w: statistics.median(v) for w, v in t.items()}
+    s = SETTINGS[setting]
+    mem_key = "peak_mem_gb" if device.startswith("cuda") else "peak_rss_mb"
+    return {
+        "setting": setting, "device": device, "dtype": dtype, "rounds": rounds,
+        "rounds_done": n, "epoch_s": t, "median_s": med,
+        "ratio_ours_over_trl": med["ours"] / med["trl"],
+        "ratio_trl_over_ours": med["trl"] / med["ours"],
+        "per_round_ratio_ours_over_trl": per_round,
+        "spread": {"min": min(per_round), "max": max(per_round),
+                   "quartiles": quartiles(per_round)},
+        mem_key: {w: max(e[mem_key] for e in res[w]) for w in res},
+        "config": {**s, "samples_per_epoch": s["batch"] * s["num_batches"], "lora_rank": 4,
+                   "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS")},
+    }
+
+
 def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
-                log=print) -> dict:
-    """Alternate ``rounds`` epochs of TRL and scorealign on ``setting``; the results dict."""
+                log=print, partial: Path | None = None) -> dict:
+    """Alternate ``rounds`` epochs of TRL and scorealign on ``setting``; the results dict.
+
+    With ``partial``, the summary of the rounds done so far is written there after each round
+    (a stopped run keeps what it measured).
+    """
     ensure_trl()
     ensure_pipeline(SETTINGS[setting]["size"])
     workers = {w: Worker(w, setting, device, dtype) for w in ("trl", "ours")}
@@ -257,26 +283,13 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
                 res[w].append(workers[w].epoch())
             log(f"[{setting}] round {r}: TRL {res['trl'][-1]['s']:.3f} s, scorealign "
                 f"{res['ours'][-1]['s']:.3f} s")
+            if partial is not None:
+                partial.write_text(json.dumps(summarize(setting, res, rounds, device, dtype),
+                                              indent=1))
     finally:
         for w in workers.values():
             w.close()
-    t = {w: [e["s"] for e in res[w]] for w in res}
-    per_round = [o / tr for o, tr in zip(t["ours"], t["trl"])]
-    med = {w: statistics.median(v) for w, v in t.items()}
-    s = SETTINGS[setting]
-    mem_key = "peak_mem_gb" if device.startswith("cuda") else "peak_rss_mb"
-    return {
-        "setting": setting, "device": device, "dtype": dtype, "rounds": rounds,
-        "epoch_s": t, "median_s": med,
-        "ratio_ours_over_trl": med["ours"] / med["trl"],
-        "ratio_trl_over_ours": med["trl"] / med["ours"],
-        "per_round_ratio_ours_over_trl": per_round,
-        "spread": {"min": min(per_round), "max": max(per_round),
-                   "quartiles": quartiles(per_round)},
-        mem_key: {w: max(e[mem_key] for e in res[w]) for w in res},
-        "config": {**s, "samples_per_epoch": s["batch"] * s["num_batches"], "lora_rank": 4,
-                   "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS")},
-    }
+    return summarize(setting, res, rounds, device, dtype)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -301,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
             allres[setting] = json.loads(f.read_text())
             print(f"[{setting}] cached: {f}")
         else:
-            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype)
+            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype,
+                                          partial=a.out / f"partial_{setting}.json")
             f.write_text(json.dumps(allres[setting], indent=1))
         r = allres[setting]
         print(f"[{setting}] median TRL {r['median_s']['trl']:.3f} s, scorealign "
