@@ -1,16 +1,30 @@
 """DDPO epoch time: scorealign's trainer vs TRL 0.23's ``DDPOTrainer`` (the last TRL with DDPO).
 
-Both fine-tune the same tiny SD-shaped pipeline (``policy/sd.py``, seed 0, saved to disk for TRL)
-with LoRA r = 4, α = 4 on to_q/to_k/to_v/to_out.0, DDIM η = 1 with 10 steps, CFG 5 (also in
-training), 16 samples per epoch (2 sampling batches of 8), train batch 8 (2 optimizer steps per
-epoch), one inner epoch, per-prompt statistics, the JPEG-compressibility reward, CPU, fp32. TRL
-runs in its own virtualenv (``.cache/venv-trl-ddpo``, created here with
-``pip install trl==0.23.0 torch==2.13.0 …`` from the local wheel); each worker times epochs after
-a warm-up one; the two alternate ``--rounds`` times in this one run and the ratio is of medians.
+Both fine-tune the same random SD-shaped pipeline (``policy/sd.py``, seed 0, saved to disk and
+loaded by both) with LoRA r = 4, α = 4 on to_q/to_k/to_v/to_out.0, DDIM η = 1, CFG 5 (also in
+training), one inner epoch, per-prompt statistics, PPO clipping, the JPEG-compressibility reward.
+Settings (same samples, steps, CFG, LoRA and optimizer steps on both sides):
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/bench.py [--rounds 3 --epochs 3]
+* ``tiny``: 8×8×4 latents, UNet channels 32–64 (overhead-bound), 16 samples (2 × 8), 10 steps,
+  train batch 8.
+* ``compute``: 32×32×4 latents, UNet channels 64–128 (the network dominates), 4 samples
+  (1 × 4, one prompt), 10 steps, train batch 4 (sized so 5 rounds fit on a shared CPU).
+* ``sd15`` (GPU, ``benchmarks/gpu``): SD 1.5's UNet, 64×64×4 latents, bf16, 8 samples, 10
+  steps, train batch 8 as 4 micro-batches of 2.
 
-Writes ``results.json`` beside this file (or ``--out``).
+Method: two persistent worker processes (TRL, scorealign) load the pipeline, run one warm-up
+epoch, then alternate one timed epoch each for ``--rounds`` rounds (the one that goes first
+alternates too), so slow phases of a shared machine hit both. Reported per setting: every
+epoch time, the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign faster)
+and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
+TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on this
+interpreter, so both sides use the same torch, diffusers, peft and accelerate.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/bench.py [--setting tiny compute]
+        [--rounds 5]
+
+Writes ``results_<setting>.json`` beside this file (cached: a setting with a results file is
+skipped unless ``--force``) and ``results.json`` (all settings).
 """
 
 from __future__ import annotations
@@ -25,11 +39,19 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-TRL_VENV = ROOT / ".cache" / "venv-trl-ddpo"
-PIPE_DIR = ROOT / ".cache" / "tiny-sd-seed0"
-S, GUIDANCE, BATCH, NUM_BATCHES, TRAIN_BATCH = 10, 5.0, 8, 2, 8
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+TRL_DIR = ROOT / ".cache" / "trl-0.23"
 PROMPTS = ["a cat", "a dog", "a red car", "a tree"]
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+SETTINGS = {
+    "tiny": dict(size="tiny", steps=10, cfg=5.0, batch=8, num_batches=2, train_batch=8, micro=8,
+                 prompts_per_epoch=4),
+    "compute": dict(size="compute", steps=10, cfg=5.0, batch=4, num_batches=1, train_batch=4,
+                    micro=4, prompts_per_epoch=1),
+    "sd15": dict(size="sd15", steps=10, cfg=5.0, batch=8, num_batches=1, train_batch=8, micro=2,
+                 prompts_per_epoch=2),
+}
 
 
 def jpeg_kb(images) -> list[float]:
@@ -44,23 +66,54 @@ def jpeg_kb(images) -> list[float]:
     return out
 
 
-def worker_trl(epochs: int) -> list[float]:
+def pipe_dir(size: str) -> Path:
+    return ROOT / ".cache" / f"sd-{size}-seed0"
+
+
+def ensure_pipeline(size: str) -> Path:
+    d = pipe_dir(size)
+    if not (d / "model_index.json").is_file():
+        from scorealign.policy.sd import build_tiny_sd_pipeline
+        build_tiny_sd_pipeline(0, size=size).save_pretrained(str(d))
+    return d
+
+
+def ensure_trl() -> Path:
+    """TRL 0.23: installed already (e.g. from a wheel), else ``pip install --target``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        if version("trl").startswith("0.23."):
+            return TRL_DIR
+    except PackageNotFoundError:
+        pass
+    if not (TRL_DIR / "trl" / "__init__.py").is_file():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(TRL_DIR), "trl==0.23.0"], check=True)
+    return TRL_DIR
+
+
+# -- workers: build, warm up, then one epoch per "epoch" line on stdin -------------------------
+def trl_epoch_fn(s: dict, device: str, dtype: str):
     import torch
     from accelerate import PartialState
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
-    PartialState(cpu=True)  # TRL's pipeline logs through accelerate before the trainer exists
-
-    cfg = DDPOConfig(num_epochs=epochs + 1, sample_num_steps=S, sample_eta=1.0,
-                     sample_guidance_scale=GUIDANCE, sample_batch_size=BATCH,
-                     sample_num_batches_per_epoch=NUM_BATCHES, train_batch_size=TRAIN_BATCH,
-                     train_num_inner_epochs=1, train_cfg=True, mixed_precision="no",
+    cpu = device == "cpu"
+    PartialState(cpu=cpu)  # TRL's pipeline logs through accelerate before the trainer exists
+    mp = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[dtype]
+    cfg = DDPOConfig(num_epochs=10_000, sample_num_steps=s["steps"], sample_eta=1.0,
+                     sample_guidance_scale=s["cfg"], sample_batch_size=s["batch"],
+                     sample_num_batches_per_epoch=s["num_batches"],
+                     train_batch_size=s["micro"],
+                     train_gradient_accumulation_steps=s["train_batch"] // s["micro"],
+                     train_num_inner_epochs=1, train_cfg=True, mixed_precision=mp,
                      log_with=None, per_prompt_stat_tracking=True,
                      per_prompt_stat_tracking_buffer_size=16,
                      per_prompt_stat_tracking_min_count=4, save_freq=10_000,
                      logdir=str(ROOT / ".cache" / "trl-ddpo-logs"),
-                     accelerator_kwargs={"cpu": True})
-    pipe = DefaultDDPOStableDiffusionPipeline(str(PIPE_DIR), use_lora=True)
+                     accelerator_kwargs={"cpu": cpu})
+    pipe = DefaultDDPOStableDiffusionPipeline(str(pipe_dir(s["size"])), use_lora=True)
     g = torch.Generator().manual_seed(0)
 
     def prompt_fn():
@@ -70,87 +123,205 @@ def worker_trl(epochs: int) -> list[float]:
         return torch.tensor([-r for r in jpeg_kb(images)]), {}
 
     trainer = DDPOTrainer(cfg, reward_fn, prompt_fn, pipe)
-    times, step = [], 0
-    for epoch in range(epochs + 1):
-        t0 = time.perf_counter()
-        step = trainer.step(epoch, step)
-        times.append(time.perf_counter() - t0)
-    return times[1:]
+    state = {"epoch": 0, "step": 0}
+
+    def run():
+        state["step"] = trainer.step(state["epoch"], state["step"])
+        state["epoch"] += 1
+    return run
 
 
-def worker_ours(epochs: int) -> list[float]:
+def ours_epoch_fn(s: dict, device: str, dtype: str):
+    import copy
+
+    import torch
+    from diffusers import StableDiffusionPipeline
+
     from scorealign.config import load_config
+    from scorealign.policy.diffusers_sd import SDParts, add_lora
     from scorealign.rl.config import FinetuneConfig
+    from scorealign.rl.setup import Setup
     from scorealign.rl.trainer import Finetuner
 
-    sets = ["base.type=sd_tiny", "base.seed=0", f"policy.steps={S}", "policy.eta=1.0",
-            f"policy.guidance={GUIDANCE}", f"prompts.prompts={json.dumps(PROMPTS)}",
-            "prompts.per_epoch=4", "prompts.k=4", f"train.sample_batch_size={BATCH}",
-            f"train.minibatch_size={TRAIN_BATCH}", "train.log_kl=false", "lora.rank=4",
-            "lora.alpha=4.0", "reward.optimized=jpeg_compressibility", "reward.gold=null",
-            "algo.loss=ppo_clip", "algo.advantage=per_prompt",
-            "algo.advantage_kwargs={buffer_size: 16, min_count: 4}", "device=cpu",
-            f"train.epochs={epochs + 1}"]
-    ft = Finetuner(load_config(None, FinetuneConfig, sets), None)
-    times = []
-    for _ in range(epochs + 1):
-        t0 = time.perf_counter()
+    k = s["batch"] * s["num_batches"] // s["prompts_per_epoch"]
+    sets = [f"policy.steps={s['steps']}", "policy.eta=1.0", f"policy.guidance={s['cfg']}",
+            f"prompts.prompts={json.dumps(PROMPTS)}",
+            f"prompts.per_epoch={s['prompts_per_epoch']}", f"prompts.k={k}",
+            f"train.sample_batch_size={s['batch']}", f"train.minibatch_size={s['train_batch']}",
+            f"train.grad_accum={s['train_batch'] // s['micro']}", "train.log_kl=false",
+            "lora.rank=4", "lora.alpha=4.0", "reward.optimized=jpeg_compressibility",
+            "reward.gold=null", "algo.loss=ppo_clip", "algo.advantage=per_prompt",
+            "algo.advantage_kwargs={buffer_size: 16, min_count: 4}", f"device={device}",
+            "train.epochs=10000", "base.type=sd_tiny"]
+    cfg = load_config(None, FinetuneConfig, sets)
+    pipe = StableDiffusionPipeline.from_pretrained(str(pipe_dir(s["size"])),
+                                                   safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.to(device)
+    parts = SDParts(pipe, dtype=dtype, cache_prompts=True)
+    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
+    add_lora(pipe.unet, 4, 4.0, LORA_TARGETS)
+    setup = Setup(parts.model, ref, parts.sde, "eps", parts.shape, parts.encode, parts.decode,
+                  list(PROMPTS))
+    setup.model.eval()
+    ft = Finetuner(cfg, None, setup=setup)
+
+    def run():
         ft.train_epoch()
         ft.epoch += 1
-        times.append(time.perf_counter() - t0)
-    return times[1:]
+    return run
 
 
-def ensure_trl_venv() -> Path:
-    py = TRL_VENV / "bin" / "python"
-    if not py.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "trl==0.23.0", "torch==2.13.0",
-                        "diffusers", "peft", "accelerate", "pillow"], check=True)
-    return py
+def serve(which: str, setting: str, device: str, dtype: str) -> None:
+    import resource
+
+    import torch
+
+    s = SETTINGS[setting]
+    run = (trl_epoch_fn if which == "trl" else ours_epoch_fn)(s, device, dtype)
+    cuda = device.startswith("cuda")
+
+    def timed() -> dict:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        out = {"s": time.perf_counter() - t0}
+        if cuda:
+            out["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.empty_cache()  # the idle worker hands its cache to the other one
+        else:
+            out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return out
+
+    timed()  # warm-up epoch
+    print("RESULT " + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "epoch":
+            break
+        print("RESULT " + json.dumps(timed()), flush=True)
 
 
-def ensure_pipeline() -> None:
-    if not (PIPE_DIR / "model_index.json").is_file():
-        from scorealign.policy.sd import build_tiny_sd_pipeline
-        build_tiny_sd_pipeline(0).save_pretrained(str(PIPE_DIR))
+class Worker:
+    """A worker process driven over stdin/stdout."""
+
+    def __init__(self, which: str, setting: str, device: str, dtype: str):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TRL_DIR),
+                                              os.environ.get("PYTHONPATH", "")])}
+        self.which = which
+        self.p = subprocess.Popen([sys.executable, __file__, "--worker", which, "--setting",
+                                   setting, "--device", device, "--dtype", dtype], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.read()
+
+    def read(self) -> dict:
+        for line in self.p.stdout:
+            if line.startswith("RESULT "):
+                return json.loads(line[7:])
+        raise RuntimeError(f"{self.which} worker exited with {self.p.wait()}")
+
+    def epoch(self) -> dict:
+        self.p.stdin.write("epoch\n")
+        self.p.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        try:
+            self.p.stdin.write("quit\n")
+            self.p.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+        self.p.wait(timeout=120)
 
 
-def run_worker(python: str, which: str, epochs: int) -> list[float]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run([python, __file__, "--worker", which, "--epochs", str(epochs)],
-                         env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def quartiles(xs: list[float]) -> list[float]:
+    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
+    return [q[0], q[2]]
+
+
+def summarize(setting: str, res: dict, rounds: int, device: str, dtype: str) -> dict:
+    """Medians, ratio and spread of the epochs measured so far."""
+    t = {w: [e["s"] for e in res[w]] for w in res}
+    n = min(len(t["trl"]), len(t["ours"]))
+    per_round = [o / tr for o, tr in zip(t["ours"][:n], t["trl"][:n])]
+    med = {w: statistics.median(v) for w, v in t.items()}
+    s = SETTINGS[setting]
+    mem_key = "peak_mem_gb" if device.startswith("cuda") else "peak_rss_mb"
+    return {
+        "setting": setting, "device": device, "dtype": dtype, "rounds": rounds,
+        "rounds_done": n, "epoch_s": t, "median_s": med,
+        "ratio_ours_over_trl": med["ours"] / med["trl"],
+        "ratio_trl_over_ours": med["trl"] / med["ours"],
+        "per_round_ratio_ours_over_trl": per_round,
+        "spread": {"min": min(per_round), "max": max(per_round),
+                   "quartiles": quartiles(per_round)},
+        mem_key: {w: max(e[mem_key] for e in res[w]) for w in res},
+        "config": {**s, "samples_per_epoch": s["batch"] * s["num_batches"], "lora_rank": 4,
+                   "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS")},
+    }
+
+
+def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
+                log=print, partial: Path | None = None) -> dict:
+    """Alternate ``rounds`` epochs of TRL and scorealign on ``setting``; the results dict.
+
+    With ``partial``, the summary of the rounds done so far is written there after each round
+    (a stopped run keeps what it measured).
+    """
+    ensure_trl()
+    ensure_pipeline(SETTINGS[setting]["size"])
+    workers = {w: Worker(w, setting, device, dtype) for w in ("trl", "ours")}
+    res: dict = {"trl": [], "ours": []}
+    try:
+        for r in range(rounds):
+            order = ("trl", "ours") if r % 2 == 0 else ("ours", "trl")
+            for w in order:
+                res[w].append(workers[w].epoch())
+            log(f"[{setting}] round {r}: TRL {res['trl'][-1]['s']:.3f} s, scorealign "
+                f"{res['ours'][-1]['s']:.3f} s")
+            if partial is not None:
+                partial.write_text(json.dumps(summarize(setting, res, rounds, device, dtype),
+                                              indent=1))
+    finally:
+        for w in workers.values():
+            w.close()
+    return summarize(setting, res, rounds, device, dtype)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", choices=["trl", "ours"])
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per worker run")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating worker runs")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.json")
+    ap.add_argument("--setting", nargs="+", default=["tiny", "compute"],
+                    choices=sorted(SETTINGS))
+    ap.add_argument("--rounds", type=int, default=5, help="alternating epochs per worker")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--force", action="store_true", help="rerun settings with a results file")
+    ap.add_argument("--out", type=Path, default=HERE)
     a = ap.parse_args(argv)
     if a.worker:
-        times = (worker_trl if a.worker == "trl" else worker_ours)(a.epochs)
-        print(json.dumps(times))
+        serve(a.worker, a.setting[0], a.device, a.dtype)
         return
-    trl_py = ensure_trl_venv()
-    ensure_pipeline()
-    trl_t, ours_t = [], []
-    for r in range(a.rounds):
-        trl_t += run_worker(str(trl_py), "trl", a.epochs)
-        ours_t += run_worker(sys.executable, "ours", a.epochs)
-        print(f"round {r}: TRL {statistics.median(trl_t):.2f} s/epoch, scorealign "
-              f"{statistics.median(ours_t):.2f} s/epoch", flush=True)
-    res = {"trl_epoch_s": statistics.median(trl_t), "ours_epoch_s": statistics.median(ours_t),
-           "ratio_trl_over_ours": statistics.median(trl_t) / statistics.median(ours_t),
-           "setting": {"samples_per_epoch": BATCH * NUM_BATCHES, "steps": S, "cfg": GUIDANCE,
-                       "train_batch": TRAIN_BATCH, "lora_rank": 4, "trl": "0.23.0",
-                       "device": "cpu", "threads": os.environ.get("OMP_NUM_THREADS")},
-           "all": {"trl": trl_t, "ours": ours_t}}
-    a.out.write_text(json.dumps(res, indent=1))
-    print(json.dumps({k: v for k, v in res.items() if k != "all"}))
+    a.out.mkdir(parents=True, exist_ok=True)
+    allres = {}
+    for setting in a.setting:
+        f = a.out / f"results_{setting}.json"
+        if f.is_file() and not a.force:
+            allres[setting] = json.loads(f.read_text())
+            print(f"[{setting}] cached: {f}")
+        else:
+            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype,
+                                          partial=a.out / f"partial_{setting}.json")
+            f.write_text(json.dumps(allres[setting], indent=1))
+        r = allres[setting]
+        print(f"[{setting}] median TRL {r['median_s']['trl']:.3f} s, scorealign "
+              f"{r['median_s']['ours']:.3f} s, scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
+              f"(rounds {r['spread']['min']:.3f}–{r['spread']['max']:.3f})", flush=True)
+    (a.out / "results.json").write_text(json.dumps(allres, indent=1))
 
 
 if __name__ == "__main__":

@@ -55,11 +55,47 @@ def _seeded(seed: int, build):
         return build()
 
 
-def build_tiny_sd_pipeline(seed: int = 0):
-    """A random-weight SD-1.x-shaped ``StableDiffusionPipeline`` (16×16 images, 8×8 latents).
+# UNet/VAE/text-encoder sizes: "tiny" is the test stand-in; "compute" an SD-shaped UNet large
+# enough that the network dominates an RL epoch on CPU (32×32×4 latents, channels 64–128);
+# "sd15" SD 1.5's UNet (860M parameters, 64×64×4 latents, cross-attention 768) for GPU benchmarks
+# with a small text encoder and VAE of matching widths (UNet config from
+# runwayml/stable-diffusion-v1-5 unet/config.json).
+SIZES = {
+    "tiny": dict(unet=dict(sample_size=8, layers_per_block=1, block_out_channels=(32, 64),
+                           norm_num_groups=8, cross_attention_dim=32, attention_head_dim=8,
+                           down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                           up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")),
+                 text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4),
+                 vae=dict(block_out_channels=(32, 64), sample_size=16)),
+    "compute": dict(unet=dict(sample_size=32, layers_per_block=1, block_out_channels=(64, 128),
+                              norm_num_groups=32, cross_attention_dim=64, attention_head_dim=8,
+                              down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
+                    text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4),
+                    vae=dict(block_out_channels=(32, 64), sample_size=64)),
+    "sd15": dict(unet=dict(sample_size=64, layers_per_block=2,
+                           block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32,
+                           cross_attention_dim=768, attention_head_dim=8,
+                           down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                             "CrossAttnDownBlock2D", "DownBlock2D"),
+                           up_block_types=("UpBlock2D", "CrossAttnUpBlock2D",
+                                           "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")),
+                 text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=2,
+                           num_attention_heads=12),
+                 vae=dict(block_out_channels=(32, 64), sample_size=128)),
+}
+
+
+def build_tiny_sd_pipeline(seed: int = 0, size: str = "tiny"):
+    """A random-weight SD-1.x-shaped ``StableDiffusionPipeline``.
 
     Args:
         seed: seed of every component's initialization.
+        size: ``"tiny"`` (16×16 images, 8×8 latents: tests), ``"compute"`` (64×64 images,
+            32×32 latents, UNet channels 64–128: CPU benchmarks) or ``"sd15"`` (SD 1.5's UNet,
+            64×64 latents: GPU benchmarks); see :data:`SIZES`.
     Returns:
         ``StableDiffusionPipeline`` in eval mode, no safety checker, ``DDIMScheduler`` with SD's
         ``scaled_linear`` betas (0.00085 → 0.012, 1000 steps).
@@ -68,24 +104,22 @@ def build_tiny_sd_pipeline(seed: int = 0):
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    if size not in SIZES:
+        raise ValueError(f"unknown pipeline size {size!r}; choose one of {sorted(SIZES)}")
+    sz = SIZES[size]
     tokenizer = build_clip_tokenizer()
-    text_cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                              num_hidden_layers=2, num_attention_heads=4,
+    text_cfg = CLIPTextConfig(vocab_size=len(tokenizer), **sz["text"],
                               max_position_embeddings=MAX_PROMPT_TOKENS,
                               bos_token_id=tokenizer.bos_token_id,
                               eos_token_id=tokenizer.eos_token_id,
                               pad_token_id=tokenizer.pad_token_id, projection_dim=32)
     text_encoder = _seeded(seed, lambda: CLIPTextModel(text_cfg))
-    unet = _seeded(seed + 1, lambda: UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32,
-        attention_head_dim=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")))
+    unet = _seeded(seed + 1, lambda: UNet2DConditionModel(in_channels=4, out_channels=4,
+                                                          **sz["unet"]))
     vae = _seeded(seed + 2, lambda: AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8, sample_size=16,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D")))
+        norm_num_groups=8, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), **sz["vae"]))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,

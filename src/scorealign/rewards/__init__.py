@@ -1,7 +1,8 @@
 """Rewards: ``reward(samples, prompts, meta) -> Tensor[B]`` float32, registered in ``REWARDS``.
 
 Built-ins: JPEG (in)compressibility, a brightness/contrast aesthetic proxy, digits prompt
-alignment, a LAION-style CLIP aesthetic scorer (local weights), a 2-D target; composition
+alignment, a LAION-style CLIP aesthetic scorer, CLIPScore, PickScore, HPSv2, ImageReward, an OCR
+reward and a VLM yes/no reward (local directories or cached hub ids), a 2-D target; composition
 (weighted sums, normalization), a gold reward set, user callables by import path, async scoring.
 """
 
@@ -12,6 +13,8 @@ from scorealign.rewards.compose import (AsyncReward, Normalized, RewardOutput, R
 from scorealign.rewards.digits import DigitAlignment
 from scorealign.rewards.image import BrightnessContrast, JpegReward, TargetDistance, jpeg_size_kb
 from scorealign.rewards.laion import LaionAesthetic, load_head, mlp_from_state_dict
+# learned reward models (each module registers its factories; weights load lazily, offline)
+from scorealign.rewards import clip, imagereward, ocr, vlm  # noqa: E402,F401
 
 __all__ = ["AsyncReward", "BrightnessContrast", "DigitAlignment", "ImportedReward", "JpegReward",
            "LaionAesthetic", "Normalized", "REWARDS", "Reward", "RewardError", "RewardOutput",

@@ -4,9 +4,9 @@ score(x) = MLP(e / ‖e‖),  e = CLIP_vision_projection(preprocess(x))
 
 as in the LAION "improved aesthetic predictor" (ViT-L/14 + ``sac+logos+ava1-l14-linearMSE.pth``)
 that DDPO, TRL and AlignProp use [Black+23 DDPO, §5.1 aesthetic quality; Schuhmann, LAION
-improved-aesthetic-predictor]. Nothing is downloaded: ``clip`` is a local directory readable by
-``transformers.CLIPVisionModelWithProjection.from_pretrained`` (or a model object) and ``head`` a
-local ``.safetensors``/``.pth`` with the LAION key layout ``layers.{i}.weight/bias`` (Linear layers
+improved-aesthetic-predictor]. Nothing is downloaded: ``clip`` is a local directory or cached hub
+id readable by ``transformers.CLIPVisionModelWithProjection.from_pretrained`` (or a model object)
+and ``head`` a ``.safetensors``/``.pth`` (path or cached ``"org/name:file"``) with the LAION key layout ``layers.{i}.weight/bias`` (Linear layers
 at indices 0, 2, 4, 6, 7 between dropouts; hidden sizes are read from the file).
 
 Deviation: preprocessing is done in torch (bilinear resize with antialiasing to the model's
@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scorealign.rewards.base import REWARDS, RewardError, image_batch
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from scorealign.rewards.hub import (CLIP_MEAN, CLIP_STD, ModelReward, from_pretrained, is_local,
+                                    pixels, resolve_file)
 
 
 def mlp_from_state_dict(state: dict[str, Tensor]) -> nn.Sequential:
@@ -64,36 +62,30 @@ def load_head(path: str | Path) -> nn.Sequential:
     return wrapper.layers
 
 
-class LaionAesthetic(nn.Module):
+class LaionAesthetic(ModelReward):
     """CLIP vision tower + projection, L2-normalized embedding, MLP head → score ``[B]``.
 
     Args:
         clip: a ``CLIPVisionModelWithProjection`` (or any module whose output has
             ``image_embeds``), already loaded.
         head: the MLP head (see :func:`load_head`); its input size must be the projection size.
+        device, dtype, grad: see :class:`~scorealign.rewards.hub.ModelReward`.
     """
 
     name = "laion_aesthetic"
 
-    def __init__(self, clip: nn.Module, head: nn.Module):
-        super().__init__()
-        self.clip, self.head = clip.eval(), head.eval()
-        self.requires_grad_(False)
+    def __init__(self, clip: nn.Module, head: nn.Module, device: str | None = None,
+                 dtype: str = "float32", grad: bool = False):
+        super().__init__(device, dtype, grad)
+        self.clip, self.head = clip, head
         self.image_size = int(clip.config.image_size)
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.freeze()
 
     def preprocess(self, samples: Tensor) -> Tensor:
         """[-1, 1] images ``[B, 1|3, H, W]`` → CLIP pixel values ``[B, 3, S, S]``."""
-        u = (samples.float() + 1.0) / 2.0
-        if u.shape[1] == 1:
-            u = u.expand(-1, 3, -1, -1)
-        u = F.interpolate(u, size=(self.image_size, self.image_size), mode="bilinear",
-                          antialias=True, align_corners=False)
-        return (u - self.mean) / self.std
+        return pixels(samples, self.image_size, CLIP_MEAN, CLIP_STD)
 
-    def forward(self, samples: Tensor, prompts: list[str] | None = None,
-                meta: dict | None = None) -> Tensor:
+    def score(self, samples: Tensor, prompts: list[str]) -> Tensor:
         x = image_batch(samples, self.name)
         if x.shape[1] not in (1, 3):
             raise RewardError(f"reward {self.name!r} needs 1 or 3 channels, got {x.shape[1]}")
@@ -102,22 +94,33 @@ class LaionAesthetic(nn.Module):
         return self.head(e).squeeze(-1).float()
 
 
+HOW = ("`hf download openai/clip-vit-large-patch14` and `hf download "
+       "trl-lib/ddpo-aesthetic-predictor aesthetic-model.pth` (the LAION head TRL uses), or pass "
+       "local paths as clip= and head=")
+
+
 @REWARDS.register("laion_aesthetic", paper="Black+23 (DDPO), arXiv:2305.13301 (aesthetic reward); "
                                            "LAION improved-aesthetic-predictor",
                   equation="r(x) = MLP(e/‖e‖), e = CLIP image embedding (no eq. number)")
-def laion_aesthetic(clip: Any, head: str | Path | nn.Module) -> LaionAesthetic:
-    """Registry factory from local files (no downloads).
+def laion_aesthetic(clip: Any = "openai/clip-vit-large-patch14",
+                    head: Any = "trl-lib/ddpo-aesthetic-predictor:aesthetic-model.pth",
+                    device: str | None = None, dtype: str = "float32",
+                    grad: bool = False) -> LaionAesthetic:
+    """Registry factory through the shared offline loader (no downloads).
 
     Args:
-        clip: local directory of a CLIP model (``CLIPVisionModelWithProjection.from_pretrained``
-            with ``local_files_only``) or a model object.
-        head: path to the head weights (``.safetensors``/``.pth``) or a module.
+        clip: local directory or cached hub id of a CLIP model
+            (``CLIPVisionModelWithProjection``), or a model object.
+        head: path to the head weights (``.safetensors``/``.pth``), ``"org/name:file"`` in the
+            hub cache, or a module.
     """
     if isinstance(clip, (str, Path)):
-        if not Path(clip).is_dir():
-            raise RewardError(f"laion_aesthetic: CLIP directory not found: {clip}")
+        if is_local(clip) and not Path(str(clip)).expanduser().is_dir():
+            raise RewardError(f"reward 'laion_aesthetic': weights not found: CLIP directory not "
+                              f"found: {clip}. To get them: {HOW}")
         from transformers import CLIPVisionModelWithProjection
 
-        clip = CLIPVisionModelWithProjection.from_pretrained(str(clip), local_files_only=True)
-    head = load_head(head) if isinstance(head, (str, Path)) else head
-    return LaionAesthetic(clip, head)
+        clip = from_pretrained(CLIPVisionModelWithProjection, clip, "laion_aesthetic", HOW)
+    if isinstance(head, (str, Path)):
+        head = load_head(resolve_file(head, "aesthetic-model.pth", "laion_aesthetic", HOW))
+    return LaionAesthetic(clip, head, device, dtype, grad)

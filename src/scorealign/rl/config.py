@@ -22,6 +22,18 @@ class BaseConfig:
     path: str = field(default="pretrained:digits8", metadata=_h(
         "digits: a pretraining run directory, or 'pretrained:digits8' (the shipped model)"))
     seed: int = field(default=0, metadata=_h("sd_tiny: initialization seed of the pipeline"))
+    size: Literal["tiny", "compute", "sd15"] = field(default="tiny", metadata=_h(
+        "sd_tiny: pipeline size (policy/sd.py SIZES): tiny 8x8 latents, compute 32x32 latents "
+        "with UNet channels 64-128, sd15 SD 1.5's UNet (GPU)"))
+    dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata=_h(
+        "sd_tiny: dtype of the UNet/VAE/text-encoder weights; latents, log-probs, ratios and KL "
+        "stay fp32 and LoRA adapters fp32"))
+    gradient_checkpointing: bool = field(default=False, metadata=_h(
+        "sd_tiny: recompute UNet block activations in backward (less memory, more compute)"))
+    cache_prompts: bool = field(default=True, metadata=_h(
+        "sd_tiny: encode each distinct prompt once per run (embeddings cached)"))
+    compile: bool = field(default=False, metadata=_h(
+        "sd_tiny: torch.compile the UNet (weights, optimizer and checkpoints unchanged)"))
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,10 @@ def _sd_tiny(cfg: FinetuneConfig) -> Setup:
     from scorealign.policy.diffusers_sd import SDParts, add_lora
     from scorealign.policy.sd import build_tiny_sd_pipeline
 
-    parts = SDParts(build_tiny_sd_pipeline(cfg.base.seed))
+    b = cfg.base
+    parts = SDParts(build_tiny_sd_pipeline(b.seed, size=b.size), dtype=b.dtype,
+                    gradient_checkpointing=b.gradient_checkpointing,
+                    cache_prompts=b.cache_prompts, compile=b.compile)
     ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         add_lora(parts.pipe.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
