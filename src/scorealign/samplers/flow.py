@@ -97,8 +97,8 @@ def flow_sde_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor,
     return _finish(x, mean, sig * (-dt).sqrt(), noise)
 
 
-@SAMPLERS.register("flow_cps", paper="Wang & Yu 25 (Coefficients-Preserving Sampling), "
-                                     "arXiv:2509.05952; yifan123/flow_grpo",
+@SAMPLERS.register("flow_cps", paper="Coefficients-Preserving Sampling (CPS; arXiv id not "
+                                     "verified); yifan123/flow_grpo",
                    equation="flow_grpo sd3_sde_with_logprob.py sde_type='cps'",
                    properties=frozenset({"stochastic_if_eta", "flow_only"}))
 def flow_cps_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor, sde: SDE, *,
