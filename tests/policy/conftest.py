@@ -24,13 +24,16 @@ def unet():
 
 
 def _unet_policy(model, **kw) -> Policy:
+    # action_steps="all": these tests check the per-step closed forms at every step; the
+    # default "auto" action set is tested in test_action_steps.py.
     base = dict(kind="eps", shape=(1, 8, 8), sampler="ddim", steps=6, eta=1.0, guidance=2.0,
-                encode=label_encode)
+                encode=label_encode, action_steps="all")
     base.update(kw)
     return Policy(model, build_sde("vp"), **base)
 
 
 @pytest.fixture(scope="session")
 def unet_policy():
-    """Factory: ``unet_policy(model, **overrides) -> Policy`` (VP, 6 DDIM steps, CFG 2)."""
+    """Factory: ``unet_policy(model, **overrides) -> Policy`` (VP, 6 DDIM steps, CFG 2, every
+    stochastic step an action)."""
     return _unet_policy

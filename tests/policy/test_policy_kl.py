@@ -71,6 +71,7 @@ def _closed_form_path_kl(sde, t_min: float) -> float:
 def _gauss_policy(v: float, sde, **kw) -> Policy:
     g = GaussianMixture.isotropic([1.0], [[0.0] * DIM], math.sqrt(v))
     score = g.pred_fn(sde, "score")
+    kw.setdefault("action_steps", "all")  # the Riemann sum runs over every step
     return Policy(lambda x, t, c: score(x, t), sde, kind="score", shape=(DIM,), **kw)
 
 

@@ -40,8 +40,21 @@ def test_bad_config_exits_2_naming_file_line_and_field(tmp_path):
 
 
 def test_score_as_action_without_exploration_is_a_config_error(tmp_path):
-    res = runner.invoke(app, ["finetune", "--set", "algo.loss=score_as_action", "--dry-run"])
+    res = runner.invoke(app, ["finetune", "--set", "algo.loss=score_as_action", "--set",
+                              "policy.eta=0.5", "--dry-run"])
     assert res.exit_code == 2 and "policy.exploration > 0" in res.output
+    res = runner.invoke(app, ["finetune", "--set", "algo.loss=score_as_action", "--set",
+                              "policy.eta=1.0", "--dry-run"])
+    assert res.exit_code == 0, res.output  # the η = 1 SDE is a policy (Girsanov KL)
+
+
+def test_reinforce_with_sample_reuse_fails_fast_naming_the_settings():
+    for extra in ("train.inner_epochs=2", "train.minibatch_size=8"):
+        res = runner.invoke(app, ["finetune", "--set", "algo.loss=reinforce", "--set", extra,
+                                  "--dry-run"])
+        assert res.exit_code == 2, res.output
+        assert "train.inner_epochs" in res.output and "train.minibatch_size" in res.output
+        assert len(res.output.strip().splitlines()) == 1, res.output
 
 
 @pytest.mark.slow

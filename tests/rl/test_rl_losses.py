@@ -111,41 +111,47 @@ def _uniform_dt(n, horizon=1.0):
 
 
 @pytest.mark.parametrize("grid", ["uniform", "random"])
-def test_score_as_action_constant_rates_do_not_depend_on_step_count(grid):
+def test_score_as_action_td_rates_telescope_for_any_step_count(grid):
+    # per-step values V(t_k) of a smooth function, terminal reward r: on-policy the CT-PPO
+    # policy term is −(r − V_0) whatever the grid (a time integral of the q-rate), while the
+    # summed-PPO form Σ_k (r − V_k) grows with the number of steps.
     g = torch.Generator().manual_seed(0)
-    values = []
+    r, values, summed = torch.tensor([3.0, 2.5]), [], []
     for n in (3, 10, 50, 200):
         dt = _uniform_dt(n) if grid == "uniform" else \
             torch.rand(n, generator=g, dtype=torch.float64)
-        dt = dt / dt.sum()  # any grid of [0, 1]
-        logp = torch.zeros(4, n)
-        out = L.score_as_action(logp, logp, torch.full((4,), 2.0), -dt,  # sign is dropped
-                                kl_rate=torch.full((4, n), 0.7), beta=0.5)
-        values.append(float(out.loss))
-        assert float(out.metrics["kl/path"]) == pytest.approx(0.7)
-    assert values == pytest.approx([-2.0 + 0.5 * 0.7] * 4)
+        dt = dt / dt.sum()
+        t = 1.0 - torch.cat([torch.zeros(1, dtype=torch.float64), dt.cumsum(0)[:-1]])
+        v = torch.stack([torch.sin(3 * t), t**2], 0).float()  # V(x_k, t_k) [2, n]
+        logp = torch.zeros(2, n)
+        out = L.score_as_action(logp, logp, r[:, None] - v, -dt, kl=torch.full((2, n), 0.1),
+                                beta=0.5)  # sign of dt is dropped
+        values.append(float(out.metrics["loss/policy"]))
+        assert float(out.metrics["loss/kl"]) == pytest.approx(0.1 * n)  # Σ_k KL_k, no Δt
+        summed.append(float(L.score_as_action(logp, logp, r[:, None] - v, dt,
+                                              gae_lambda=1.0).loss))
+    v0 = torch.tensor([math.sin(3.0), 1.0])
+    assert values == pytest.approx([-float((r - v0).mean())] * 4, abs=1e-5)
+    assert abs(summed[-1]) > 10 * abs(summed[0])
 
 
-def test_score_as_action_riemann_sums_converge_to_the_integrals():
-    # VP: g(t)² = β_min + t(β_max − β_min); KL rate ½ g² ‖Δs‖² with ‖Δs‖ = 1;
-    # ∫₀¹ ½ g² dt = ½(β_min + (β_max − β_min)/2). Advantage rate a(t) = t², ∫₀¹ t² dt = 1/3.
-    b_min, b_max = 0.1, 20.0
-    kl_exact, adv_exact = 0.5 * (b_min + (b_max - b_min) / 2), 1.0 / 3.0
-    errors = []
-    for n in (4, 16, 64, 256):
-        t = torch.arange(n, dtype=torch.float64) / n  # left endpoints
-        logp = torch.zeros(1, n, dtype=torch.float64)
-        kl_rate = (0.5 * (b_min + t * (b_max - b_min)))[None]
-        out = L.score_as_action(logp, logp, (t**2)[None], _uniform_dt(n), kl_rate, beta=1.0)
-        errors.append(abs(float(out.metrics["kl/path"]) - kl_exact)
-                      + abs(-float(out.metrics["loss/policy"]) - adv_exact))
-    assert all(e2 < e1 / 3 for e1, e2 in zip(errors, errors[1:]))  # O(1/n): /4 per refinement
-    assert errors[-1] < 0.05
+def test_score_as_action_rates_are_controls_td_rates_and_constant_baseline_is_summed_ppo():
+    from scorealign.rl.ct import advantage_rates, td_q_rate
+    v = torch.tensor([[0.5, 0.7, 1.1]], dtype=torch.float64)
+    r, dt = torch.tensor([2.0], dtype=torch.float64), torch.tensor([0.5, 0.3, 0.2],
+                                                                   dtype=torch.float64)
+    q = advantage_rates(v, r, dt)
+    expect = td_q_rate(0.0, v, torch.tensor([[0.7, 1.1, 2.0]], dtype=torch.float64), dt)
+    torch.testing.assert_close(q, expect)
+    torch.testing.assert_close(advantage_rates(v, r, dt, lam=1.0) * dt, r - v)
+    logp = torch.zeros(1, 3)
+    out = L.score_as_action(logp, logp, torch.tensor([1.5]), dt.float())
+    assert float(out.loss) == pytest.approx(-4.5)  # [B] advantage: Σ_k Δt_k (A/Δt_k) = 3A
 
 
-def test_score_as_action_requires_kl_rate_for_beta():
+def test_score_as_action_requires_kl_for_beta():
     logp = torch.zeros(2, 3)
-    with pytest.raises(ValueError, match="kl_rate"):
+    with pytest.raises(ValueError, match="kl"):
         L.score_as_action(logp, logp, torch.ones(2), _uniform_dt(3), beta=0.1)
 
 

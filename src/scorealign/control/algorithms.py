@@ -37,6 +37,7 @@ from torch import Tensor
 from scorealign.control.estimators import PolicyBatch
 from scorealign.control.policy import GaussianPolicy, gaussian_kl
 from scorealign.registry import Registry
+from scorealign.rl.ct import clipped_surrogate
 
 ALGOS = Registry("control algorithm")
 _CT, _DT = frozenset({"continuous_time"}), frozenset({"discrete_time"})
@@ -50,10 +51,7 @@ def ct_local_approximation(logp: Tensor, logp_old: Tensor, adv: Tensor, kl: Tens
     [Zhao+23 CTPO, local approximation; PPO clipping as in Schulman+17 Eq. 7]. ``weight``
     integrates against d^π (Σ w ≈ 1/β) so the result is in value units. Shapes [R]; scalar out.
     """
-    ratio = torch.exp(logp - logp_old)
-    surr = ratio * adv
-    if clip is not None:
-        surr = torch.minimum(surr, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    surr = clipped_surrogate(torch.exp(logp - logp_old), adv, clip)  # shared: rl/ct.py
     return (weight * (surr - gamma * kl)).sum()
 
 

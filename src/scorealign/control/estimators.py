@@ -28,6 +28,7 @@ from torch import Tensor
 from scorealign.control.policy import (GaussianPolicy, LinearCritic, gaussian_entropy,
                                        monomial_exponents, q_features, q_features_mean)
 from scorealign.control.simulate import Rollout, occupation_weights
+from scorealign.rl.ct import gae, td_q_rate  # the CT estimator shared with diffusion RL
 
 
 @dataclass(frozen=True)
@@ -70,25 +71,6 @@ def lstd_value(phi: Tensor, phi_next: Tensor, g: Tensor, weight: Tensor, discoun
     b = wphi.T @ g
     reg = ridge * A.diagonal().abs().mean().clamp_min(1e-300)
     return torch.linalg.solve(A + reg * torch.eye(A.shape[0], dtype=A.dtype), b)
-
-
-def td_q_rate(r: Tensor, v: Tensor, v_next: Tensor, dt: float, beta: float) -> Tensor:
-    """q̂ = r + (e^{−βΔt} V(X_{n+1}) − V(X_n)) / Δt, the one-step estimate of q^π(X_n, a_n)."""
-    return r + (math.exp(-beta * dt) * v_next - v) / dt
-
-
-def gae(g: Tensor, v: Tensor, v_next: Tensor, discount: float, lam: float) -> Tensor:
-    """GAE(λ): Â_n = Σ_l (κλ)^l δ_{n+l}, δ_n = g_n + κ V(X_{n+1}) − V(X_n); [N, B].
-
-    [Schulman+16 GAE, Eq. 16]; the truncated horizon bootstraps with V(X_N).
-    """
-    delta = g + discount * v_next - v
-    adv = torch.zeros_like(delta)
-    run = torch.zeros_like(delta[0])
-    for n in range(delta.shape[0] - 1, -1, -1):
-        run = delta[n] + discount * lam * run
-        adv[n] = run
-    return adv
 
 
 def _rows(ro: Rollout, policy: GaussianPolicy, adv: Tensor, weight: Tensor,

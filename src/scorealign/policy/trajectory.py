@@ -26,8 +26,9 @@ class Trajectory:
         xs: states ``[B, S + 1, *D]``; ``xs[:, k]`` is the state step k starts from.
         ts: time grid ``[S + 1]``, float64, decreasing.
         means, stds: kernel of step k, ``[B, S, *D]`` and ``[B, S]`` (std 0: deterministic).
-        log_probs: log p(xs[:, k+1] | xs[:, k]) summed over dimensions, ``[B, S]`` fp32; NaN
-            for deterministic steps.
+        log_probs: log-density of the policy's random choice at step k (transition or score
+            action), summed over dimensions, ``[B, S]`` fp32; 0 at steps that are not random
+            (outside ``stochastic``: a deterministic choice has probability 1).
         prompts: B prompt strings (repeated K times for K rollouts per prompt).
         prompt_ids: ``[B]`` int64; rows with equal ids share a prompt (a LOO/GRPO group).
         seeds: ``[B]`` int64; every random draw of row b comes from generators seeded by it, so a
@@ -35,6 +36,10 @@ class Trajectory:
         cond: the model condition for the B rows (``Cond``, a Tensor, or None).
         actions: ε-space score actions ``[B, S, *D]`` of an exploratory policy, or None.
         action_log_probs: log π(action_k | t_k, x_k) ``[B, S]`` fp32, or None.
+        stochastic: ``[B, S]`` bool, the steps sampled at random (the policy's action steps
+            this epoch, ``policy.actions``); None: every step with a positive kernel std.
+        action_mask: ``[B, S]`` bool, the steps trained and KL-penalized (⊆ ``stochastic``;
+            DDPO's timestep fraction trains a per-row subset); None: ``stochastic``.
     """
 
     xs: Tensor
@@ -48,6 +53,18 @@ class Trajectory:
     cond: Any = None
     actions: Tensor | None = None
     action_log_probs: Tensor | None = None
+    stochastic: Tensor | None = None
+    action_mask: Tensor | None = None
+
+    @property
+    def random_steps(self) -> Tensor:
+        """``[B, S]`` bool: :attr:`stochastic`, or the steps with a positive kernel std."""
+        return self.stochastic if self.stochastic is not None else self.stds > 0
+
+    @property
+    def trained(self) -> Tensor:
+        """``[B, S]`` bool: :attr:`action_mask`, or :attr:`random_steps`."""
+        return self.action_mask if self.action_mask is not None else self.random_steps
 
     @property
     def batch_size(self) -> int:

@@ -185,15 +185,25 @@ class RewardSet:
 
     A :class:`WeightedSum` optimized reward is evaluated once per component and combined, so the
     components cost nothing extra. The gold reward runs under ``torch.no_grad`` on detached
-    samples. Every value is validated under its own name.
+    samples. Every value is validated under its own name. Before any reward, samples are
+    clamped to the data range ``clamp`` (default [−1, 1]): rewards see what a saved image shows,
+    so a sample outside the range gets exactly the reward of its clamped version.
     """
 
-    def __init__(self, optimized: Reward, gold: Reward | None = None):
+    def __init__(self, optimized: Reward, gold: Reward | None = None,
+                 clamp: Sequence[float] | None = (-1.0, 1.0)):
         self.optimized, self.gold = optimized, gold
+        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+
+    def prepare(self, samples: Tensor) -> Tensor:
+        """The samples a reward sees: clamped to the data range ``clamp`` (a saved image's
+        values), unchanged when ``clamp`` is None. Differentiable inside the range."""
+        return samples if self.clamp is None else samples.clamp(*self.clamp)
 
     def __call__(self, samples: Tensor, prompts: list[str], meta: dict | None = None
                  ) -> RewardOutput:
         meta, b = meta or {}, samples.shape[0]
+        samples = self.prepare(samples)
         if isinstance(self.optimized, WeightedSum):
             comps = self.optimized.components(samples, prompts, meta)
             r = self.optimized.combine(comps)
@@ -208,9 +218,11 @@ class RewardSet:
         return RewardOutput(r, gold, comps)
 
 
-def build_reward_set(reward: Any, gold: Any = None) -> RewardSet:
-    """``RewardSet(build_reward(reward), build_reward(gold) if gold else None)``."""
-    return RewardSet(build_reward(reward), build_reward(gold) if gold is not None else None)
+def build_reward_set(reward: Any, gold: Any = None,
+                     clamp: Sequence[float] | None = (-1.0, 1.0)) -> RewardSet:
+    """``RewardSet(build_reward(reward), build_reward(gold) if gold else None, clamp)``."""
+    return RewardSet(build_reward(reward), build_reward(gold) if gold is not None else None,
+                     clamp)
 
 
 class AsyncReward:

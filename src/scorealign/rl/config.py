@@ -36,6 +36,16 @@ class PolicyConfig:
     guidance: float = field(default=2.0, metadata=_h("classifier-free guidance scale"))
     exploration: float = field(default=0.0, metadata=_h(
         "λ > 0: Score-as-Action exploration, ε-space action noise std (any solver)"))
+    action_steps: str = field(default="auto", metadata=_h(
+        "which steps are actions (trained, clipped, KL'd): auto | auto:TAU | all | fraction:F "
+        "(DDPO) | window:W (MixGRPO) | branch:1|2 (Flow-GRPO-Fast) | steps:I,J (policy/actions.py)"))
+
+    def __post_init__(self) -> None:
+        from scorealign.policy.actions import parse_action_steps
+        try:
+            parse_action_steps(self.action_steps)
+        except ValueError as e:
+            raise FieldError("action_steps", str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,16 @@ class RewardConfig:
     optimized: Any = field(default="aesthetic_proxy", metadata=_h(
         "registered name, {name: ..., **kwargs}, or 'package.module:function'"))
     gold: Any = field(default=None, metadata=_h("held-out reward logged beside it, or null"))
+    clamp: list[float] | None = field(default_factory=lambda: [-1.0, 1.0], metadata=_h(
+        "[lo, hi]: samples are clamped to the data range before every reward and gold reward "
+        "(what a saved image shows); null: rewards see the raw tensor"))
     background: bool = field(default=False, metadata=_h(
         "score each rollout chunk in a background thread while the next chunk samples"))
+
+    def __post_init__(self) -> None:
+        if self.clamp is not None and (len(self.clamp) != 2 or
+                                       not float(self.clamp[0]) < float(self.clamp[1])):
+            raise FieldError("clamp", f"must be [lo, hi] with lo < hi, or null; got {self.clamp}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,13 @@ class AlgoConfig:
     advantage_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_h(
         "keyword hyper-parameters of the estimator (adv_clip, buffer_size, ...)"))
     backprop_steps: int = field(default=1, metadata=_h("reward_backprop: K of DRaFT-K"))
+    ratio_units: Literal["per_dim", "sum"] = field(default="per_dim", metadata=_h(
+        "units of the PPO ratio, clip and approx-KL: per_dim = log-probs divided by the sample "
+        "dimension D (as ddpo-pytorch/flow_grpo average them), so clip 1e-4 means the same at "
+        "8x8 and 64x64x4; sum = summed log-probs (clip must then scale with D)"))
+    kl: Literal["exact", "eps_mse"] = field(default="exact", metadata=_h(
+        "per-step KL term: exact = Gaussian KL of the sampled kernel/action in nats; eps_mse = "
+        "DPOK's code, mean over dims of (eps_theta - eps_ref)^2 (guided), no per-step weights"))
     value: ValueConfig | None = field(default=None, metadata=_h(
         "learned value baseline {hidden, lr, steps_per_epoch}; required by advantage=value"))
 
@@ -163,6 +188,14 @@ class FinetuneConfig:
         if not needs_values and self.algo.value is not None:
             raise FieldError("algo.value", f"only used by an estimator that needs values "
                              f"(algo.advantage=value); advantage is {adv!r}")
-        if self.algo.loss == "score_as_action" and self.policy.exploration <= 0:
+        if self.algo.loss == "reinforce" and (t.inner_epochs > 1 or t.minibatch_size < b):
+            raise FieldError("algo.loss", f"reinforce has no importance ratio, so it cannot "
+                             f"reuse samples: needs train.inner_epochs=1 (got {t.inner_epochs}) "
+                             f"and train.minibatch_size=prompts.per_epoch*k={b} (got "
+                             f"{t.minibatch_size}); use ppo_clip/loop/grpo for reuse")
+        sde_policy = self.policy.sampler in ("ddim", "ddpm", "euler_maruyama", "heun_sde") and \
+            self.policy.eta in (None, 1.0)
+        if self.algo.loss == "score_as_action" and self.policy.exploration <= 0 and not sde_policy:
             raise ValueError("algo.loss=score_as_action needs policy.exploration > 0 (the "
-                             "exploratory Gaussian policy over score actions)")
+                             "exploratory Gaussian policy over score actions) or the eta = 1 "
+                             "reverse SDE as the policy (its KL is the Girsanov path KL)")

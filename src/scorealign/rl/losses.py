@@ -16,7 +16,12 @@ entry has the same gradient as ``other`` on-policy (ρ = 1, same inputs); tests 
 Reductions are explicit (``reduce``): ``"mean"`` averages each sample's valid steps and then the
 batch, (1/B) Σ_b (1/|T_b|) Σ_t, as DDPO and LOOP write their objectives; ``"sum"`` sums the steps
 and averages the batch, (1/B) Σ_b Σ_t, as REINFORCE and DPOK do. ``score_as_action`` instead
-weights step k by Δt_k: a Riemann sum of a time integral.
+weights step k by Δt_k and uses TD q-rates (``rl/ct.py``): a Riemann sum of a time integral.
+
+Units: the trainer passes log-probs divided by the sample dimension D to the ratio losses
+(``algo.ratio_units=per_dim``, the default), as ddpo-pytorch and flow_grpo average them, so
+one clip ε (default 1e-4: kvablack/ddpo-pytorch ``config/base.py`` ``train.clip_range``,
+yifan123/flow_grpo ``config/base.py`` ``train.clip_range``) means the same at any resolution.
 
 Reading path for LOOP: ``rl/advantages.py::leave_one_out`` → :func:`ppo_clip` → the trainer.
 """
@@ -196,9 +201,11 @@ def ppo_clip(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None = 
 
     Notes:
         ε is in ratio units and depends on how log-probs are reduced over pixels. DDPO's ε = 1e-4
-        is for log-probs *averaged* over the D latent dimensions; scorealign *sums* them, so
-        log ρ is D times larger and a comparable clip is ≈ D·1e-4 (jannerm/ddpo#10,
-        flow_grpo#143). log ρ is clamped to ±20 before exp() (see ``LOG_RATIO_MAX``).
+        (kvablack/ddpo-pytorch ``config/base.py``) is for log-probs *averaged* over the D latent
+        dimensions; the trainer passes per-dimension log-probs by default
+        (``algo.ratio_units=per_dim``), so 1e-4 here is DDPO's setting; with summed log-probs
+        a comparable clip is ≈ D·1e-4 (jannerm/ddpo#10, flow_grpo#143). log ρ is clamped to
+        ±20 before exp() (see ``LOG_RATIO_MAX``).
     """
     log_ratio = _log_ratio(logp, logp_old)
     ratio = log_ratio.exp()
@@ -326,53 +333,64 @@ def dpok(logp: Tensor, logp_old: Tensor, adv: Tensor, kl: Tensor, mask: Tensor |
     "score_as_action", paper="Zhao+25 (Score as Action), arXiv:2502.01819; Zhao+24 (Scores as "
                              "Actions), arXiv:2409.08400; Zhao, Tang, Yao 23 (CT-PPO), "
                              "arXiv:2305.18901",
-    equation="CT-PPO clipped surrogate integrated over time + Girsanov path KL "
-             "½∫g²‖s_θ−s_ref‖²dt (papers.md §4; paper eq. numbers not verified)",
+    equation="CT-PPO clipped local approximation ∫ min(ρ q, clip(ρ) q) dt with TD q-rates "
+             "(rl/ct.py) + β·KL of the sampled policy (papers.md §4; eq. numbers not verified)",
     properties=frozenset({"step_count_invariant"}))
 def score_as_action(logp: Tensor, logp_old: Tensor, adv: Tensor, dt: Tensor,
-                    kl_rate: Tensor | None = None, mask: Tensor | None = None, *,
-                    clip: float = 0.2, beta: float = 0.0) -> LossOut:
-    r"""Continuous-time PPO on the score-as-action policy, discretized as a Riemann sum.
+                    kl: Tensor | None = None, mask: Tensor | None = None, *,
+                    clip: float = 1e-4, beta: float = 0.0, gae_lambda: float = 0.0) -> LossOut:
+    r"""Continuous-time PPO on the score-action policy: a Riemann sum of q-rates over time.
 
-    J(θ) = E ∫₀^T min(ρ_t A_t, clip(ρ_t, 1−ε, 1+ε) A_t) dt − β E ∫₀^T ½ g(t)² ‖s_θ − s_ref‖² dt,
-    L(θ) = −(1/B) Σ_b Σ_k Δt_k min(ρ_{b,k} A_{b,k}, clip(ρ_{b,k}) A_{b,k})
-           + β (1/B) Σ_b Σ_k Δt_k kl_rate_{b,k}   [Zhao+25 Score as Action; papers.md §4]
+    q̂_k = GAE_λ(δ)_k / Δt_k,  δ_k = V(x_{k+1}, t_{k+1}) − V(x_k, t_k),  V(x_S) = r
+    (``rl.ct.advantage_rates``: the TD q-rate of ``control/``, r_n = 0, β_disc = 0),
+    L(θ) = −(1/B) Σ_b Σ_k Δt_k min(ρ_{b,k} q̂_{b,k}, clip(ρ_{b,k}, 1 ± ε) q̂_{b,k})
+           + β (1/B) Σ_b Σ_k KL_{b,k}
+    [Zhao+23 CTPO local approximation; Zhao+25 Score as Action; papers.md §4].
 
     Args:
-        logp: ``[B, T]`` log π_θ(a_k | t_k, y_k) of the score action under the exploratory
-            Gaussian policy, whose covariance must not shrink with Δt (see Notes).
+        logp: ``[B, T]`` log π_θ(a_k | t_k, y_k) of the score action (``policy.exploration``),
+            or of the SDE transition for an η > 0 transition policy.
         logp_old: ``[B, T]`` the same under the rollout weights.
-        adv: ``[B]`` advantage, or ``[B, T]`` per-time q/advantage rates.
-        dt: ``[T]`` or ``[B, T]`` step lengths |t_{k+1} − t_k| (sign dropped; any grid).
-        kl_rate: ``[B, T]`` ½g²‖s_θ − s_ref‖² at (t_k, y_k) for η = 1; (1+η²)²/(8η²)·g²‖·‖² for η.
-        mask: ``[B, T]`` steps to include, or None for all.
-        clip: ε on the action-density ratio.
-        beta: path-KL weight β.
+        adv: ``[B, T]`` per-step advantages r − V(x_k, t_k) of a value design (``value``,
+            ``x0_value``): turned into TD rates as above. ``[B]`` (a constant baseline, e.g.
+            ``batch``): no per-step value exists, the Monte Carlo rate A/Δt_k is used and the
+            Δt weights cancel, i.e. summed PPO (documented limit, not the CT estimator).
+        dt: ``[T]`` step lengths |t_{k+1} − t_k| (sign dropped; any grid).
+        kl: ``[B, T]`` per-step KL of the policy actually sampled (``Policy.kl``: action-space
+            ‖ε_θ − ε_ref‖²/(2λ²) for λ > 0; the exact kernel KL for an SDE transition policy,
+            whose sum is the discretized Girsanov KL ½∫g²‖s_θ − s_ref‖²dt). Summed over steps,
+            never Δt-weighted: it is the KL of the sampled discrete policy.
+        mask: ``[B, T]`` action steps, or None for all.
+        clip: ε on the per-dimension ratio (trainer default ``ratio_units=per_dim``).
+        beta: KL weight β.
+        gae_lambda: λ of GAE over the step increments (0: TD rates; 1: Monte Carlo).
     Returns:
-        LossOut with ``loss/policy``, ``kl/path`` (Σ_k Δt_k kl_rate) and ratio metrics.
+        LossOut with ``loss/policy``, ``loss/kl`` (when ``kl`` is given) and ratio metrics.
 
     Notes:
-        With step-independent rates the loss does not depend on the number of steps or the grid.
-        Horizon not normalized. Per-step *transition* log-probs are the wrong input (their ratio
-        → 1 as Δt → 0; use ``ppo_clip``, ``reduce="sum"``): docs/methods/score_as_action.md.
+        At ρ = 1 the policy term is −(1/B) Σ_b Σ_k δ_{b,k} = −(1/B) Σ_b (r_b − V_0^b) for any
+        grid (telescoping): the estimator does not grow with the number of steps.
     """
+    from scorealign.rl.ct import advantage_rates, clipped_surrogate
+
     log_ratio = _log_ratio(logp, logp_old)
     ratio = log_ratio.exp()
-    a = _adv_steps(adv, log_ratio)
-    # Riemann weights Δt_k, masked.
-    w = torch.broadcast_to(_fp32(dt).abs().to(log_ratio.dtype), log_ratio.shape)
-    w = w * _valid(log_ratio, mask)
-    # Time integral of the clipped surrogate rate.
-    surrogate = torch.minimum(ratio * a, ratio.clamp(1.0 - clip, 1.0 + clip) * a)
-    policy = -(surrogate * w).sum(dim=1).mean()
+    d = torch.broadcast_to(_fp32(dt).abs().to(log_ratio.dtype), log_ratio.shape)
+    if adv.dim() == 2:
+        a = _adv_steps(adv, log_ratio)
+        q = advantage_rates(-a, torch.zeros_like(a[:, 0]), d[0], gae_lambda)
+    else:
+        q = _adv_steps(adv, log_ratio) / d
+    # Riemann weights Δt_k on the action steps, 1/B over paths (rl.ct.ct_surrogate).
+    w = d * _valid(log_ratio, mask)
+    policy = -(w * clipped_surrogate(ratio, q, clip)).sum(dim=1).mean()
     metrics = {"loss/policy": policy.detach(), **ratio_metrics(log_ratio, mask, clip)}
-    if kl_rate is None:
+    if kl is None:
         if beta != 0.0:
-            raise ValueError("score_as_action with beta > 0 needs `kl_rate` [B, T]")
+            raise ValueError("score_as_action with beta > 0 needs the per-step KL `kl` [B, T]")
         return LossOut(policy, metrics)
-    # Path-space KL, ½∫ g² ‖s_θ − s_ref‖² dt.
-    kl_path = (_fp32(kl_rate) * w).sum(dim=1).mean()
-    return LossOut(policy + beta * kl_path, {**metrics, "kl/path": kl_path.detach()})
+    kl_term = reduce_steps(_fp32(kl), mask, "sum")
+    return LossOut(policy + beta * kl_term, {**metrics, "loss/kl": kl_term.detach()})
 
 
 @RL_LOSSES.register(

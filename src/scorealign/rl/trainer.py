@@ -86,7 +86,7 @@ class Finetuner:
         self.setup.ref.to(self.acc.device)
         self.policy = self.setup.policy(cfg, self.model)
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
-        self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold)
+        self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
         self.epoch = 0
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -133,7 +133,8 @@ class Finetuner:
             for s in range(0, len(rows), chunk):
                 r = rows[s:s + chunk]
                 traj = self.policy.rollout(row_prompts[s:s + chunk], 1, seeds=seeds[r],
-                                           prompt_ids=ids[r], device=self.acc.device)
+                                           prompt_ids=ids[r], device=self.acc.device,
+                                           run_seed=self.cfg.train.seed, epoch=self.epoch)
                 images = self.setup.decode(traj.x0).detach()
                 meta = {"epoch": self.epoch}
                 if pool is not None:  # score this chunk while the next one samples
@@ -163,8 +164,8 @@ class Finetuner:
         if cfg.train.log_kl:
             with torch.no_grad():
                 on_policy = cfg.policy.exploration == 0  # θ's kernels were recorded
-                kl = self.policy.kl(self.ref_policy, traj, recorded=on_policy).sum(1)
-            metrics["kl/base"] = acc.gather(kl).mean().item()
+                kl_steps = self.policy.kl(self.ref_policy, traj, recorded=on_policy)
+            metrics.update(kl_metrics(acc.gather(kl_steps), traj.random_steps[0]))
         if cfg.algo.loss == "reward_backprop":
             adv = None
         else:
@@ -198,6 +199,8 @@ class Finetuner:
         micro = mb // world // t.grad_accum
         sums: dict[str, float] = {}
         count = 0
+        clip_later: list[float] = []
+        evals, frac_mb0 = 0, 0.0
         self.model.train()
         for inner in range(t.inner_epochs):
             g = generator(t.seed, "perm", self.epoch, inner)
@@ -205,15 +208,23 @@ class Finetuner:
             for s in range(0, n, mb):
                 self.opt.zero_grad(set_to_none=True)
                 batch = perm[s:s + mb][acc.process_index::world]
+                frac = 0.0
                 for j in range(0, len(batch), micro):
                     idx = batch[j:j + micro]
                     last = j + micro >= len(batch)
                     ctx = acc.no_sync(self.model) if not last else nullcontext()
                     with ctx:
-                        out = self._loss(traj.index(idx), None if adv is None else adv[idx])
+                        sub = traj.index(idx)
+                        out = self._loss(sub, None if adv is None else adv[idx])
                         acc.backward(out.loss * (len(idx) / len(batch)))
+                    evals += model_evals_grad(self.cfg, sub)
                     for k, v in out.metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / len(batch)
+                    frac += float(out.metrics.get("policy/clipfrac", 0.0)) * len(idx) / len(batch)
+                if inner == 0 and s == 0:
+                    frac_mb0 = frac
+                else:
+                    clip_later.append(frac)
                 if t.grad_clip > 0:
                     gn = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip)
                     sums["opt/grad_norm"] = sums.get("opt/grad_norm", 0.0) + float(gn)
@@ -221,7 +232,13 @@ class Finetuner:
                 self._update_ema()
                 count += 1
         self.model.eval()
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        out = {k: v / max(count, 1) for k, v in sums.items()}
+        if self.cfg.algo.loss != "reward_backprop":
+            out["clip/frac_mb0"] = frac_mb0
+        if clip_later:
+            out["clip/frac_later"] = sum(clip_later) / len(clip_later)
+        out["cost/model_evals_grad"] = float(evals)
+        return out
 
     def _loss(self, sub, adv):
         if self.cfg.algo.loss == "reward_backprop":
@@ -255,6 +272,28 @@ class Finetuner:
                 acc.wait_for_everyone()
                 bar.advance(reward=last["reward/mean"])
         return last
+
+
+def model_evals_grad(cfg: FinetuneConfig, sub) -> int:
+    """Model evaluations with a graph for one micro-batch: rows × trained steps (log-probs),
+    again for a differentiable KL term; DRaFT: rows × K (guidance counts as one evaluation)."""
+    if cfg.algo.loss == "reward_backprop":
+        return sub.batch_size * cfg.algo.backprop_steps
+    steps = int(sub.trained.any(0).sum())
+    kl = float(cfg.algo.loss_kwargs.get("beta", 0.0)) > 0 or cfg.algo.loss == "dpok"
+    return sub.batch_size * steps * (2 if kl else 1)
+
+
+def kl_metrics(kl_steps: torch.Tensor, random_steps: torch.Tensor) -> dict[str, float]:
+    """``kl/base`` (batch mean of Σ_k KL_k over the random steps), ``kl/step/{k:02d}`` for each
+    random step k on the grid, and ``kl/max_step_share`` = max_k KL_k / Σ_k KL_k (0 when 0)."""
+    per_step = kl_steps.double().mean(0)
+    total = float(per_step.sum())
+    out = {"kl/base": total}
+    for k in random_steps.nonzero().flatten().tolist():
+        out[f"kl/step/{k:02d}"] = float(per_step[k])
+    out["kl/max_step_share"] = float(per_step.max()) / total if total > 0 else 0.0
+    return out
 
 
 def _gather_rows(acc: Accelerator, values: torch.Tensor, rows: torch.Tensor, n: int

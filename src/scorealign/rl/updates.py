@@ -1,13 +1,17 @@
 """The loss of one micro-batch: registry losses on recomputed log-probs, or reward backprop.
 
 ``policy_loss`` feeds a registered loss exactly the data arguments its signature names (``logp``,
-``logp_old``, ``adv``, ``kl``, ``dt``, ``kl_rate``, ``mask``) and its configured hyper-parameters.
+``logp_old``, ``adv``, ``kl``, ``dt``, ``mask``) and its configured hyper-parameters: ``mask`` is
+the trajectory's action steps (``Trajectory.trained``), ``kl`` the per-step KL of the policy
+actually sampled over its random steps (``algo.kl``), and ratio losses get per-dimension
+log-probs (``algo.ratio_units``).
 ``backprop_loss`` is DRaFT-K: sample without gradients down to the last K steps, then
 differentiate through them and the reward [Clark+24 DRaFT, §4].
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,7 +33,7 @@ def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
         return trajs[0]
     cat = {}
     for name in ("xs", "means", "stds", "log_probs", "prompt_ids", "seeds", "actions",
-                 "action_log_probs"):
+                 "action_log_probs", "stochastic", "action_mask"):
         vals = [getattr(t, name) for t in trajs]
         cat[name] = None if vals[0] is None else torch.cat(vals)
     conds = [t.cond for t in trajs]
@@ -44,22 +48,29 @@ def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor) -> LossOut:
     cfg = ft.cfg.algo
     kw = dict(cfg.loss_kwargs)
     beta = float(kw.get("beta", 0.0))
-    logp = ft.policy.log_prob(sub)
-    data: dict[str, Tensor | None] = {"logp": logp, "logp_old": sub.log_probs.to(logp.device),
-                                      "adv": adv, "mask": None}
     names = ft.data_args
-    if "dt" in names:
-        dt = sub.dt.to(logp.device).float()
-        data["dt"] = dt
-        # terminal-reward estimate of the advantage *rate*: Σ_k Δt_k (A/Δt_k) = Σ_k A
-        # (per-step advantages [B, T], e.g. a value baseline, are divided step by step)
-        data["adv"] = (adv if adv.dim() == 2 else adv[:, None]) / dt[None, :]
-    if "kl_rate" in names:
-        data["kl_rate"] = ft.policy.path_kl_rate(ft.ref_policy, sub) if beta > 0 else None
+    logp = ft.policy.log_prob(sub)
+    logp_old = sub.log_probs.to(logp.device)
+    if "logp_old" in names and cfg.ratio_units == "per_dim":
+        # dimension-free trust region: ρ, clip and approx-KL on log-probs per dimension
+        d = math.prod(ft.policy.shape)
+        logp, logp_old = logp / d, logp_old / d
+    data: dict[str, Tensor | None] = {"logp": logp, "logp_old": logp_old,
+                                      "adv": adv, "mask": sub.trained.to(logp.device)}
+    if "dt" in names:  # score_as_action turns advantages into q-rates itself (rl/ct.py)
+        data["dt"] = sub.dt.to(logp.device).float()
     if "kl" in names:
         needed = beta > 0 or cfg.loss == "dpok"
-        data["kl"] = ft.policy.kl(ft.ref_policy, sub) if needed else None
+        data["kl"] = step_kl(ft, sub) if needed else None
     return ft.entry.fn(**{n: data[n] for n in names if n in data}, **kw)
+
+
+def step_kl(ft: "Finetuner", sub: Trajectory) -> Tensor:
+    """The per-step KL term ``[B, S]`` of ``algo.kl``: ``exact`` (Gaussian KL of the sampled
+    kernel or action, nats) or ``eps_mse`` (DPOK's code: mean_d (ε_θ − ε_ref)², guided)."""
+    if ft.cfg.algo.kl == "eps_mse":
+        return ft.policy.eps_mse(ft.ref_policy, sub)
+    return ft.policy.kl(ft.ref_policy, sub)
 
 
 def backprop_loss(ft: "Finetuner", sub: Trajectory) -> LossOut:
@@ -77,7 +88,7 @@ def backprop_loss(ft: "Finetuner", sub: Trajectory) -> LossOut:
     x_start = sub.xs[:, S - K]
     out = sample(pol.pred_fn(sub.cond), pol.kind, pol.sde, x_start, sampler=pol.sampler,
                  steps=K, eta=pol.eta, grid=sub.ts[S - K:], noise=noise[S - K:])
-    images = ft.setup.decode(out.x0)
+    images = ft.rewards.prepare(ft.setup.decode(out.x0))
     r = ft.rewards.optimized(images, sub.prompts, {"epoch": ft.epoch})
     if r.shape != (sub.batch_size,):
         raise ValueError(f"reward returned shape {tuple(r.shape)}, expected [{sub.batch_size}]")

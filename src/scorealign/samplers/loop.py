@@ -91,7 +91,8 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
            eta: float | None = None, grid: str | Tensor = "uniform",
            generator: torch.Generator | None = None, noise: Tensor | None = None,
            record: bool = False, corrector_steps: int = 0, snr: float = 0.16,
-           callback: Callback | None = None) -> SampleResult:
+           callback: Callback | None = None, deterministic: Tensor | None = None
+           ) -> SampleResult:
     """Integrate from x_T at t_max to t_min with the registered step ``sampler``.
 
     Args:
@@ -112,6 +113,9 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
         corrector_steps: Langevin corrector steps C before each predictor step [Song+21, Alg. 1].
         snr: signal-to-noise ratio of the corrector.
         callback: ``callback(i, t_next, x_next)`` after every step.
+        deterministic: ``[S]`` bool, steps to take without noise (policy non-action steps): the
+            sampler's η = 0 step when it has an η (the PF-ODE step of the same solver), else
+            its kernel mean. None: every step as the sampler defines it (unchanged behaviour).
 
     Returns:
         SampleResult.
@@ -131,14 +135,22 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
         return pred_fn(x, t)
 
     kw = {} if eta is None else {"eta": eta}
+    has_eta = "stochastic_if_eta" in SAMPLERS.get(sampler).properties
+    if deterministic is not None and tuple(deterministic.shape) != (steps,):
+        raise ValueError(f"deterministic must be [S]=[{steps}], got {list(deterministic.shape)}")
     x, trace = x_T, []
     for i in range(steps):
         t, tn = ts[i].expand(x.shape[0]), ts[i + 1].expand(x.shape[0])
         for c in range(corrector_steps):
             pred = counted(x, model_time(t, x))
             x = langevin_corrector_step(x, pred, kind, t, sde, snr=snr, noise=draw(i, 1 + c)).x_next
-        z = draw(i, 0) if stochastic else None
-        st = fn(x, counted(x, model_time(t, x)), kind, t, tn, sde, noise=z, pred_fn=counted, **kw)
+        det = deterministic is not None and bool(deterministic[i])
+        z = draw(i, 0) if stochastic and not det else None
+        kw_i = {**kw, "eta": 0.0} if det and has_eta else kw
+        st = fn(x, counted(x, model_time(t, x)), kind, t, tn, sde, noise=z, pred_fn=counted,
+                **kw_i)
+        if det and not has_eta:  # the kernel mean: record the step as deterministic
+            st = GaussianStep(st.mean, st.mean, torch.zeros_like(st.std))
         if record:
             trace.append((x, st, _step_log_prob(st)))
         x = st.x_next
