@@ -11,6 +11,8 @@ from scorealign.rl.advantages import (ADVANTAGES, AdvantageEstimator, PerPromptS
 from scorealign.rl.losses import (DEFAULT_ADVANTAGE, RL_LOSSES, LossOut, dpok, grpo, loop,
                                   ppo_clip, ratio_metrics, reduce_steps, reinforce,
                                   reward_backprop, score_as_action, split_signature)
+from scorealign.rl.flow_methods import (dance_grpo, diffusion_nft, flow_grpo,  # registers them
+                                        flow_grpo_fast, mixgrpo)
 
 __all__ = ["ADVANTAGES", "dance_grpo", "diffusion_nft", "flow_grpo", "flow_grpo_fast",
            "mixgrpo", "AdvantageEstimator", "DEFAULT_ADVANTAGE", "LossOut",
