@@ -106,8 +106,8 @@ def write_text_cache(path: Path) -> None:
     from scorealign.data.digits import prompt_for
     from scorealign.nets import get_text_encoder
 
-    enc = get_text_encoder("cpu")
-    enc.encode([prompt_for(d) for d in range(10)])
+    enc = get_text_encoder("cpu")  # the ten digits under every template (pretraining's too)
+    enc.encode([prompt_for(d, tpl) for d in range(10) for tpl in range(3)])
     torch.save(dict(enc._cache), path)
 
 
@@ -222,10 +222,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-cache", default=None,
                     help="precomputed prompt embeddings (see --write-text-cache)")
     ap.add_argument("--write-text-cache", type=Path, default=None)
+    ap.add_argument("--pretrain-out", type=Path, default=None,
+                    help="first run `scorealign pretrain --config configs/pretrain/"
+                         "digits_flow.yaml --out DIR` (with --text-cache) and exit")
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args(argv)
     if a.write_text_cache:
         write_text_cache(a.write_text_cache)
+        return 0
+    if a.pretrain_out:
+        if a.text_cache:
+            install_text_cache(a.text_cache)
+        from scorealign.cli import app
+        app(["pretrain", "--config", str(ROOT / "configs" / "pretrain" / "digits_flow.yaml"),
+             "--out", str(a.pretrain_out)], standalone_mode=False)
         return 0
     lrs = LRS
     if a.quick:

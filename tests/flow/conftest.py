@@ -9,7 +9,7 @@ import torch
 from scorealign.nets import ModelConfig, build_model
 from scorealign.nets.cond import Cond
 from scorealign.policy.policy import Policy
-from scorealign.sde import build_sde
+from scorealign.sde.flow import FlowSDE
 
 
 def label_encode(prompts: list[str]) -> Cond:
@@ -28,7 +28,10 @@ def _flow_policy(model, **kw) -> Policy:
     base = dict(kind="v", shape=(1, 8, 8), sampler="flow_sde", steps=6, eta=0.7, guidance=2.0,
                 encode=label_encode)
     base.update(kw)
-    return Policy(model, build_sde("flow"), **base)
+    # transition policies start at pure noise (t = 1), as the SD3/FLUX pipelines and rl/setup.py
+    # do; an ε-space score action cannot be turned into a velocity at t = 1 (x̂_0 = (x − tε)/(1−t))
+    sde = FlowSDE(t_max=1.0) if not base.get("exploration") else FlowSDE()
+    return Policy(model, sde, **base)
 
 
 @pytest.fixture(scope="session")

@@ -75,8 +75,10 @@ def _digits(cfg: FinetuneConfig) -> Setup:
         encode = None  # type: ignore[assignment]
     shape = tuple(task.train_x.shape[1:])
     sde = task.sde
-    if isinstance(sde, FlowSDE) and model.kind in ("v", "x0"):
-        sde = FlowSDE(T=sde.T, t_min=sde.t_min, t_max=1.0)  # flow models start at pure noise
+    if isinstance(sde, FlowSDE) and model.kind in ("v", "x0") and cfg.policy.exploration == 0:
+        # transition policies start at pure noise like the SD3/FLUX pipelines (flow_sde's σ_t
+        # at t_max = 0.999 would be ≈ 22); ε-space score actions need t < 1 (x̂_0 = (x − tε)/(1−t))
+        sde = FlowSDE(T=sde.T, t_min=sde.t_min, t_max=1.0)
     ref = copy.deepcopy(model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         from scorealign.policy.diffusers_sd import add_lora
@@ -149,6 +151,8 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
     else:
         pipe = fp.load_flow_pipeline(cfg.base.path, t)
     parts = fp.FlowParts(pipe, latent_size=cfg.base.latent_size)
+    if cfg.policy.exploration > 0:  # ε-space score actions need t < 1 (see _digits)
+        parts.sde = FlowSDE()
     ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         add_lora(pipe.transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
