@@ -60,7 +60,7 @@ def _grpo_entry(name: str, paper: str, equation: str, beta: float, note: str):
 
     fn.__name__ = name
     fn.__doc__ = (
-        f"{paper}: GRPO's clipped surrogate with the exact per-step Gaussian KL (β = {beta}).\n\n"
+        f"[{paper}] GRPO's clipped surrogate with the exact per-step Gaussian KL (β = {beta}).\n\n"
         "    L(θ) = −(1/B) Σ_b (1/|T_b|) Σ_{t∈T_b} [min(ρ_t A_b, clip(ρ_t, 1−ε, 1+ε) A_b)"
         " − β KL_t],\n"
         "    KL_t = ‖μ_θ − μ_ref‖² / (2σ_t²),  A_b group-normalized,\n"
