@@ -41,7 +41,8 @@ def test_lq_problem_cast_as_a_sampler_gives_controls_ct_ppo_objective():
                          (disc[:-1] * ro.rewards * dt).cumsum(0)])
         v_aug = disc * v + acc
         adv = (v_aug[-1:] - v_aug[:-1]).T  # [B, N]
-        out = score_as_action(logp_new.T, logp_old.T, adv, torch.full((N,), dt, dtype=torch.float64),
+        dts = torch.full((N,), dt, dtype=torch.float64)
+        out = score_as_action(logp_new.T, logp_old.T, adv, dts,
                               clip=0.2)
     torch.testing.assert_close(out.loss.double(), -obj, rtol=1e-10, atol=1e-12)
     assert float(out.metrics["policy/clipfrac"]) > 0  # the clip is active in this comparison

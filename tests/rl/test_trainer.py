@@ -147,4 +147,4 @@ def test_score_as_action_config_runs_unchanged_with_any_solver(make_setup, make_
                       "policy.exploration=0.3", "algo.loss_kwargs={beta: 0.1}", *solver.split())
     m = Finetuner(cfg, None, setup=make_setup()).train_epoch()
     assert m["policy/ratio_mean"] == 1.0 and m["policy/ratio_max"] == 1.0
-    assert m["kl/path"] == 0.0 and m["kl/base"] == 0.0  # identical to the reference on-policy
+    assert m["loss/kl"] == 0.0 and m["kl/base"] == 0.0  # identical to the reference on-policy

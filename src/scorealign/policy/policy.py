@@ -73,12 +73,15 @@ class Policy:
         exploration: λ, std of the ε-space action noise (0: transition log-probs).
         encode: ``prompts -> cond`` (None: unconditional).
         action_steps: which steps are actions (:mod:`scorealign.policy.actions`; ``"auto"``).
+        clip_sample: clamp x̂₀ to ±clip_sample in every step (ddim/ddpm, pixel space; None: off).
+            Log-probs stay exact (the kernel is Gaussian given x_k); see ``ddim_step``.
     """
 
     def __init__(self, model: Model, sde: SDE, *, kind: str, shape: Sequence[int],
                  sampler: str = "ddim", steps: int = 20, eta: float | None = 1.0,
                  grid: str = "uniform", guidance: float = 1.0, exploration: float = 0.0,
-                 encode: Callable[[list[str]], Any] | None = None, action_steps: str = "auto"):
+                 encode: Callable[[list[str]], Any] | None = None, action_steps: str = "auto",
+                 clip_sample: float | None = None):
         SAMPLERS.get(sampler)
         if exploration < 0:
             raise ValueError(f"exploration must be ≥ 0, got {exploration}")
@@ -88,6 +91,7 @@ class Policy:
         self.model, self.sde, self.kind, self.shape = model, sde, kind, tuple(shape)
         self.sampler, self.steps, self.eta, self.grid = sampler, steps, eta, grid
         self.guidance, self.exploration, self.encode = guidance, exploration, encode
+        self.clip_sample = clip_sample
         self.action_spec = parse_action_steps(action_steps)
         self.action_steps = action_steps
         self.ts = make_grid(sde, steps, grid)
@@ -172,7 +176,7 @@ class Policy:
         det = ~rand if lam == 0 else None
         out = sample(explore, self.kind, self.sde, x_T, sampler=self.sampler, steps=self.steps,
                      eta=self.eta, grid=self.grid, noise=noise, record=True, callback=advance,
-                     deterministic=det)
+                     deterministic=det, clip_x0=self.clip_sample)
         b = len(rows)
         stoch = rand[None, :].expand(b, -1).to(out.xs.device)
         mask = trained_mask(self.action_spec, rand, seeds.cpu()).to(out.xs.device)
@@ -240,6 +244,8 @@ class Policy:
         fn_step = SAMPLERS.get(self.sampler).fn
         fn = self.pred_fn(traj.cond, model)
         kw = {} if self.eta is None else {"eta": self.eta}
+        if self.clip_sample is not None:
+            kw["clip_x0"] = self.clip_sample
         out = []
         for k in steps:
             x = traj.xs[:, k]

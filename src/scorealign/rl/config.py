@@ -42,9 +42,13 @@ class PolicyConfig:
     guidance: float = field(default=2.0, metadata=_h("classifier-free guidance scale"))
     exploration: float = field(default=0.0, metadata=_h(
         "λ > 0: Score-as-Action exploration, ε-space action noise std (any solver)"))
+    clip_sample: float | None = field(default=None, metadata=_h(
+        "clamp x0_hat to +-clip_sample in every step (diffusers' clip_sample; ddim/ddpm in pixel "
+        "space); log-probs stay exact, the clipped pixels' x0 gets no gradient; null: off"))
     action_steps: str = field(default="auto", metadata=_h(
         "which steps are actions (trained, clipped, KL'd): auto | auto:TAU | all | fraction:F "
-        "(DDPO) | window:W (MixGRPO) | branch:1|2 (Flow-GRPO-Fast) | steps:I,J (policy/actions.py)"))
+        "(DDPO) | window:W (MixGRPO) | branch:1|2 (Flow-GRPO-Fast) | steps:I,J "
+        "(policy/actions.py)"))
 
     def __post_init__(self) -> None:
         from scorealign.policy.actions import parse_action_steps
@@ -91,6 +95,10 @@ class ValueConfig:
     lr: float = field(default=1e-3, metadata=_h("Adam learning rate of the value network"))
     steps_per_epoch: int = field(default=20, metadata=_h(
         "full-batch regression steps on the epoch's (row, step) states, after the advantages"))
+    design: Literal["learned", "x0"] = field(default="learned", metadata=_h(
+        "learned: V_phi(x_t, t, c) regressed on r (DPOK); x0: V = r(x0_hat(x_t, t)) + c_phi, "
+        "the reward of the denoised prediction plus a learned correction (Score as Action's "
+        "value design; costs S extra reward queries per row, counted in queries/reward)"))
 
     def __post_init__(self) -> None:
         if self.hidden < 1:

@@ -58,7 +58,8 @@ class Setup:
         return Policy(self.model if model is None else model, self.sde, kind=self.kind,
                       shape=self.shape, sampler=p.sampler, steps=p.steps, eta=p.eta,
                       grid=p.grid, guidance=p.guidance, exploration=p.exploration,
-                      encode=self.encode, action_steps=p.action_steps)
+                      encode=self.encode, action_steps=p.action_steps,
+                      clip_sample=p.clip_sample)
 
 
 def _digits(cfg: FinetuneConfig) -> Setup:

@@ -36,7 +36,7 @@ from scorealign.rl.flow_methods import nft_loss
 from scorealign.rl.losses import RL_LOSSES, split_signature
 from scorealign.rl.setup import Setup, build_setup
 from scorealign.rl.updates import backprop_loss, cat_trajectories, policy_loss
-from scorealign.rl.value import ValueBaseline
+from scorealign.rl.value import ValueBaseline, x0_rewards
 from scorealign.rng import derive_seed, generator
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scorealign.train.pretrain import make_accelerator
@@ -89,6 +89,8 @@ class Finetuner:
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
         self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
         self.epoch = 0
+        x0_design = self.value is not None and cfg.algo.value.design == "x0"
+        self.extra_queries_per_row = cfg.policy.steps if x0_design else 0
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -158,7 +160,8 @@ class Finetuner:
         g_local = torch.cat(gold).to(acc.device) if gold[0] is not None else None
         r_all = _gather_rows(acc, r_local, rows.to(acc.device), len(seeds))
         metrics = {"reward/mean": r_all.mean().item(), "reward/std": r_all.std(0).item(),
-                   "queries/reward": float((self.epoch + 1) * len(seeds))}
+                   "queries/reward": float((self.epoch + 1) * len(seeds) *
+                                           (1 + self.extra_queries_per_row))}
         if g_local is not None:
             metrics["reward/gold_mean"] = _gather_rows(acc, g_local, rows.to(acc.device),
                                                        len(seeds)).mean().item()
@@ -171,10 +174,15 @@ class Finetuner:
             adv = None
         else:
             keys = [prompts[int(i)] for i in ids] if self.estimator.name == "per_prompt" else ids
-            values = None
+            values = r_x0 = None
             if self.value is not None:  # V_φ(x_t, t, c) of every (row, step), pre-update φ
-                values = _gather_rows(acc, self.value.predict(traj), rows.to(acc.device),
-                                      len(seeds))
+                local = self.value.predict(traj)
+                if cfg.algo.value.design == "x0":  # V = r(x̂₀(x_t, t)) + c_φ(x_t, t, c)
+                    rx = x0_rewards(self.policy, traj, self.setup.decode, self.rewards,
+                                    {"epoch": self.epoch})
+                    r_x0 = _gather_rows(acc, rx, rows.to(acc.device), len(seeds))
+                    local = local + rx
+                values = _gather_rows(acc, local, rows.to(acc.device), len(seeds))
                 metrics["value/mean"] = values.mean().item()
             adv = self.estimator(r_all.cpu(), keys, values=None if values is None
                                  else values.cpu()).to(acc.device)
@@ -182,7 +190,8 @@ class Finetuner:
             traj = gather_trajectory(acc, traj, rows.to(acc.device), len(seeds),
                                      [prompts[int(i)] for i in ids], self.policy)
         if self.value is not None:  # identical data and steps on every process: same φ
-            metrics.update(self.value.fit(traj, r_all))
+            target = r_all if r_x0 is None else r_all[:, None] - r_x0
+            metrics.update(self.value.fit(traj, target))
         metrics.update(self.update(traj, adv))
         metrics["time/epoch_s"] = time.time() - t0
         return metrics

@@ -88,7 +88,8 @@ def backprop_loss(ft: "Finetuner", sub: Trajectory) -> LossOut:
     _, noise, _ = pol._noise(sub.seeds, sub.xs.device)
     x_start = sub.xs[:, S - K]
     out = sample(pol.pred_fn(sub.cond), pol.kind, pol.sde, x_start, sampler=pol.sampler,
-                 steps=K, eta=pol.eta, grid=sub.ts[S - K:], noise=noise[S - K:])
+                 steps=K, eta=pol.eta, grid=sub.ts[S - K:], noise=noise[S - K:],
+                 deterministic=~sub.random_steps[0, S - K:].cpu(), clip_x0=pol.clip_sample)
     images = ft.rewards.prepare(ft.setup.decode(out.x0))
     r = ft.rewards.optimized(images, sub.prompts, {"epoch": ft.epoch})
     if r.shape != (sub.batch_size,):

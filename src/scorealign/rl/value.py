@@ -105,13 +105,17 @@ class ValueBaseline:
 
         Args:
             traj: the global batch (``xs [B, T+1, *D]``, ``ts [T+1]``, ``prompts``).
-            rewards: ``[B]`` terminal rewards of those rows.
+            rewards: ``[B]`` terminal rewards of those rows, or ``[B, T]`` per-step targets
+                (the x̂₀ design regresses the correction r − r(x̂₀(x_t, t))).
         Returns:
             ``value/loss_before`` and ``value/loss_after`` (the MSE before the first and after
             the last step).
         """
         x, t, c = self._inputs(traj)
-        target = rewards.detach().float().to(x.device).repeat_interleave(traj.xs.shape[1] - 1)
+        if rewards.dim() == 2:  # per-(row, step) targets, row-major like the inputs
+            target = rewards.detach().float().to(x.device).reshape(-1)
+        else:
+            target = rewards.detach().float().to(x.device).repeat_interleave(traj.xs.shape[1] - 1)
         self.net.train()
         before = after = float("nan")
         for step in range(self.steps_per_epoch):
@@ -140,3 +144,24 @@ class ValueBaseline:
                                f"needs it (was the run started with another estimator?)")
         self.net.load_state_dict(states["value"])
         self.opt.load_state_dict(states["value_optimizer"])
+
+
+@torch.no_grad()
+def x0_rewards(policy: Any, traj: Any, decode: Any, rewards: Any, meta: dict) -> Tensor:
+    """r(x̂₀(x_k, t_k)) for every row and step ``[B, T]``: the reward of the denoised prediction.
+
+    The value design of Score as Action [Zhao+25, arXiv:2502.01819; papers.md §4]: the
+    diffusion model's own x̂₀ gives a value estimate V(x_t, t) ≈ r(x̂₀(x_t, t)) that becomes
+    exact as t → 0; a learned correction c_φ (:class:`ValueBaseline` fitted on r − r(x̂₀))
+    completes it. Uses T model evaluations and B·T reward queries (through ``rewards``, a
+    ``RewardSet``: samples are clamped to the data range first).
+    """
+    from scorealign.sde.param import convert
+
+    b, s = traj.batch_size, traj.num_steps
+    preds = policy.step_preds(traj)
+    x0 = torch.stack([convert(p, policy.kind, "x0", traj.xs[:, k], traj.ts[k].expand(b),
+                              policy.sde) for k, p in enumerate(preds)], 1)  # [B, T, *D]
+    images = decode(x0.flatten(0, 1).to(traj.xs.dtype))
+    prompts = [p for p in traj.prompts for _ in range(s)]
+    return rewards(images, prompts, meta).optimized.reshape(b, s).float()

@@ -91,8 +91,8 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
            eta: float | None = None, grid: str | Tensor = "uniform",
            generator: torch.Generator | None = None, noise: Tensor | None = None,
            record: bool = False, corrector_steps: int = 0, snr: float = 0.16,
-           callback: Callback | None = None, deterministic: Tensor | None = None
-           ) -> SampleResult:
+           callback: Callback | None = None, deterministic: Tensor | None = None,
+           clip_x0: float | None = None) -> SampleResult:
     """Integrate from x_T at t_max to t_min with the registered step ``sampler``.
 
     Args:
@@ -116,6 +116,8 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
         deterministic: ``[S]`` bool, steps to take without noise (policy non-action steps): the
             sampler's η = 0 step when it has an η (the PF-ODE step of the same solver), else
             its kernel mean. None: every step as the sampler defines it (unchanged behaviour).
+        clip_x0: diffusers' ``clip_sample`` for samplers with that property (ddim, ddpm):
+            x̂₀ clamped to ±clip_x0 in every step; None (default): off, bit-identical.
 
     Returns:
         SampleResult.
@@ -135,6 +137,11 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
         return pred_fn(x, t)
 
     kw = {} if eta is None else {"eta": eta}
+    if clip_x0 is not None:
+        if "clip_sample" not in SAMPLERS.get(sampler).properties:
+            raise ValueError(f"sampler {sampler!r} has no x0-clipping option (clip_x0); "
+                             f"use ddim or ddpm")
+        kw["clip_x0"] = clip_x0
     has_eta = "stochastic_if_eta" in SAMPLERS.get(sampler).properties
     if deterministic is not None and tuple(deterministic.shape) != (steps,):
         raise ValueError(f"deterministic must be [S]=[{steps}], got {list(deterministic.shape)}")

@@ -71,11 +71,22 @@ def posterior_var(sde: SDE, t: Tensor, t_next: Tensor) -> Tensor:
     return sde.marginal(t_next).std ** 2 * v / sde.marginal(t).std ** 2
 
 
+def clip_x0_eps(x0: Tensor, x: Tensor, t: Tensor, sde: SDE, clip: float | None
+                ) -> tuple[Tensor, Tensor | None]:
+    """diffusers' ``clip_sample``: x̂₀ clamped to ±clip and ε̂ recomputed from it,
+    ε̂ = (x − m(t) x̂₀)/s(t) (``DDIMScheduler.step``); (x0, None) when ``clip`` is None."""
+    if clip is None:
+        return x0, None
+    x0 = x0.clamp(-clip, clip)
+    mg = sde.marginal(t)
+    return x0, (x.to(_F64) - bcast(mg.mean_coef, x) * x0) / bcast(mg.std, x)
+
+
 @SAMPLERS.register("ddim", paper="Song+21a (DDIM), arXiv:2010.02502", equation="Eq. 12, 16",
-                   properties=frozenset({"stochastic_if_eta", "exact_at_eta_1"}))
+                   properties=frozenset({"stochastic_if_eta", "exact_at_eta_1", "clip_sample"}))
 def ddim_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor, sde: SDE, *,
-              eta: float = 0.0, noise: Tensor | None = None, pred_fn: PredFn | None = None
-              ) -> GaussianStep:
+              eta: float = 0.0, noise: Tensor | None = None, pred_fn: PredFn | None = None,
+              clip_x0: float | None = None) -> GaussianStep:
     r"""Generalized DDIM step for any SDE with a Gaussian marginal  [Song+21a, Eq. 12, 16].
 
     x_{t'} = m(t') x̂_0 + sqrt(s(t')² − σ²) ε̂ + σ z,  σ² = η² Var[x_{t'} | x_t, x_0].
@@ -85,10 +96,18 @@ def ddim_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor, sde
     first-order exponential integrator of the PF-ODE (DPM-Solver-1 [Lu+22, §3.3]).
 
     Notes:
-        η ∈ [0, 1]; for η > 1 the direction coefficient is clamped at 0.
+        η ∈ [0, 1]; for η > 1 the direction coefficient is clamped at 0. ``clip_x0`` (diffusers'
+        ``clip_sample``, for pixel-space models): x̂₀ is clamped to ±clip_x0 and ε̂ recomputed
+        from it. The kernel stays an exact Gaussian given x_t (the clamp is a deterministic
+        function of x_t and θ), so log-probs remain exact; where a pixel is clipped the mean
+        no longer depends on θ through x̂₀, so that pixel's log-prob gradient flows through ε̂
+        only. None (default) leaves the step bit-identical to the unclipped one.
     """
     t, tn = _times(x, t, t_next)
     x0, eps = to_x0_eps(pred, kind, x, t, sde)
+    x0_c, eps_c = clip_x0_eps(x0, x, t, sde, clip_x0)
+    if eps_c is not None:
+        x0, eps = x0_c, eps_c
     nxt = sde.marginal(tn)
     # σ_t(η)², DDIM Eq. 16 generalized through the SDE's transition kernel.
     var = eta**2 * posterior_var(sde, t, tn)
@@ -99,10 +118,10 @@ def ddim_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor, sde
 
 
 @SAMPLERS.register("ddpm", paper="Ho+20 (DDPM), arXiv:2006.11239", equation="Eq. 6-7, Alg. 2",
-                   properties=frozenset({"stochastic", "exact_posterior"}))
+                   properties=frozenset({"stochastic", "exact_posterior", "clip_sample"}))
 def ddpm_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor, sde: SDE, *,
-              eta: float = 1.0, noise: Tensor | None = None, pred_fn: PredFn | None = None
-              ) -> GaussianStep:
+              eta: float = 1.0, noise: Tensor | None = None, pred_fn: PredFn | None = None,
+              clip_x0: float | None = None) -> GaussianStep:
     r"""Ancestral step: sample the Gaussian posterior q(x_{t'} | x_t, x_0 = x̂_0)  [Ho+20, Eq. 6-7].
 
     μ̃ = m(t') x̂_0 + (r s(t')²/s(t)) ε̂ with r = m(t)/m(t'), β̃ = s(t')² v/s(t)²; identical to
@@ -110,7 +129,7 @@ def ddpm_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor, sde
     """
     if eta != 1.0:
         raise ValueError(f"ddpm is DDIM with eta=1; got eta={eta} (use sampler='ddim')")
-    return ddim_step(x, pred, kind, t, t_next, sde, eta=1.0, noise=noise)
+    return ddim_step(x, pred, kind, t, t_next, sde, eta=1.0, noise=noise, clip_x0=clip_x0)
 
 
 @SAMPLERS.register("euler_maruyama", paper="Song+21 (score SDE), arXiv:2011.13456",
