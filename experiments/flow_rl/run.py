@@ -135,17 +135,22 @@ def _run_cells(cells, a: dict, d: Path, jobs: int) -> None:
     print(f"{len(cells) - len(todo)} cells cached, {len(todo)} to run", flush=True)
     if not todo:
         return
-    with ProcessPoolExecutor(max(1, jobs)) as pool:
+    if jobs <= 1:  # in this process
+        results = ((c, run_cell(*c, a)) for c in todo)
+    else:
+        pool = ProcessPoolExecutor(jobs)
         futs = {pool.submit(run_cell, *c, a): c for c in todo}
-        for f in as_completed(futs):
-            c, res = futs[f], f.result()
-            path = _cell_path(d, *c)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(res, indent=1))
-            tmp.replace(path)  # atomic: a killed run leaves no half cell
-            print(f"{c[0]:15s} lr {c[1]:g} seed {c[2]}: eval reward "
-                  f"{res['eval_start']['eval/reward']:.4f} → {res['eval_end']['eval/reward']:.4f}"
-                  f" ({res['wall_s']:.0f} s)", flush=True)
+        results = ((futs[f], f.result()) for f in as_completed(futs))
+    for c, res in results:
+        path = _cell_path(d, *c)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=1))
+        tmp.replace(path)  # atomic: a killed run leaves no half cell
+        print(f"{c[0]:15s} lr {c[1]:g} seed {c[2]}: eval reward "
+              f"{res['eval_start']['eval/reward']:.4f} → {res['eval_end']['eval/reward']:.4f}"
+              f" ({res['wall_s']:.0f} s)", flush=True)
+    if jobs > 1:
+        pool.shutdown()
 
 
 def _ci95(xs: list[float]) -> tuple[float, float]:
