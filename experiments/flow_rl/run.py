@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain-out", type=Path, default=None,
                     help="first run `scorealign pretrain --config configs/pretrain/"
                          "digits_flow.yaml --out DIR` (with --text-cache) and exit")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="tabulate the cached cells without running any")
     ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args(argv)
     if a.write_text_cache:
@@ -251,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     opts = {"base": a.base, "epochs": a.epochs, "prompts": a.prompts, "k": a.k,
             "text_cache": a.text_cache, "eval_n": 8 if a.quick else EVAL_N}
     t0 = time.time()
-    _run_cells([(m, lr, a.sweep_seed) for m in a.methods for lr in lrs], opts, d, a.jobs)
-    sweep = summarize(d, a.methods, [], a.sweep_seed, lrs)
-    _run_cells([(m, sweep[m]["lr"], s) for m in a.methods for s in a.seeds], opts, d, a.jobs)
+    if not a.summary_only:
+        _run_cells([(m, lr, a.sweep_seed) for m in a.methods for lr in lrs], opts, d, a.jobs)
+        sweep = summarize(d, a.methods, [], a.sweep_seed, lrs)
+        _run_cells([(m, sweep[m]["lr"], s) for m in a.methods for s in a.seeds], opts, d,
+                   a.jobs)
     meta = {**opts, "seeds": a.seeds, "sweep_seed": a.sweep_seed, "lrs": lrs,
             "eval_set": f"{opts['eval_n']} prompts, seeds 1e6+i, Euler ODE 10 steps",
             "wall_s_this_call": round(time.time() - t0)}
