@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-seed", type=int, default=100)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--lrs", type=float, nargs="+", default=LRS)
+    ap.add_argument("--eval-n", type=int, default=EVAL_N)
     ap.add_argument("--quick", action="store_true",
                     help="1 epoch, P=2, K=2, one lr, one seed, one method, 8 eval samples (smoke)")
     ap.add_argument("--text-cache", default=None,
@@ -244,14 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         app(["pretrain", "--config", str(ROOT / "configs" / "pretrain" / "digits_flow.yaml"),
              "--out", str(a.pretrain_out)], standalone_mode=False)
         return 0
-    lrs = LRS
+    lrs = a.lrs
     if a.quick:
         a.epochs, a.prompts, a.k, lrs = 1, 2, 2, [1e-4]
         a.seeds, a.methods = [a.sweep_seed], ["Flow-GRPO-Fast"]
     d = a.results / "cells"
     d.mkdir(parents=True, exist_ok=True)
     opts = {"base": a.base, "epochs": a.epochs, "prompts": a.prompts, "k": a.k,
-            "text_cache": a.text_cache, "eval_n": 8 if a.quick else EVAL_N}
+            "text_cache": a.text_cache, "eval_n": 8 if a.quick else a.eval_n}
     t0 = time.time()
     if not a.summary_only:
         _run_cells([(m, lr, a.sweep_seed) for m in a.methods for lr in lrs], opts, d, a.jobs)
