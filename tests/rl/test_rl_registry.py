@@ -13,7 +13,8 @@ from scorealign.rl import ADVANTAGES, DEFAULT_ADVANTAGE, RL_LOSSES, build_advant
 from scorealign.rl.losses import LossOut, split_signature
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "methods"
-DOC_PAGE = {"ppo_clip": "ddpo"}  # entries documented on a page with another name
+DOC_PAGE = {"ppo_clip": "ddpo", "flow_grpo_fast": "flow_grpo", "mixgrpo": "flow_grpo",
+            "dance_grpo": "flow_grpo", "diffusion_nft": "flow_nft"}  # documented elsewhere
 B, T = 6, 4
 
 
@@ -30,6 +31,12 @@ def _inputs(names, scale, seed=0):
         "dt": torch.full((T,), 1.0 / T),
         "reward": (scale * torch.randn(B, generator=g)).requires_grad_(),
         "mask": torch.ones(B, T),
+        # forward-process losses (DiffusionNFT): velocities [B, D] and times [B]
+        "v": (scale * torch.randn(B, 5, generator=g)).requires_grad_(),
+        "v_old": scale * torch.randn(B, 5, generator=g),
+        "v_target": scale * torch.randn(B, 5, generator=g),
+        "v_ref": scale * torch.randn(B, 5, generator=g),
+        "t": torch.rand(B, generator=g),
     }
     missing = set(names) - set(pool)
     assert not missing, f"unknown tensor argument names {missing}: extend _inputs"

@@ -231,8 +231,9 @@ class Policy:
                 raise ValueError("this policy explores in action space but the trajectory has "
                                  "no recorded actions")
             preds = self.step_preds(traj, ks, model)
-            eps = torch.stack([to_eps(p, self.kind, traj.xs[:, k], traj.ts[k].expand(
-                traj.batch_size), self.sde) for p, k in zip(preds, ks)], 1)
+            # the rollout converted with the model's (fp32) time: same arithmetic, same bits
+            eps = torch.stack([to_eps(p, self.kind, traj.xs[:, k], model_time(traj.ts[k].expand(
+                traj.batch_size), traj.xs[:, k]), self.sde) for p, k in zip(preds, ks)], 1)
             return self._action_log_prob(traj.actions[:, ks], eps)
         return torch.stack([gaussian_log_prob(traj.xs[:, k + 1], m, s) for k, (m, s) in
                             zip(ks, self.kernels(traj, ks, model))], 1)

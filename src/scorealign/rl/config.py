@@ -17,11 +17,17 @@ def _h(text: str) -> dict[str, str]:
 class BaseConfig:
     """The pretrained model that is fine-tuned (and kept frozen as the KL reference)."""
 
-    type: Literal["digits", "sd_tiny"] = field(default="digits", metadata=_h(
-        "digits: a scorealign digits model; sd_tiny: the tiny SD pipeline (policy/sd.py)"))
+    type: Literal["digits", "sd_tiny", "sd3_tiny", "flux_tiny", "sd3", "flux"] = field(
+        default="digits", metadata=_h(
+            "digits: a scorealign digits model (VP or flow); sd_tiny: the tiny SD pipeline "
+            "(policy/sd.py); sd3_tiny / flux_tiny: tiny flow-transformer pipelines "
+            "(policy/flow_pipelines.py); sd3 / flux: a real pipeline at base.path"))
     path: str = field(default="pretrained:digits8", metadata=_h(
-        "digits: a pretraining run directory, or 'pretrained:digits8' (the shipped model)"))
-    seed: int = field(default=0, metadata=_h("sd_tiny: initialization seed of the pipeline"))
+        "digits: a pretraining run directory, or 'pretrained:digits8' / "
+        "'pretrained:digits8-flow' (shipped models); sd3 / flux: a pipeline directory or hub id"))
+    seed: int = field(default=0, metadata=_h("*_tiny: initialization seed of the pipeline"))
+    latent_size: int = field(default=8, metadata=_h(
+        "sd3 / flux / *_tiny: latent height = width of the flow pipeline's samples"))
     size: Literal["tiny", "compute", "sd15"] = field(default="tiny", metadata=_h(
         "sd_tiny: pipeline size (policy/sd.py SIZES): tiny 8x8 latents, compute 32x32 latents "
         "with UNet channels 64-128, sd15 SD 1.5's UNet (GPU)"))

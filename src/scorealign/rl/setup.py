@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from scorealign.policy.policy import Policy
 from scorealign.rl.config import FinetuneConfig
 from scorealign.sde.base import SDE
+from scorealign.sde.flow import FlowSDE
 
 
 @dataclass
@@ -74,12 +75,17 @@ def _digits(cfg: FinetuneConfig) -> Setup:
     else:
         encode = None  # type: ignore[assignment]
     shape = tuple(task.train_x.shape[1:])
+    sde = task.sde
+    if isinstance(sde, FlowSDE) and model.kind in ("v", "x0") and cfg.policy.exploration == 0:
+        # transition policies start at pure noise like the SD3/FLUX pipelines (flow_sde's σ_t
+        # at t_max = 0.999 would be ≈ 22); ε-space score actions need t < 1 (x̂_0 = (x − tε)/(1−t))
+        sde = FlowSDE(T=sde.T, t_min=sde.t_min, t_max=1.0)
     ref = copy.deepcopy(model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         from scorealign.policy.diffusers_sd import add_lora
         model.requires_grad_(False)  # conditioner included: only the adapters train
         add_lora(model.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
-    return Setup(model, ref, task.sde, model.kind, shape, encode, lambda x: x,
+    return Setup(model, ref, sde, model.kind, shape, encode, lambda x: x,
                  [prompt_for(d) for d in range(10)])
 
 
@@ -106,6 +112,10 @@ def load_digits_base(path: str):
         _, task, model = load_pretrained_digits()
         return task, model.eval()
     d = resolve_base_path(path)
+    if path.startswith("pretrained:") and (d / "model_config.json").is_file():
+        from scorealign.train.evaluate import _read_config  # a shipped model + its config
+        cfg = _read_config(d / "config.yaml")
+        return build_task(cfg.data, cfg.sde, cfg.model), load_pretrained(d).eval()
     if (d / "config.yaml").is_file():
         _, task, model = load_run(d)
         return task, model
@@ -133,9 +143,33 @@ def _sd_tiny(cfg: FinetuneConfig) -> Setup:
                  prompts)
 
 
+def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
+    """SD3-style / FLUX-style flow-transformer pipelines (tiny, or loaded from base.path)."""
+    from scorealign.policy.diffusers_sd import add_lora
+    from scorealign.policy import flow_pipelines as fp
+
+    t = cfg.base.type
+    if t.endswith("_tiny"):
+        build = fp.build_tiny_sd3_pipeline if t == "sd3_tiny" else fp.build_tiny_flux_pipeline
+        pipe = build(cfg.base.seed)
+    else:
+        pipe = fp.load_flow_pipeline(cfg.base.path, t)
+    parts = fp.FlowParts(pipe, latent_size=cfg.base.latent_size)
+    if cfg.policy.exploration > 0:  # ε-space score actions need t < 1 (see _digits)
+        parts.sde = FlowSDE()
+    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
+    if cfg.lora.rank > 0:
+        add_lora(pipe.transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
+    prompts = ["a cat", "a dog", "a red car", "a tree"]
+    return Setup(parts.model, ref, parts.sde, "v", parts.shape, parts.encode, parts.decode,
+                 prompts)
+
+
 def build_setup(cfg: FinetuneConfig) -> Setup:
     """The :class:`Setup` for ``cfg.base.type``."""
-    setup = {"digits": _digits, "sd_tiny": _sd_tiny}[cfg.base.type](cfg)
+    setup = {"digits": _digits, "sd_tiny": _sd_tiny, "sd3_tiny": _flow_pipeline,
+             "flux_tiny": _flow_pipeline, "sd3": _flow_pipeline,
+             "flux": _flow_pipeline}[cfg.base.type](cfg)
     if cfg.prompts.prompts:
         setup.prompts = list(cfg.prompts.prompts)
     setup.model.eval()  # no dropout: log-probs must not depend on RNG state

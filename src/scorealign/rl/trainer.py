@@ -32,6 +32,7 @@ from accelerate import Accelerator
 from scorealign.rewards.compose import build_reward_set
 from scorealign.rl.advantages import build_advantage
 from scorealign.rl.config import FinetuneConfig
+from scorealign.rl.flow_methods import nft_loss
 from scorealign.rl.losses import RL_LOSSES, split_signature
 from scorealign.rl.setup import Setup, build_setup
 from scorealign.rl.updates import backprop_loss, cat_trajectories, policy_loss
@@ -252,6 +253,8 @@ class Finetuner:
     def _loss(self, sub, adv):
         if self.cfg.algo.loss == "reward_backprop":
             return backprop_loss(self, sub)
+        if "forward_process" in self.entry.properties:  # DiffusionNFT (rl/flow_methods.py)
+            return nft_loss(self, sub, adv)
         return policy_loss(self, sub, adv)
 
     @torch.no_grad()
@@ -288,8 +291,11 @@ def model_evals_grad(cfg: FinetuneConfig, sub) -> int:
     again for a differentiable KL term; DRaFT: rows × K (guidance counts as one evaluation)."""
     if cfg.algo.loss == "reward_backprop":
         return sub.batch_size * cfg.algo.backprop_steps
+    if "forward_process" in RL_LOSSES.get(cfg.algo.loss).properties:  # NFT: every grid time
+        return sub.batch_size * sub.num_steps
     steps = int(sub.trained.any(0).sum())
-    kl = float(cfg.algo.loss_kwargs.get("beta", 0.0)) > 0 or cfg.algo.loss == "dpok"
+    hyper = {**split_signature(RL_LOSSES.get(cfg.algo.loss).fn)[1], **cfg.algo.loss_kwargs}
+    kl = float(hyper.get("beta", 0.0) or 0.0) > 0 or cfg.algo.loss == "dpok"
     return sub.batch_size * steps * (2 if kl else 1)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from scorealign.policy.trajectory import Trajectory
-from scorealign.rl.losses import LossOut, reward_backprop
+from scorealign.rl.losses import LossOut, reward_backprop, split_signature
 from scorealign.samplers import sample
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor) -> LossOut:
     """The registered loss of ``ft.cfg.algo`` on the rows ``sub`` with advantages ``adv``."""
     cfg = ft.cfg.algo
     kw = dict(cfg.loss_kwargs)
-    beta = float(kw.get("beta", 0.0))
+    # the loss's own default β counts too (flow_grpo's is 0.04)
+    beta = float({**split_signature(ft.entry.fn)[1], **kw}.get("beta", 0.0) or 0.0)
     names = ft.data_args
     logp = ft.policy.log_prob(sub)
     logp_old = sub.log_probs.to(logp.device)

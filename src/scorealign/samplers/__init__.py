@@ -12,6 +12,7 @@ from scorealign.samplers.steps import (
     CORRECTORS, SAMPLERS, ddim_step, ddpm_step, euler_maruyama_step, euler_ode_step,
     heun_ode_step, heun_sde_step, langevin_corrector_step, pf_ode_velocity, posterior_var,
 )
+from scorealign.samplers import flow  # noqa: E402,F401  (registers flow_sde, flow_cps, ...)
 
 __all__ = [
     "GRIDS", "make_grid", "GaussianStep", "gaussian_log_prob", "SampleResult", "sample",

@@ -1,0 +1,237 @@
+r"""The Flow-GRPO family on the one trainer: Flow-GRPO, Flow-GRPO-Fast, MixGRPO, DanceGRPO
+(registry entries of GRPO's clipped surrogate with their authors' defaults) and DiffusionNFT
+(a likelihood-free, forward-process loss).
+
+The four GRPO variants share one objective — group-normalized advantages, the PPO clip on the
+exact per-step Gaussian ratio of a flow SDE step (``samplers.flow``) and the per-step KL
+‖μ_θ − μ_ref‖²/(2σ_t²) to the reference — and differ in *which steps are random and trained*,
+which is the policy's ``action_steps`` setting (issue 10), not the loss:
+
+=================  =================  =======================================================
+method             sampler            ``policy.action_steps``
+=================  =================  =======================================================
+Flow-GRPO          ``flow_sde`` a=0.7  every SDE step (``auto``/``all``)
+Flow-GRPO-Fast     ``flow_sde``        ``branch:1``/``branch:2``: ODE trajectory, SDE at 1–2
+                                      random steps per epoch, only those trained
+MixGRPO            ``flow_sde``        ``window:w``: a sliding SDE window, ODE elsewhere
+DanceGRPO          ``dance_sde`` η=0.3 ``fraction:0.6`` and shared initial noise per group
+=================  =================  =======================================================
+
+DiffusionNFT trains on the forward process instead: the final samples x_0 of any solver are
+re-noised, x_t = (1 − t) x_0 + t ε, and the current velocity v_θ and the rollout ("old")
+velocity v_old form the implicit positive and negative policies
+v⁺ = β v_θ + (1 − β) v_old, v⁻ = (1 + β) v_old − β v_θ, each regressed on the flow-matching target
+with the reward-derived weight r ∈ [0, 1] (:func:`diffusion_nft`, :func:`nft_loss`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from scorealign.rl.losses import DEFAULT_ADVANTAGE, RL_LOSSES, LossOut, grpo
+
+if TYPE_CHECKING:
+    from scorealign.policy.trajectory import Trajectory
+    from scorealign.rl.trainer import Finetuner
+
+# Defaults, with their sources.
+# PPO clip on per-dimension-averaged log-probs: flow_grpo config/base.py train.clip_range = 1e-4,
+# DanceGRPO scripts/finetune/finetune_flux_grpo.sh --clip_range 1e-4.
+CLIP_RANGE = 1e-4
+# KL weight: flow_grpo config/grpo.py (geneval_sd3, pickscore_sd3) config.train.beta = 0.04.
+FLOW_GRPO_BETA = 0.04
+# DanceGRPO has no KL term (peers.md §2.4; XueZeyue/DanceGRPO issue #33).
+DANCE_GRPO_BETA = 0.0
+# DiffusionNFT: config/nft.py _get_config: config.beta = 1.0 (NFT's β), train.beta = 1e-4 (KL),
+# flow_grpo config/base.py train.adv_clip_max = 5.
+NFT_BETA = 1.0
+NFT_KL_BETA = 1e-4
+ADV_CLIP_MAX = 5.0
+
+
+def _grpo_entry(name: str, paper: str, equation: str, beta: float, note: str):
+    def fn(logp: Tensor, logp_old: Tensor, adv: Tensor, kl: Tensor | None = None,
+           mask: Tensor | None = None, *, clip: float = CLIP_RANGE, beta: float = beta,
+           reduce: str = "mean") -> LossOut:
+        return grpo(logp, logp_old, adv, kl, mask, clip=clip, beta=beta, reduce=reduce)
+
+    fn.__name__ = name
+    fn.__doc__ = (
+        f"[{paper}] GRPO's clipped surrogate with the exact per-step Gaussian KL (β = {beta}).\n\n"
+        "    L(θ) = −(1/B) Σ_b (1/|T_b|) Σ_{t∈T_b} [min(ρ_t A_b, clip(ρ_t, 1−ε, 1+ε) A_b)"
+        " − β KL_t],\n"
+        "    KL_t = ‖μ_θ − μ_ref‖² / (2σ_t²),  A_b group-normalized,\n"
+        f"    T_b the trained steps. {note}\n\n"
+        "    Arguments as :func:`scorealign.rl.losses.grpo`.\n")
+    RL_LOSSES.register(name, paper=paper, equation=equation,
+                       special_cases=(({}, "grpo", {"beta": beta, "clip": CLIP_RANGE}),),
+                       properties=frozenset({"grad_equals_reinforce_on_policy",
+                                             "flow_family"}))(fn)
+    DEFAULT_ADVANTAGE[name] = "group"
+    return fn
+
+
+flow_grpo = _grpo_entry(
+    "flow_grpo", "Liu+25 (Flow-GRPO), arXiv:2505.05470",
+    "GRPO objective with the SDE step Eq. 9-12; yifan123/flow_grpo scripts/train_sd3.py",
+    FLOW_GRPO_BETA, "Sampler flow_sde (a = 0.7), every SDE step trained.")
+flow_grpo_fast = _grpo_entry(
+    "flow_grpo_fast", "Liu+25 (Flow-GRPO-Fast), arXiv:2505.05470; yifan123/flow_grpo README",
+    "as flow_grpo on 1–2 branching SDE steps of an ODE trajectory",
+    FLOW_GRPO_BETA, "Use policy.action_steps=branch:1|2 (ODE elsewhere).")
+mixgrpo = _grpo_entry(
+    "mixgrpo", "Li+25 (MixGRPO), arXiv:2507.21802",
+    "GRPO on a sliding SDE window of a mixed ODE-SDE trajectory (eq. number not verified)",
+    FLOW_GRPO_BETA, "Use policy.action_steps=window:w (ODE outside the window).")
+dance_grpo = _grpo_entry(
+    "dance_grpo", "Xue+25 (DanceGRPO), arXiv:2505.07818",
+    "GRPO with flux_step (XueZeyue/DanceGRPO fastvideo/train_grpo_flux.py), no KL",
+    DANCE_GRPO_BETA, "Sampler dance_sde (η = 0.3), policy.action_steps=fraction:0.6, shared "
+    "initial noise per group.")
+
+
+def nft_weight(adv: Tensor, adv_clip_max: float = ADV_CLIP_MAX) -> Tensor:
+    """r = clamp((clip(A, ±m)/m)/2 + ½, 0, 1) ∈ [0, 1]: the optimality probability of NFT.
+
+    NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``: ``normalized_advantages_clip =
+    (advantages_clip / adv_clip_max) / 2.0 + 0.5; r = clamp(…, 0, 1)``.
+    """
+    a = adv.float().clamp(-adv_clip_max, adv_clip_max)
+    return ((a / adv_clip_max) / 2.0 + 0.5).clamp(0.0, 1.0)
+
+
+@RL_LOSSES.register(
+    "diffusion_nft", paper="Zheng+25 (DiffusionNFT), arXiv:2509.16117",
+    equation="NFT objective (positive/negative implicit velocities); NVlabs/DiffusionNFT "
+             "scripts/train_nft_sd3.py",
+    properties=frozenset({"forward_process", "likelihood_free", "flow_family"}))
+def diffusion_nft(v: Tensor, v_old: Tensor, v_target: Tensor, t: Tensor, adv: Tensor,
+                  v_ref: Tensor | None = None, *, beta: float = NFT_BETA,
+                  kl_beta: float = NFT_KL_BETA, adv_clip_max: float = ADV_CLIP_MAX,
+                  adaptive: bool = True) -> LossOut:
+    r"""DiffusionNFT's loss on forward-noised samples.
+
+        v⁺ = β v_θ + (1 − β) v_old,   v⁻ = (1 + β) v_old − β v_θ,
+        L⁺ = mean_d ‖t (v⁺ − v)‖² / w⁺,   L⁻ = mean_d ‖t (v⁻ − v)‖² / w⁻,
+        L(θ) = m · (1/B) Σ_b [r_b L⁺_b + (1 − r_b) L⁻_b] / β + β_KL · mean ‖v_θ − v_ref‖²
+
+    with v = ε − x_0 the flow-matching target at x_t = (1 − t) x_0 + t ε, r = :func:`nft_weight`
+    of the advantage, m = ``adv_clip_max`` and w± = mean_d |t (v± − v)| (detached, ≥ 1e-5), the
+    adaptive weighting of the x_0-prediction error (x̂_0 − x_0 = t (v − v±), since x_0 = x_t − t v)
+    [Zheng+25 DiffusionNFT; NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``: ``positive_loss``,
+    ``negative_loss``, ``ori_policy_loss = r·positive_loss/β + (1 − r)·negative_loss/β``,
+    ``policy_loss = (ori_policy_loss·adv_clip_max).mean()``, ``kl_div_loss``].
+
+    At θ = θ_old (v_θ = v_old) the gradient is m (2r − 1)/w · ∇_θ mean_d ‖t (v_θ − v)‖² for any
+    β: reward-weighted flow matching, positive rows pulled toward their samples and negative rows
+    pushed away. As β → 0 without adaptive weights, L − m·mean[‖t(v_old − v)‖²_d]/β →
+    2m·mean[(2r − 1)⟨t²(v_θ − v_old), v_old − v⟩_d] (tests/flow/test_nft.py).
+
+    Args:
+        v, v_old, v_target: ``[B, *D]`` current, old (rollout) and target velocities.
+        t: ``[B]`` times of x_t.
+        adv: ``[B]`` advantages (group-normalized).
+        v_ref: ``[B, *D]`` reference velocity for the KL term, or None (then β_KL must be 0).
+        beta: NFT's β > 0 (implicit policy step).
+        kl_beta: weight of the velocity KL to the reference.
+        adv_clip_max: m.
+        adaptive: use the adaptive weights w± (the authors' default); False: w± = 1.
+    Returns:
+        LossOut with ``loss/policy``, ``loss/kl``, ``nft/r_mean``, ``nft/old_deviate``.
+    """
+    if not beta > 0:
+        raise ValueError(f"diffusion_nft needs beta > 0, got {beta}")
+    v, v_old, v_target = v.float(), v_old.float().detach(), v_target.float()
+    tt = t.float().view(-1, *([1] * (v.dim() - 1)))
+    r = nft_weight(adv, adv_clip_max)
+    v_pos = beta * v + (1.0 - beta) * v_old
+    v_neg = (1.0 + beta) * v_old - beta * v
+
+    def part(vp: Tensor) -> Tensor:
+        err = tt * (vp - v_target)
+        w = torch.ones_like(err[:, :1])
+        if adaptive:
+            with torch.no_grad():
+                w = err.double().abs().flatten(1).mean(1).clamp_min(1e-5).float()
+            w = w.view(-1, *([1] * (v.dim() - 1)))
+        return (err**2 / w).flatten(1).mean(1)
+
+    per_row = r * part(v_pos) / beta + (1.0 - r) * part(v_neg) / beta
+    policy = (per_row * adv_clip_max).mean()
+    metrics = {"loss/policy": policy.detach(), "nft/r_mean": r.mean(),
+               "nft/old_deviate": (v.detach() - v_old).pow(2).mean()}
+    if v_ref is None:
+        if kl_beta != 0.0:
+            raise ValueError("diffusion_nft with kl_beta > 0 needs v_ref")
+        return LossOut(policy, metrics)
+    kl = (v - v_ref.float().detach()).pow(2).flatten(1).mean(1).mean()
+    return LossOut(policy + kl_beta * kl, {**metrics, "loss/kl": kl.detach()})
+
+
+DEFAULT_ADVANTAGE["diffusion_nft"] = "group"
+
+
+def _old_model(ft: "Finetuner"):
+    """The rollout weights of this epoch (a frozen copy taken before its first update).
+
+    DiffusionNFT keeps an "old" adapter that samples and gives v_old, moved toward θ after
+    each epoch by old ← d·old + (1 − d)·θ (``return_decay``); d = 0 (``decay_type = 0``) is
+    this snapshot: old = the weights that drew the epoch's samples.
+    """
+    import copy
+
+    cache = getattr(ft, "_nft_old", None)
+    if cache is None or cache[0] != ft.epoch:
+        model = copy.deepcopy(ft.acc.unwrap_model(ft.model)).requires_grad_(False).eval()
+        ft._nft_old = cache = (ft.epoch, model)
+    return cache[1]
+
+
+def nft_loss(ft: "Finetuner", sub: "Trajectory", adv: Tensor) -> LossOut:
+    """DiffusionNFT on rows ``sub``: re-noise their final samples at every grid time t_k with
+    per-row noise (derived from the row seed and k), and average :func:`diffusion_nft` over k.
+
+    The model is evaluated without guidance (the authors train and sample NFT with CFG 1).
+    Model evaluations with gradient: rows × S.
+    """
+    from scorealign.rng import randn_per_sample
+    from scorealign.samplers.steps import model_time
+    from scorealign.sde.param import convert
+
+    pol, sde = ft.policy, ft.policy.sde
+    kw = {k: v for k, v in ft.cfg.algo.loss_kwargs.items()}
+    kl_beta = float(kw.get("kl_beta", NFT_KL_BETA))
+    old = _old_model(ft)
+    x0 = sub.x0
+    S = sub.num_steps
+    eps_all = randn_per_sample(sub.seeds.tolist(), (S, *x0.shape[1:]), "nft-noise").to(x0)
+    total, metrics = None, {}
+    for k in range(S):
+        t64 = sub.ts[k].expand(sub.batch_size).to(x0.device)
+        m = sde.marginal(t64)
+        eps = eps_all[:, k]
+        shape = (-1, *([1] * (x0.dim() - 1)))
+        x_t = (m.mean_coef.view(shape) * x0.double() + m.std.view(shape) * eps.double()).to(
+            x0.dtype)
+        tm = model_time(t64, x_t)
+        v_target = (eps - x0).to(x0.dtype)
+
+        def vel(model, x=x_t, tm=tm):
+            return convert(model(x, tm, sub.cond), pol.kind, "v", x, tm, sde)
+
+        v = vel(ft.model)
+        with torch.no_grad():
+            v_old = vel(old)
+            v_ref = vel(ft.setup.ref) if kl_beta > 0 else None
+        out = diffusion_nft(v, v_old, v_target, tm, adv, v_ref, **kw)
+        total = out.loss if total is None else total + out.loss
+        for name, val in out.metrics.items():
+            metrics[name] = metrics.get(name, 0.0) + val / S
+    return LossOut(total / S, metrics)
+
+
+__all__ = ["ADV_CLIP_MAX", "CLIP_RANGE", "dance_grpo", "diffusion_nft", "flow_grpo",
+           "flow_grpo_fast", "mixgrpo", "nft_loss", "nft_weight"]
