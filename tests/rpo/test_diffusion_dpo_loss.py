@@ -36,7 +36,7 @@ def test_hinge_and_ipo_match_closed_forms():
     hinge = diffusion_dpo_loss(**E, link="hinge", beta=beta, scale=scale).losses
     ipo = diffusion_dpo_loss(**E, link="ipo", beta=beta, scale=scale).losses
     torch.testing.assert_close(hinge, torch.tensor([max(0.0, 1 - beta * x) for x in h]))
-    torch.testing.assert_close(ipo, torch.tensor([(x - 1 / (2 * beta)) ** 2 for x in h]))
+    torch.testing.assert_close(ipo, torch.tensor([(beta * x - 0.5) ** 2 for x in h]))
 
 
 def test_log2_when_policy_equals_reference(tiny_base):

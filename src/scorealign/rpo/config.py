@@ -117,7 +117,9 @@ class DiffusionLossConfig:
 
     link: str = _f("sigmoid", "a preference.losses.PAIRWISE link: sigmoid | hinge | ipo | cdpo | "
                    "robust")
-    beta: float = _f(2000.0, "β of the link")
+    # 5000: SalesforceAIResearch/DiffusionDPO train.py (--beta_dpo default), launchers/sd15.sh,
+    # launchers/sdxl.sh.
+    beta: float = _f(5000.0, "β of the link (5000: the authors' --beta_dpo)")
     scale: float = _f(0.5, "T·ω(λ_t): the factor of the denoising-error difference (0.5: the "
                       "authors' code)")
     weighting: str = _f("eps", "space of the squared error (sde.dsm.WEIGHTINGS): ω(λ_t)")
