@@ -233,6 +233,11 @@ def orpo(lp: PairLogps, *, lam: float = 0.1) -> PrefLoss:
     L = −(1/|y_w|) log π_θ(y_w|x) − λ log σ(log odds(y_w) − log odds(y_l)),
     odds(y) = p/(1 − p),  p = exp((1/|y|) log π_θ(y|x))   [Hong+24 ORPO, Eq. 6-7]
 
+    The odds-ratio term equals TRL's ``ORPOTrainer`` (``beta`` = λ) to fp32 rounding
+    (benchmarks/dpo_vs_trl). TRL's SFT term differs by definition: one token mean over the prompt
+    *and* chosen tokens of the whole batch; here it is each pair's mean over its completion
+    tokens (the paper's Eq. 6), then the batch mean.
+
     Args:
         lp: pair log-probs (reference not used).
         lam: weight λ of the odds-ratio term.
