@@ -2,7 +2,7 @@
 have equal or different preference dispersions [Chen+24 MallowsPO, §5 "synthetic bandit"; set-up
 re-derived here, the paper's exact arm/prompt counts were not available].
 
-    .venv/bin/python experiments/mallows_bandit/run.py            # ~20 CPU-min; cached cells
+    .venv/bin/python experiments/mallows_bandit/run.py            # ~5 CPU-min; cached cells
     .venv/bin/python experiments/mallows_bandit/run.py --quick --out /tmp/mb   # seconds
 
 World: P prompts, K arms. Prompt x has a central ranking μ₀(x) (a random permutation) and a
@@ -184,12 +184,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--tune-seed", type=int, default=100, help="world seed of the lr sweep")
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lrs", default="0.2,0.5,1.0", help="step size × β, swept per method")
+    ap.add_argument("--lrs", default="0.2,0.5", help="step size × β, swept per method")
     ap.add_argument("--betas", default="0.05,0.1,0.2,0.5,1,2,5")
     ap.add_argument("--kl-budgets", default="0.1,0.25,0.5")
     ap.add_argument("--worlds", default=",".join(WORLDS))
     ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the test)")
+    ap.add_argument("--worker", default=None, help="i/W: compute every W-th cell from i (lr "
+                    "sweep first, then the seeds) and exit; a plain run then aggregates")
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.arms, args.pairs, args.seeds, args.steps = 4, 4, 12, 2, 30
@@ -201,7 +203,20 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     cells = out / "cells"
-    results: dict = {"args": {k: v for k, v in vars(args).items() if k != "out"}, "worlds": {}}
+    results: dict = {"args": {k: v for k, v in vars(args).items()
+                              if k not in ("out", "worker")}, "worlds": {}}
+    if args.worker:
+        i, n_workers = (int(v) for v in args.worker.split("/"))
+        tune = [(kind, m, lr) for kind in args.worlds.split(",") for m in METHODS for lr in lrs]
+        for kind, m, lr in tune[i::n_workers]:
+            run_cell(cells / f"{kind}-tune{args.tune_seed}-{_slug(m)}-lr{lr:g}.json", kind,
+                     args.tune_seed, m, lr, args)
+        evals = [(kind, m, s) for kind in args.worlds.split(",") for s in range(args.seeds)
+                 for m in METHODS]
+        for kind, m, s in evals[i::n_workers]:
+            lr = max(lrs, key=lambda v: _tune_score(cells, kind, m, v, args, budgets, wait=True))
+            run_cell(cells / f"{kind}-s{s}-{_slug(m)}-lr{lr:g}.json", kind, s, m, lr, args)
+        return
     for kind in args.worlds.split(","):
         chosen = {}
         for method in METHODS:  # lr sweep on the tuning seed
@@ -217,6 +232,17 @@ def main() -> None:
     (out / "table.md").write_text(table(results, budgets))
     plot(out, results, cells, args)
     print(table(results, budgets))
+
+
+def _tune_score(cells: Path, kind: str, m: str, lr: float, args, budgets: list[float],
+                wait: bool = False) -> tuple[int, float]:
+    """The lr-sweep score of a tuning cell (waits for another worker to write it if asked)."""
+    import time
+
+    path = cells / f"{kind}-tune{args.tune_seed}-{_slug(m)}-lr{lr:g}.json"
+    while wait and not path.is_file():
+        time.sleep(5)
+    return score(run_cell(path, kind, args.tune_seed, m, lr, args), budgets)
 
 
 def _slug(s: str) -> str:

@@ -1,7 +1,7 @@
 """DPO vs MallowsPO vs RainbowPO (and SimPO) on the offline demo task, at the authors' settings
 [Zhao+24 RainbowPO, §4; Chen+24 MallowsPO].
 
-    .venv/bin/python experiments/rainbowpo_ablation/run.py             # ~25 CPU-min; cached cells
+    .venv/bin/python experiments/rainbowpo_ablation/run.py             # ~10 CPU-min; cached cells
     .venv/bin/python experiments/rainbowpo_ablation/run.py --quick --out /tmp/rb   # the test
 
 Every variant of a seed starts from the same SFT model and the same oracle-labelled pairs of
@@ -26,7 +26,6 @@ MallowsPO repo has the same λ):
 * RainbowPO: LN + reference mixing α = 0.25 with margin γ + contextual scaling (λ auto), sigmoid.
   β = 0.6 on mean token log-probs (β × mean completion length ≈ DPO's 0.1 × 6), γ = 0.5, so the
   shift β(1 − α)γ = 0.225 in logit units (the authors' is 10 × 0.75 × 0.1 = 0.75 on LLM data).
-* SimPO: β = 0.6, γ = 0.3, reference-free.
 
 One JSON per (variant, seed, lr) cell under ``cells/``; a stopped run continues.
 """
@@ -56,7 +55,6 @@ VARIANTS: dict[str, tuple[str, dict, list[str]]] = {
     "Mallows-θ (λ=0.29)": ("mallows_theta", {"beta": 0.1}, []),
     "Mallows-θ (λ auto)": ("mallows_theta", {"beta": 0.1, "dispersion_scale": "auto"}, []),
     "RainbowPO (λ auto)": ("rainbowpo", {**RECIPE, "dispersion_scale": "auto"}, []),
-    "SimPO": ("simpo", {"beta": 0.6, "gamma": 0.3}, ["reference.mode=none"]),
 }
 
 
@@ -67,6 +65,7 @@ def run_cell(name: str, seed: int, lr: float, work: Path, cells: Path, sets: lis
         return json.loads(path.read_text())
     loss, params, extra = VARIANTS[name]
     cfg = load_config(CONFIG, DPOConfig, [f"seed={seed}", "train.progress=false",
+                                          "train.eval_every=0",
                                           f"train.lr={lr}", f"loss.name={loss}",
                                           f"loss.params={json.dumps(params)}", *extra, *sets])
     out = work / f"{_slug(name)}-s{seed}-lr{lr:g}"
@@ -113,6 +112,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE))
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the test)")
+    ap.add_argument("--cached-only", action="store_true", help="tabulate the cached cells only "
+                    "(variants without a full lr sweep are left out)")
     ap.add_argument("--worker", default=None, help="i/W: run only every W-th cell from i of the "
                     "phase (tune, then eval once every tune cell is cached) and exit")
     args = ap.parse_args()
@@ -129,22 +130,29 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     names = args.only.split(",") if args.only else list(VARIANTS)
     lrs = [float(v) for v in args.lrs.split(",")]
-    if args.worker:
+    if args.worker:  # tune share, wait for the whole sweep, then the eval share
+        import time
+
         i, n_workers = (int(v) for v in args.worker.split("/"))
         tune = [(nm, args.tune_seed, lr) for nm in names for lr in lrs]
-        done = all((cells / f"{_slug(nm)}-s{sd}-lr{lr:g}.json").is_file() for nm, sd, lr in tune)
-        if done:  # eval phase: the lr of each variant is known
-            chosen = {nm: max(lrs, key=lambda lr: json.loads((cells / f"{_slug(nm)}-s"
-                      f"{args.tune_seed}-lr{lr:g}.json").read_text())["end_win_rate"])
-                      for nm in names}
-            todo = [(nm, sd, chosen[nm]) for sd in range(args.seeds) for nm in names]
-        else:
-            todo = tune
+        for nm, sd, lr in tune[i::n_workers]:
+            run_cell(nm, sd, lr, work, cells, sets)
+            print(f"worker {i}: {nm} seed {sd} lr {lr:g} done", flush=True)
+        path = lambda nm, sd, lr: cells / f"{_slug(nm)}-s{sd}-lr{lr:g}.json"  # noqa: E731
+        while not all(path(*c).is_file() for c in tune):
+            time.sleep(10)
+        chosen = {nm: max(lrs, key=lambda lr: json.loads(path(nm, args.tune_seed, lr)
+                                                         .read_text())["end_win_rate"])
+                  for nm in names}
+        todo = [(nm, sd, chosen[nm]) for sd in range(args.seeds) for nm in names]
         for nm, sd, lr in todo[i::n_workers]:
             run_cell(nm, sd, lr, work, cells, sets)
             print(f"worker {i}: {nm} seed {sd} lr {lr:g} done", flush=True)
         return
     chosen, rows = {}, []
+    if args.cached_only:
+        have = lambda nm, sd, lr: (cells / f"{_slug(nm)}-s{sd}-lr{lr:g}.json").is_file()  # noqa
+        names = [nm for nm in names if all(have(nm, args.tune_seed, lr) for lr in lrs)]
     for name in names:
         tune = {lr: run_cell(name, args.tune_seed, lr, work, cells, sets)["end_win_rate"]
                 for lr in lrs}
@@ -152,6 +160,9 @@ def main() -> None:
         print(f"{name}: lr sweep {tune} -> {chosen[name]:g}", flush=True)
     for seed in range(args.seeds):
         for name in names:
+            if args.cached_only and not (cells / f"{_slug(name)}-s{seed}-lr"
+                                         f"{chosen[name]:g}.json").is_file():
+                continue
             r = run_cell(name, seed, chosen[name], work, cells, sets)
             rows.append(r)
             print(f"{name:26s} seed {seed}: win {r['end_win_rate']:.3f}  reward "
