@@ -19,7 +19,7 @@ MallowsPO repo has the same λ):
 
 * DPO: sigmoid, β = 0.1 on summed log-probs.
 * Mallows-θ (λ = 0.29): the authors' λ. On this 10-token vocabulary the reference's normalized
-  entropy is H̄ ≈ 0.8, so c = −0.29 log H̄ ≈ 0.06: β is effectively 16× smaller than DPO's. On an
+  entropy is H̄ ≈ 0.84, so c = −0.29 log H̄ ≈ 0.05: β is effectively 20× smaller than DPO's. On an
   LLM vocabulary H̄ is far smaller and c ≈ 1 (the authors' regime), which λ = 0.29 does not
   transfer to a tiny vocabulary; hence also
 * Mallows-θ (λ auto): λ with mean c = 1 over the reference cache.
