@@ -204,6 +204,14 @@ class DiffusionDPOConfig:
                 registry.get(name)
             except KeyError as e:
                 raise ValueError(f"{field_name}: {e.args[0]}") from None
+        import inspect
+
+        link_kw = {n for n, p in inspect.signature(PAIRWISE.get(self.loss.link).fn)
+                   .parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"beta"}
+        bad = sorted(set(self.loss.params) - link_kw)
+        if bad:  # e.g. eps with the sigmoid link would be silently ignored or a TypeError later
+            raise ValueError(f"loss: params {bad} are not parameters of link {self.loss.link!r} "
+                             f"(it takes {sorted(link_kw) or 'none'})")
         if self.reference.mode == "lora_disabled" and not self.lora.enabled:
             raise ValueError("reference.mode lora_disabled needs lora.enabled: true")
         if self.loss.beta <= 0 or self.loss.scale <= 0:
