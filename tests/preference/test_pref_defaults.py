@@ -190,3 +190,14 @@ def test_kto_batch_of_one_takes_the_next_examples_completion():
     assert out["input_ids"][2][out["attention_mask"][2].bool()].tolist() == [5, 6, 3, 4, 1]
     with pytest.raises(ValueError, match="at least two examples"):
         UnpairedCollator(pad_id=0, pool=pool[:1])([pool[0]], [0])
+
+
+def test_diffusion_dpo_beta_defaults_to_the_authors_5000():
+    # SalesforceAIResearch/DiffusionDPO train.py (--beta_dpo default) and both launchers: 5000.
+    import inspect
+
+    from scorealign.preference.diffusion_logratio import diffusion_dpo_loss
+    from scorealign.rpo.config import DiffusionLossConfig
+
+    assert DiffusionLossConfig().beta == 5000.0
+    assert inspect.signature(diffusion_dpo_loss).parameters["beta"].default == 5000.0
