@@ -146,19 +146,41 @@ def worker_trl(args, tmp: Path) -> dict:
     return {"steps_per_s": statistics.median(rates[1:]), "peak_mib": mem.mib}
 
 
+def _ours_batch(items: list[dict], tok, device) -> dict:
+    from scorealign.preference.data import PairCollator
+
+    return {k: v.to(device) for k, v in
+            PairCollator(tok.pad_token_id)(items, list(range(len(items)))).items()}
+
+
+def _row(trl: float, ours: float, trl_name: str, ours_name: str, *, conversion: str = "",
+         same_ids: bool | None = None) -> dict:
+    out = {"trl_loss_type": trl_name, "scorealign": ours_name, "trl": trl, "ours": ours,
+           "abs_diff": abs(trl - ours), "parity_1e-6": abs(trl - ours) <= 1e-6}
+    if conversion:
+        out["conversion"] = conversion
+    if same_ids is not None:
+        out["same_token_ids"] = same_ids
+    return out
+
+
 def loss_agreement(args, tmp: Path) -> list[dict]:
     """Per-batch mean loss of TRL and scorealign on identical token ids, policy ≠ reference."""
-    from scorealign.preference.data import PairCollator, PreferencePair, tokenize_example
+    from scorealign.preference.data import PreferencePair, tokenize_example
     from scorealign.preference.logratio import concatenated_logps
     from scorealign.preference.losses import PairLogps
     from scorealign.preference.objectives import resolve
 
-    cases = [("sigmoid", 0.0, "sigmoid", {}), ("hinge", 0.0, "hinge", {}),
-             ("robust", 0.1, "robust", {"eps": 0.1}),
-             ("ipo", 0.0, "rainbowpo", {"link": "ipo", "length_normalization": True}),
-             ("sigmoid_norm", 0.0, "rainbowpo", {"length_normalization": True})]
+    beta = 0.1
+    # (TRL loss_type, label_smoothing, our objective, params, ours → TRL conversion)
+    cases = [("sigmoid", 0.0, "sigmoid", {}, None), ("hinge", 0.0, "hinge", {}, None),
+             ("robust", 0.1, "robust", {"eps": 0.1}, None),
+             ("robust", 0.1, "rainbowpo", {"link": "robust", "eps": 0.1}, None),
+             # IPO: ours is the authors' (βh − ½)², TRL's (h − 1/(2β))² = ours / β².
+             ("ipo", 0.0, "rainbowpo", {"link": "ipo", "length_normalization": True}, "/ β²"),
+             ("sigmoid_norm", 0.0, "rainbowpo", {"length_normalization": True}, None)]
     out = []
-    for trl_name, ls, ours_name, params in cases:
+    for trl_name, ls, ours_name, params, conv in cases:
         # Fresh models per case: DPOTrainer patches the models it is given (fused LM head), and a
         # model passed to a second DPOTrainer gives reference log-probs off by ~5e-3 in TRL 1.16.
         tok, policy = build(0)
@@ -172,18 +194,141 @@ def loss_agreement(args, tmp: Path) -> list[dict]:
                  for r in rows]
         ours_tok = [tokenize_example(tok, PreferencePair(**rec), max_length=64, max_prompt_length=64)
                     for rec in make_records(args.records)[: args.batch]]
-        batch = {k: v.to(trainer.accelerator.device) for k, v in
-                 PairCollator(tok.pad_token_id)(items, list(range(len(items)))).items()}
+        batch = _ours_batch(items, tok, trainer.accelerator.device)
         with torch.no_grad():
             pw, pl = concatenated_logps(trainer.model, batch)
             rw, rl = concatenated_logps(trainer.ref_model, batch)
         lp = PairLogps(pw.logp, pl.logp, pw.n_tokens, pl.n_tokens, rw.logp, rl.logp)
-        ours = float(resolve(ours_name, {"beta": 0.1, **params})(lp).losses.mean())
-        out.append({"trl_loss_type": trl_name + (f" (label_smoothing={ls})" if ls else ""),
-                    "scorealign": f"{ours_name} {params}" if params else ours_name,
-                    "trl": trl_loss, "ours": ours, "abs_diff": abs(trl_loss - ours),
-                    "same_token_ids": ours_tok == items})
+        ours = float(resolve(ours_name, {"beta": beta, **params})(lp).losses.mean())
+        if conv == "/ β²":
+            ours = ours / beta**2
+        out.append(_row(trl_loss, ours, trl_name + (f" (label_smoothing={ls})" if ls else ""),
+                        f"{ours_name} {params}" if params else ours_name,
+                        conversion=f"ours {conv}" if conv else "", same_ids=ours_tok == items))
+    out += [_simpo_case(args, tmp), _orpo_case(args, tmp), _kto_case(args, tmp)]
     return out
+
+
+def _split_rows(rows: list[dict]) -> list[dict]:
+    """(prompt, chosen, rejected) ids from CPO/ORPO tokenized rows (prompt + completion ids)."""
+    items = []
+    for r in rows:
+        p = r["prompt_input_ids"]
+        for side in ("chosen", "rejected"):
+            assert r[f"{side}_input_ids"][:len(p)] == p, "completion ids do not extend the prompt"
+        items.append({"prompt": p, "chosen": r["chosen_input_ids"][len(p):],
+                      "rejected": r["rejected_input_ids"][len(p):]})
+    return items
+
+
+def _reference_free_case(args, tmp: Path, trainer, tok, name: str, params: dict, trl_name: str):
+    from scorealign.preference.logratio import concatenated_logps
+    from scorealign.preference.losses import PairLogps
+    from scorealign.preference.objectives import resolve
+
+    rows = [trainer.train_dataset[i] for i in range(args.batch)]
+    inputs = trainer._prepare_inputs(trainer.data_collator(rows))
+    with torch.no_grad():
+        trl_loss = float(trainer.get_batch_loss_metrics(trainer.model, inputs)[0])
+        pw, pl = concatenated_logps(trainer.model, _ours_batch(_split_rows(rows), tok,
+                                                                trainer.accelerator.device))
+    ours = float(resolve(name, params)(PairLogps(pw.logp, pl.logp, pw.n_tokens,
+                                                 pl.n_tokens)).losses.mean())
+    return _row(trl_loss, ours, trl_name, f"{name} {params}")
+
+
+def _simpo_case(args, tmp: Path) -> dict:
+    """SimPO: TRL's CPOTrainer with loss_type="simpo" and cpo_alpha = 0 (no NLL term)."""
+    from datasets import Dataset
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    tok, policy = build(0)
+    cfg = CPOConfig(output_dir=str(tmp / "cpo"), per_device_train_batch_size=args.batch,
+                    report_to="none", beta=2.0, loss_type="simpo", simpo_gamma=0.5, cpo_alpha=0.0,
+                    max_length=64, disable_dropout=True, dataloader_num_workers=0, seed=0,
+                    use_cpu=not torch.cuda.is_available())
+    trainer = CPOTrainer(model=policy, args=cfg, processing_class=tok,
+                         train_dataset=Dataset.from_list(make_records(args.records)))
+    return _reference_free_case(args, tmp, trainer, tok, "simpo", {"beta": 2.0, "gamma": 0.5},
+                                "CPOTrainer simpo (cpo_alpha=0)")
+
+
+def _orpo_case(args, tmp: Path) -> dict:
+    """ORPO's odds-ratio term: TRL's ORPOTrainer (beta = our λ) vs ours minus its SFT term.
+
+    The SFT terms differ by definition (TRL: one token mean over prompt + chosen tokens of the
+    batch; ours: per-pair mean over completion tokens, Eq. 6); both values are reported.
+    """
+    from datasets import Dataset
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    from scorealign.preference.logratio import concatenated_logps
+    from scorealign.preference.losses import PairLogps
+    from scorealign.preference.objectives import resolve
+
+    tok, policy = build(0)
+    cfg = ORPOConfig(output_dir=str(tmp / "orpo"), per_device_train_batch_size=args.batch,
+                     report_to="none", beta=0.1, max_length=64, disable_dropout=True,
+                     dataloader_num_workers=0, seed=0, use_cpu=not torch.cuda.is_available())
+    trainer = ORPOTrainer(model=policy, args=cfg, processing_class=tok,
+                          train_dataset=Dataset.from_list(make_records(args.records)))
+    rows = [trainer.train_dataset[i] for i in range(args.batch)]
+    inputs = trainer._prepare_inputs(trainer.data_collator(rows))
+    with torch.no_grad():
+        trl_loss = float(trainer.get_batch_loss_metrics(trainer.model, inputs)[0])
+        cw, cl, _, _, trl_nll = trainer.concatenated_forward(trainer.model, inputs)[:5]
+        pw, pl = concatenated_logps(trainer.model, _ours_batch(_split_rows(rows), tok,
+                                                                trainer.accelerator.device))
+    lp = PairLogps(pw.logp, pl.logp, pw.n_tokens, pl.n_tokens)
+    ours_loss = float(resolve("orpo", {"lam": 0.1})(lp).losses.mean())
+    ours_sft = float((-pw.logp / pw.n_tokens).mean())
+    row = _row(trl_loss - float(trl_nll), ours_loss - ours_sft,
+               "ORPOTrainer odds-ratio term (loss − nll_loss)", "orpo {'lam': 0.1} − SFT term")
+    row.update({"trl_full_loss": trl_loss, "ours_full_loss": ours_loss,
+                "trl_nll_prompt_and_chosen_tokens": float(trl_nll),
+                "ours_sft_completion_mean": ours_sft,
+                "mean_token_logps_max_abs_diff": float(
+                    (torch.cat([cw, cl]) - torch.cat([pw.logp / pw.n_tokens,
+                                                      pl.logp / pl.n_tokens])).abs().max())})
+    return row
+
+
+def _kto_case(args, tmp: Path) -> dict:
+    """KTO: TRL's KTOTrainer, reference ≠ policy; our loss on TRL's matched and KL token rows."""
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    from scorealign.preference.data import pad_rows
+    from scorealign.preference.logratio import concatenated_logps
+    from scorealign.preference.losses import kto, kto_reference_point
+
+    recs = [{"prompt": r["prompt"], "completion": r["chosen" if i % 3 else "rejected"],
+             "label": bool(i % 3)} for i, r in enumerate(make_records(args.records))]
+    tok, policy = build(0)
+    _, ref = build(1)
+    cfg = KTOConfig(output_dir=str(tmp / "kto"), per_device_train_batch_size=args.batch,
+                    report_to="none", beta=0.1, desirable_weight=1.0, undesirable_weight=1.5,
+                    max_length=64, disable_dropout=True, dataloader_num_workers=0, seed=0,
+                    precompute_ref_log_probs=False, use_cpu=not torch.cuda.is_available())
+    trainer = KTOTrainer(model=policy, ref_model=ref, args=cfg, processing_class=tok,
+                         train_dataset=Dataset.from_list(recs))
+    rows = [trainer.train_dataset[i] for i in range(args.batch)]
+    inputs = trainer._prepare_inputs(trainer.data_collator(rows))
+    with torch.no_grad():
+        trl_loss = float(trainer.compute_loss(trainer.model, inputs))
+    prompts = [r["prompt_ids"] for r in rows]
+    seqs = [p + r["completion_ids"] for p, r in zip(prompts, rows)] + \
+           [p + r["KL_completion_ids"] for p, r in zip(prompts, rows)]
+    batch = {k: v.to(trainer.accelerator.device) for k, v in
+             pad_rows(seqs, [len(p) for p in prompts] * 2, tok.pad_token_id, "right").items()}
+    with torch.no_grad():
+        pol, pol_kl = concatenated_logps(trainer.model, batch)
+        rf, rf_kl = concatenated_logps(trainer.ref_model, batch)
+        z0 = kto_reference_point(pol_kl.logp, rf_kl.logp)
+        label = torch.tensor([bool(r["label"]) for r in rows], device=pol.logp.device)
+        losses, _ = kto(pol.logp, rf.logp, label, z0=z0, beta=0.1, lambda_d=1.0, lambda_u=1.5)
+    return _row(trl_loss, float(losses.mean()), "KTOTrainer kto",
+                "kto {'beta': 0.1, 'lambda_d': 1.0, 'lambda_u': 1.5}")
 
 
 def main() -> None:
@@ -194,8 +339,23 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per side (medians)")
     ap.add_argument("--worker", choices=["ours", "trl"], default=None)
+    ap.add_argument("--parity-only", action="store_true", help="only the loss agreement "
+                    "(writes loss_parity_{cpu,cuda}.json)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
+        if args.parity_only:
+            agree = loss_agreement(args, Path(d))
+            import trl
+
+            tag = "cuda" if torch.cuda.is_available() else "cpu"
+            (HERE / f"loss_parity_{tag}.json").write_text(json.dumps(
+                {"trl": trl.__version__, "torch": torch.__version__, "loss_agreement": agree},
+                indent=1))
+            print(json.dumps(agree, indent=1))
+            if not all(r["parity_1e-6"] for r in agree):
+                sys.exit("loss parity above 1e-6: " + ", ".join(
+                    r["trl_loss_type"] for r in agree if not r["parity_1e-6"]))
+            return
         if args.worker:
             fn = worker_ours if args.worker == "ours" else worker_trl
             print("RESULT " + json.dumps(fn(args, Path(d))))

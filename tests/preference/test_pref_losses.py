@@ -22,7 +22,8 @@ def sp(x: float) -> float:
 # Closed forms in scalar math (independent of the torch code), margin h, scale β, flip rate ε.
 CLOSED = {
     "sigmoid": lambda h, b: sp(-b * h),
-    "ipo": lambda h, b: (h - 1.0 / (2.0 * b)) ** 2,
+    # IPO in the authors' scaled form (RainbowPO/MallowsPO code); TRL's is this / β².
+    "ipo": lambda h, b: (b * h - 0.5) ** 2,
     "hinge": lambda h, b: max(0.0, 1.0 - b * h),
     "cdpo": lambda h, b, eps=0.2: (1 - eps) * sp(-b * h) + eps * sp(b * h),
     "robust": lambda h, b, eps=0.2: ((1 - eps) * sp(-b * h) - eps * sp(b * h)) / (1 - 2 * eps),
@@ -38,10 +39,10 @@ def test_link_equals_closed_form(name):
 
 
 def test_hand_values_of_the_links():
-    # h = 0 (policy = reference): DPO is log 2; IPO is (1/(2β))² = 1; hinge is 1.
+    # h = 0 (policy = reference): DPO is log 2; IPO is (β·0 − ½)² = ¼; hinge is 1.
     z = torch.zeros(1)
     assert math.isclose(float(L.dpo_sigmoid(z, beta=BETA)), math.log(2), rel_tol=1e-7)
-    assert math.isclose(float(L.ipo(z, beta=BETA)), 1.0, rel_tol=1e-7)
+    assert math.isclose(float(L.ipo(z, beta=BETA)), 0.25, rel_tol=1e-7)
     assert float(L.hinge(z, beta=BETA)) == 1.0
     # IPO's minimum is at h = 1/(2β) = 1; the hinge is flat zero from βh = 1 on.
     assert float(L.ipo(torch.tensor([1.0]), beta=BETA)) == 0.0

@@ -71,7 +71,7 @@ def test_stop_and_resume_is_bit_identical(cfg_file, tmp_path):
     ("rainbowpo", {"beta": 2.0, "length_normalization": True, "contextual_scaling": True,
                    "sft_coef": 0.0}, "model", [], math.log(2)),
     ("sigmoid", {"beta": 0.5}, "lora_disabled", ["model.lora.enabled=true"], math.log(2)),
-    ("ipo", {"beta": 0.5}, "model", [], 1.0),                # (0 − 1/(2β))² = 1
+    ("ipo", {"beta": 0.5}, "model", [], 0.25),               # (β·0 − ½)² (authors' form)
     ("kto", {"beta": 0.5, "lambda_d": 1.0, "lambda_u": 1.5}, "model",
      ["data.kind=unpaired"], None),                           # λ_y (1 − σ(0)) = λ_y / 2
 ])

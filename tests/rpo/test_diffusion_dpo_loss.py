@@ -10,6 +10,7 @@ import torch
 
 from scorealign.preference.diffusion_logratio import (diffusion_dpo_loss, implicit_logratio,
                                                       pair_denoising_errors)
+from scorealign.preference.losses import robust
 from scorealign.sde import build_sde
 
 E = dict(err_policy_w=torch.tensor([0.30, 0.50, 0.20]), err_ref_w=torch.tensor([0.40, 0.45, 0.20]),
@@ -36,7 +37,7 @@ def test_hinge_and_ipo_match_closed_forms():
     hinge = diffusion_dpo_loss(**E, link="hinge", beta=beta, scale=scale).losses
     ipo = diffusion_dpo_loss(**E, link="ipo", beta=beta, scale=scale).losses
     torch.testing.assert_close(hinge, torch.tensor([max(0.0, 1 - beta * x) for x in h]))
-    torch.testing.assert_close(ipo, torch.tensor([(x - 1 / (2 * beta)) ** 2 for x in h]))
+    torch.testing.assert_close(ipo, torch.tensor([(beta * x - 0.5) ** 2 for x in h]))
 
 
 def test_log2_when_policy_equals_reference(tiny_base):
@@ -121,3 +122,22 @@ def test_shape_errors_are_clear(tiny_base):
                               torch.zeros(2, dtype=torch.float64), x)
     with pytest.raises(KeyError, match="unknown pairwise loss"):
         diffusion_dpo_loss(*[torch.zeros(1)] * 4, link="nope")
+
+
+def test_eps_reaches_the_robust_link_and_bad_link_params_are_config_errors(tmp_path):
+    from scorealign.config import ConfigError, config_from_dict
+    from scorealign.rpo.config import DiffusionDPOConfig
+
+    beta = 7.0
+    plain = diffusion_dpo_loss(**E, link="robust", beta=beta).losses
+    noisy = diffusion_dpo_loss(**E, link="robust", beta=beta, eps=0.2).losses
+    h = torch.tensor([-z / beta for z in _inside(beta, 0.5)])
+    torch.testing.assert_close(noisy, robust(h, beta=beta, eps=0.2))
+    assert (noisy - plain).abs().max() > 1e-3
+    base = {"task": "diffusion", "data": {"path": str(tmp_path)}}
+    cfg = config_from_dict({**base, "loss": {"link": "robust", "params": {"eps": 0.1}}},
+                           DiffusionDPOConfig)
+    assert cfg.loss.params == {"eps": 0.1}
+    with pytest.raises((ConfigError, ValueError), match="not parameters of link 'sigmoid'"):
+        config_from_dict({**base, "loss": {"link": "sigmoid", "params": {"eps": 0.1}}},
+                         DiffusionDPOConfig)

@@ -57,3 +57,22 @@ def test_lora_disabled_reference_is_the_base_unet():
         pol = dpo.errors(pipe.unet, z, z, t, z, hidden)[0]
     torch.testing.assert_close(ref, want)
     assert not torch.allclose(pol, want)
+
+
+def test_latents_are_posterior_samples_and_beta_is_the_authors_5000():
+    # SalesforceAIResearch/DiffusionDPO train.py: vae.encode(...).latent_dist.sample(), and
+    # --beta_dpo 5000 (default and both launchers); the posterior mean was used here before.
+    pipe = build_tiny_sd_pipeline(seed=0)
+    dpo = SDDiffusionDPO(pipe)
+    assert dpo.beta == 5000.0
+    x = _images(1)
+    with torch.no_grad():
+        dist = pipe.vae.encode(x).latent_dist
+    a = dpo.latents(x, torch.Generator().manual_seed(1))
+    b = dpo.latents(x, torch.Generator().manual_seed(1))
+    c = dpo.latents(x, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    eps = torch.randn(dist.mean.shape, generator=torch.Generator().manual_seed(1))
+    want = (dist.mean + dist.std * eps) * pipe.vae.config.scaling_factor
+    torch.testing.assert_close(a, want)
+    assert (a - dist.mean * pipe.vae.config.scaling_factor).abs().max() > 1e-4

@@ -91,7 +91,7 @@ def test_lora_disabled_reference_and_links(reward_pairs, tiny_model_dir, tmp_pat
     res = _dpo(cfg, tmp_path / "lora", "--set", "train.lr=0.01")
     assert res.exit_code == 0, res.output
     rows = [yaml.safe_load(l) for l in (tmp_path / "lora" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["loss"] == pytest.approx((0 - 1 / (2 * 0.1)) ** 2, rel=1e-6)  # IPO at h = 0
+    assert rows[0]["loss"] == pytest.approx((0.1 * 0 - 0.5) ** 2, rel=1e-6)  # IPO (βh − ½)², h = 0
     assert rows[-1]["loss"] < rows[0]["loss"]
     states, _ = load_checkpoint(latest_checkpoint(tmp_path / "lora" / "checkpoints"))
     from safetensors.torch import load_file

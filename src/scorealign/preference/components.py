@@ -26,8 +26,14 @@ import math
 import torch
 from torch import Tensor
 
-from scorealign.preference.losses import OBJECTIVES, PAIRWISE, PairLogps, PrefLoss
-from scorealign.preference.mallows import neg_log_dispersion
+from scorealign.preference.losses import (OBJECTIVES, PAIRWISE, PairLogps, ParamError, PrefLoss,
+                                          link_takes)
+from scorealign.preference.mallows import (DISPERSION_SCALE, _scale, check_dispersion_scale,
+                                           neg_log_dispersion)
+
+# α of the reference mixture: ``mixing_alpha: float = 0.25`` (hanyang1999/RainbowPO
+# ``trl/trainer/dpo_config.py``, with ``if_mixing_alpha: bool = True``).
+MIXING_ALPHA = 0.25
 
 _PAPER = "Zhao+24 (RainbowPO), arXiv:2410.04203"
 
@@ -88,13 +94,34 @@ def sft_term(a_w: Tensor, *, coef: float) -> Tensor:
     return -coef * a_w
 
 
+def check_rainbowpo(*, link: str, mixing: bool, mixing_alpha: float, eps: float | None,
+                    dispersion_scale: float | str, **_: object) -> None:
+    """ParamError for a RainbowPO combination that would silently be something else."""
+    if link not in PAIRWISE or "per_pair_params" in PAIRWISE.get(link).properties:
+        scalar = sorted(k for k, e in PAIRWISE.items() if "per_pair_params" not in e.properties)
+        raise ParamError("link", f"link {link!r} is not available here; choose one of {scalar} "
+                         "(Mallows dispersion is the contextual_scaling component)")
+    if not 0.0 <= mixing_alpha <= 1.0:
+        raise ParamError("mixing_alpha", f"must be in [0, 1], got {mixing_alpha}")
+    if mixing and mixing_alpha == 1.0:
+        raise ParamError("mixing_alpha", "mixing with mixing_alpha = 1 is plain DPO and drops the "
+                         "margin ((1 − α) γ = 0); use mixing_alpha < 1 (authors: 0.25) or "
+                         "mixing: false with margin γ")
+    if eps is not None and not link_takes(link, "eps"):
+        raise ParamError("eps", f"link {link!r} takes no eps (cdpo and robust do)")
+    if eps is not None and not 0.0 <= eps < 0.5:
+        raise ParamError("eps", f"must be in [0, 0.5), got {eps}")
+    check_dispersion_scale(dispersion_scale)
+
+
 @OBJECTIVES.register("rainbowpo", paper=_PAPER, equation="combined objective of components 1-5, 7 "
                      "(eq. number not verified)",
                      special_cases=(({}, "sigmoid"),))
 def rainbowpo(lp: PairLogps, *, beta: float = 0.1, link: str = "sigmoid",
-              length_normalization: bool = False, mixing: bool = False, mixing_alpha: float = 1.0,
-              margin: float = 0.0, contextual_scaling: bool = False, dispersion_scale: float = 1.0,
-              sft_coef: float = 0.0) -> PrefLoss:
+              length_normalization: bool = False, mixing: bool = False,
+              mixing_alpha: float = MIXING_ALPHA, margin: float = 0.0,
+              contextual_scaling: bool = False, dispersion_scale: float | str = DISPERSION_SCALE,
+              sft_coef: float = 0.0, eps: float | None = None) -> PrefLoss:
     r"""RainbowPO objective: DPO with each component switchable from the config.
 
     a = (1/|y|) log π (LN on) or log π;  h = (a_w − a_l) − [α (a^ref_w − a^ref_l) + (1−α) γ]
@@ -102,40 +129,51 @@ def rainbowpo(lp: PairLogps, *, beta: float = 0.1, link: str = "sigmoid",
     Every component off (no LN, no mixing, γ = 0, no scaling, λ_SFT = 0, sigmoid) is DPO; LN +
     mixing with α = 0 + margin γ is SimPO with γ_SimPO = β γ.   [Zhao+24 RainbowPO]
 
+    Defaults of the switches are off (so ``{}`` is DPO); the values used when a switch is on are
+    the authors' (hanyang1999/RainbowPO ``trl/trainer/dpo_config.py``): α = 0.25
+    (``mixing_alpha``), λ = 0.29 (``neg_log_dispersion_mean``). The authors' final recipe is
+    β = 10, LN, mixing α = 0.25, γ = 0.1 (``home_advantage``), contextual scaling, sigmoid.
+
     Args:
         lp: pair log-probs (reference needed unless mixing with α = 0; ``ref_entropy`` for scaling).
         beta: β.
-        link: a ``PAIRWISE`` link taking only (h, beta).
+        link: a ``PAIRWISE`` link taking (h, beta) and optionally eps.
         length_normalization: component 1.
-        mixing: component 4 (reference policy mixing) on/off.
-        mixing_alpha: α of the mixture.
+        mixing: component 4 (reference policy mixing) on/off; α = 1 with mixing is an error.
+        mixing_alpha: α of the mixture (0.25: authors' default).
         margin: component 3, γ in log-ratio units.
         contextual_scaling: component 5 (Mallows c(x) from the reference entropy).
-        dispersion_scale: λ of the dispersion estimate.
+        dispersion_scale: λ of the dispersion estimate (0.29, or "auto" resolved by the trainer).
         sft_coef: component 7, λ_SFT.
+        eps: label-flip rate of the cdpo / robust links (an error for links without it).
     Returns:
-        PrefLoss; implicit rewards β (a − α a^ref).
+        PrefLoss; implicit rewards β (a − a^ref) with the full reference, as the authors' code
+        and TRL log them (reward accuracy = share of pairs with a_w − a_w^ref > a_l − a_l^ref);
+        β a when no reference is needed (mixing with α = 0).
     """
+    check_rainbowpo(link=link, mixing=mixing, mixing_alpha=mixing_alpha, eps=eps,
+                    dispersion_scale=dispersion_scale)
     norm = (lambda x, n: length_normalize(x, n)) if length_normalization else (lambda x, n: x)
     a_w, a_l = norm(lp.logp_w, lp.len_w), norm(lp.logp_l, lp.len_l)
     alpha = mixing_alpha if mixing else 1.0
     ref_w = ref_l = ref_margin = None
-    if alpha != 0.0:
+    if alpha != 0.0 or (lp.ref_logp_w is not None and lp.ref_logp_l is not None):
         ref_w, ref_l = lp.require_ref("rainbowpo")
         ref_w, ref_l = norm(ref_w, lp.len_w), norm(ref_l, lp.len_l)
         ref_margin = ref_w - ref_l
     # Policy margin minus the (mixed) reference margin and home advantage.
-    h = (a_w - a_l) - reference_term(ref_margin, mixing=mixing, mixing_alpha=mixing_alpha,
-                                     margin=margin)
+    h = (a_w - a_l) - reference_term(ref_margin if alpha != 0.0 else None, mixing=mixing,
+                                     mixing_alpha=mixing_alpha, margin=margin)
     if contextual_scaling:
         if lp.ref_entropy is None:
             raise ValueError("contextual_scaling needs the reference entropy")
-        h = neg_log_dispersion(lp.ref_entropy, scale=dispersion_scale) * h
-    losses = PAIRWISE.get(link).fn(h, beta=beta)
+        h = neg_log_dispersion(lp.ref_entropy, scale=_scale(dispersion_scale)) * h
+    link_kw = {"eps": eps} if eps is not None else {}
+    losses = PAIRWISE.get(link).fn(h, beta=beta, **link_kw)
     if sft_coef:
         losses = losses + sft_term(a_w, coef=sft_coef)
-    r_w = a_w - alpha * ref_w if ref_w is not None else a_w
-    r_l = a_l - alpha * ref_l if ref_l is not None else a_l
+    r_w = a_w - ref_w if ref_w is not None else a_w
+    r_l = a_l - ref_l if ref_l is not None else a_l
     return PrefLoss(losses, (beta * r_w).detach(), (beta * r_l).detach())
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scorealign.config import Tracker, help_field, tracker_field
+from scorealign.config import FieldError, Tracker, help_field, tracker_field
 from scorealign.preference import objectives
+from scorealign.preference.losses import ParamError
 
 _f = help_field  # every field carries its --help-config text
 
@@ -66,7 +67,10 @@ class LossConfig:
     params: dict[str, Any] = _f({}, "keyword parameters of the objective, e.g. {beta: 0.1}")
 
     def __post_init__(self) -> None:
-        self.resolved()
+        try:
+            self.resolved()
+        except ParamError as e:  # reported at loss.params.<param> (exit 2 through the CLI)
+            raise FieldError(f"params.{e.param}", str(e).partition(": ")[2]) from None
 
     def resolved(self) -> objectives.Objective:
         """The objective with its parameters bound (raises ValueError on a bad name/param)."""

@@ -170,16 +170,30 @@ class PairCollator:
 
 @dataclass(frozen=True)
 class UnpairedCollator:
-    """Tokenized KTO examples → [2B, L]: (x_i, y_i) rows, then mismatched (x_i, y_{i+1}) rows."""
+    """Tokenized KTO examples → [2B, L]: (x_i, y_i) rows, then mismatched (x_i, y_{i+1}) rows.
+
+    The mismatched completion of row i is the next row's, as in TRL's KTO KL dataset. A batch of
+    one has no other row: its mismatched completion is that of the next dataset example
+    (``pool[(index + 1) % len(pool)]``), never its own, which would make the KL estimate z₀
+    the matched log-ratio itself.
+    """
 
     pad_id: int
     padding_side: Literal["left", "right"] = "right"
+    pool: list[dict[str, list[int]]] | None = None
 
     def __call__(self, items: list[dict[str, list[int]]], index: list[int]) -> dict[str, torch.Tensor]:
         """Collate ``items`` at dataset positions ``index``; adds a bool ``label`` [B]."""
         b = len(items)
+        if b == 1:
+            if not self.pool or len(self.pool) < 2:
+                raise DataError("KTO needs at least two examples: a batch of one takes its "
+                                "mismatched completion from the next dataset example")
+            others = [self.pool[(index[0] + 1) % len(self.pool)]["completion"]]
+        else:
+            others = [items[(i + 1) % b]["completion"] for i in range(b)]
         rows = [it["prompt"] + it["completion"] for it in items] + \
-               [items[i]["prompt"] + items[(i + 1) % b]["completion"] for i in range(b)]
+               [items[i]["prompt"] + others[i] for i in range(b)]
         n_prompt = [len(it["prompt"]) for it in items] * 2
         out = pad_rows(rows, n_prompt, self.pad_id, self.padding_side)
         out["label"] = torch.tensor([it["label"][0] for it in items], dtype=torch.bool)

@@ -36,6 +36,10 @@ from scorealign.preference.losses import PAIRWISE
 from scorealign.sde.base import SDE
 from scorealign.sde.dsm import dsm_loss
 
+# β of Diffusion-DPO: ``--beta_dpo`` defaults to 5000 and both launchers pass 5000
+# (SalesforceAIResearch/DiffusionDPO ``train.py``, ``launchers/sd15.sh``, ``launchers/sdxl.sh``).
+DIFFUSION_DPO_BETA = 5000.0
+
 
 @dataclass(frozen=True)
 class DiffusionPairLoss:
@@ -78,7 +82,8 @@ def implicit_logratio(err_policy: Tensor, err_ref: Tensor, scale: float | Tensor
 
 
 def diffusion_dpo_loss(err_policy_w: Tensor, err_ref_w: Tensor, err_policy_l: Tensor,
-                       err_ref_l: Tensor, *, link: str = "sigmoid", beta: float = 2000.0,
+                       err_ref_l: Tensor, *, link: str = "sigmoid",
+                       beta: float = DIFFUSION_DPO_BETA,
                        scale: float | Tensor = 0.5, **link_kw: float) -> DiffusionPairLoss:
     r"""Diffusion-DPO with any ``PAIRWISE`` link of the denoising-error margin.
 
@@ -90,7 +95,7 @@ def diffusion_dpo_loss(err_policy_w: Tensor, err_ref_w: Tensor, err_policy_l: Te
         err_policy_w, err_ref_w: denoising errors of the chosen images, shape [B].
         err_policy_l, err_ref_l: same for the rejected images (same t, ε as the chosen).
         link: a ``losses.PAIRWISE`` name (sigmoid, hinge, ipo, cdpo, robust).
-        beta: β of the link (Diffusion-DPO used 2000–5000 on Stable Diffusion).
+        beta: β of the link (5000: the authors' default and launchers).
         scale: T ω(λ_t) (0.5: the released implementation).
         **link_kw: extra parameters of the link (``eps`` for cdpo/robust).
     Returns:

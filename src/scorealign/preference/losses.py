@@ -21,6 +21,7 @@ All inputs are expected in fp32.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,21 @@ from scorealign.registry import Registry
 
 PAIRWISE = Registry("pairwise loss")
 OBJECTIVES = Registry("preference objective")
+
+
+class ParamError(ValueError):
+    """An invalid objective parameter or combination; ``param`` names the offending parameter."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+def link_takes(link: str, param: str) -> bool:
+    """Whether the ``PAIRWISE`` link ``link`` has the keyword parameter ``param`` (e.g. eps)."""
+    import inspect
+
+    return param in inspect.signature(PAIRWISE.get(link).fn).parameters
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,21 +72,27 @@ def dpo_sigmoid(h: Tensor, *, beta: float) -> Tensor:
 @PAIRWISE.register("ipo", paper="Azar+23 (IPO), arXiv:2310.12036", equation="Eq. 17",
                    properties=frozenset({"zero_at_h_target"}))
 def ipo(h: Tensor, *, beta: float) -> Tensor:
-    r"""IPO square loss, regressing the margin onto 1/(2τ).
+    r"""IPO square loss in the authors' scaled form: the scaled margin regressed onto ½.
 
-    ℓ(h) = (h − 1/(2β))²,  β = τ in the paper   [Azar+23 IPO, Eq. 17]
+    ℓ(h) = (β h − ½)² = β² (h − 1/(2β))²,  β = τ in the paper   [Azar+23 IPO, Eq. 17]
+
+    One convention for the scale (docs/preference.md, "Conventions"): the loss is a function of the
+    scaled margin β h, like every other link, as in the RainbowPO and MallowsPO authors' code
+    (hanyang1999/RainbowPO ``trl/trainer/dpo_trainer.py``: ``(self.beta * logits - 1 / 2) ** 2``;
+    haoxian-chen/MallowsPO ``mallowsPO_trainer.py``, same line). TRL's ``loss_type="ipo"`` and the
+    paper's Eq. 17 are (h − 1/(2β))² = this / β².
 
     Args:
         h: log-ratio margin Δ_w − Δ_l on the *unscaled* log-ratios, shape [B].
         beta: regularization τ.
     Returns:
-        per-pair loss, shape [B].
+        per-pair loss, shape [B]; ¼ at h = 0, 0 at h = 1/(2β).
 
     Notes:
         The paper uses summed sequence log-probs. TRL length-normalizes IPO's log-probs by default;
         here that is a caller's choice (``rainbowpo(length_normalization=True, link="ipo")``).
     """
-    return (h - 1.0 / (2.0 * beta)) ** 2
+    return (beta * h - 0.5) ** 2
 
 
 @PAIRWISE.register("hinge", paper="Zhao+23 (SLiC-HF), arXiv:2305.10425; Liu+23 (RSO), "
@@ -211,6 +233,11 @@ def orpo(lp: PairLogps, *, lam: float = 0.1) -> PrefLoss:
     L = −(1/|y_w|) log π_θ(y_w|x) − λ log σ(log odds(y_w) − log odds(y_l)),
     odds(y) = p/(1 − p),  p = exp((1/|y|) log π_θ(y|x))   [Hong+24 ORPO, Eq. 6-7]
 
+    The odds-ratio term equals TRL's ``ORPOTrainer`` (``beta`` = λ) to fp32 rounding
+    (benchmarks/dpo_vs_trl). TRL's SFT term differs by definition: one token mean over the prompt
+    *and* chosen tokens of the whole batch; here it is each pair's mean over its completion
+    tokens (the paper's Eq. 6), then the batch mean.
+
     Args:
         lp: pair log-probs (reference not used).
         lam: weight λ of the odds-ratio term.
@@ -250,19 +277,28 @@ def kto(logp: Tensor, ref_logp: Tensor, desirable: Tensor, *, z0: Tensor, beta: 
     return lam - v, (beta * r).detach()
 
 
-def kto_reference_point(logp_mismatch: Tensor, ref_logp_mismatch: Tensor) -> Tensor:
+def kto_reference_point(logp_mismatch: Tensor, ref_logp_mismatch: Tensor,
+                        gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     r"""KTO's reference point z₀: the batch KL estimate on mismatched (x, y') pairs, clamped at 0.
 
-    z₀ = max(0, mean_i [log π_θ(y'_i|x_i) − log π_ref(y'_i|x_i)]), detached
+    z₀ = max(0, mean_i [log π_θ(y'_i|x_i) − log π_ref(y'_i|x_i)]), detached, the mean taken over
+    the *global* batch: with several processes every process's rows are gathered first, as TRL's
+    ``KTOTrainer`` does (``self.accelerator.gather_for_metrics(kl).mean().clamp(min=0)``), so
+    z₀ is the same on every process and equals the one-process value at the same global batch.
     [Ethayarajh+24 KTO, §4: biased but practical estimate]
 
     Args:
         logp_mismatch: policy log-probs of completions paired with another example's prompt, [B].
         ref_logp_mismatch: the same under the reference, [B].
+        gather: concatenates a [B] tensor over processes (``accelerator.gather``); None: one
+            process.
     Returns:
         scalar tensor z₀ ≥ 0 without gradient.
     """
-    return (logp_mismatch - ref_logp_mismatch).mean().clamp(min=0.0).detach()
+    kl = (logp_mismatch - ref_logp_mismatch).detach()
+    if gather is not None:
+        kl = gather(kl)
+    return kl.mean().clamp(min=0.0)
 
 
 def pairwise_loss(name: str, chosen_logratio: Tensor, rejected_logratio: Tensor, *, beta: float,

@@ -24,12 +24,55 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scorealign.preference.losses import OBJECTIVES, PAIRWISE, PairLogps, PrefLoss
+from scorealign.preference.losses import OBJECTIVES, PAIRWISE, PairLogps, ParamError, PrefLoss
 
 _PAPER = "Chen+24 (MallowsPO), arXiv:2405.14953"
 
+# λ of c(x) = −λ log H̄(x): ``neg_log_dispersion_mean: float = 0.29`` in both authors' configs
+# (haoxian-chen/MallowsPO ``mallowsPO_config.py``; hanyang1999/RainbowPO
+# ``trl/trainer/dpo_config.py``). "auto" instead picks λ so that mean c(x) = 1 over the reference
+# cache (:func:`auto_dispersion_scale`), which keeps β on the DPO scale for any vocabulary.
+DISPERSION_SCALE = 0.29
+AUTO = "auto"
 
-def neg_log_dispersion(ref_entropy: Tensor, *, scale: float = 1.0, eps: float = 1e-8) -> Tensor:
+
+def check_dispersion_scale(value: float | str) -> None:
+    """ParamError unless ``value`` is a positive number or ``"auto"``."""
+    if value == AUTO:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ParamError("dispersion_scale", f"must be a number > 0 or 'auto', got {value!r}")
+
+
+def auto_dispersion_scale(ref_entropy: Tensor, eps: float = 1e-8) -> float:
+    r"""λ such that the mean neg-log dispersion over the data is 1.
+
+    λ = 1 / mean_i(−log H̄(x_i)), so that mean_i c(x_i) = mean_i(−λ log H̄(x_i)) = 1.
+
+    Args:
+        ref_entropy: H̄ of every pair of the dataset (the reference cache), shape [N].
+        eps: floor on H̄, as in :func:`neg_log_dispersion`.
+    Returns:
+        λ > 0.
+    Raises:
+        ValueError when every H̄ is 1 (no dispersion signal: c ≡ 0 for any λ).
+    """
+    c1 = float(-torch.log(ref_entropy.double().clamp(min=eps)).mean())
+    if not c1 > 0:
+        raise ValueError("dispersion_scale 'auto': the reference entropy is maximal on every "
+                         "pair, so c(x) = 0 for any scale; give a number")
+    return 1.0 / c1
+
+
+def _scale(value: float | str) -> float:
+    if value == AUTO:
+        raise ValueError("dispersion_scale 'auto' is resolved from the reference cache by the "
+                         "trainer (objectives.Objective.bind); call with a number here")
+    return float(value)
+
+
+def neg_log_dispersion(ref_entropy: Tensor, *, scale: float = DISPERSION_SCALE,
+                       eps: float = 1e-8) -> Tensor:
     r"""Entropy proxy for the neg-log dispersion c(x) = −log φ(x).
 
     c(x) = −λ log H̄(x),  H̄(x) = ½ Σ_{y∈{y_w,y_l}} (1/|y|) Σ_t H(π_ref(·|x, y_<t)) / log |V|
@@ -38,7 +81,7 @@ def neg_log_dispersion(ref_entropy: Tensor, *, scale: float = 1.0, eps: float = 
 
     Args:
         ref_entropy: H̄(x) ∈ (0, 1], shape [B] (see ``logratio.SeqLogps.entropy``).
-        scale: λ (``dispersion_mean`` in the authors' code).
+        scale: λ (``neg_log_dispersion_mean`` in the authors' code, 0.29 there and here).
         eps: floor on H̄ before the log.
     Returns:
         c(x) ≥ 0, shape [B]; larger for prompts whose completions the reference finds predictable.
@@ -49,19 +92,25 @@ def neg_log_dispersion(ref_entropy: Tensor, *, scale: float = 1.0, eps: float = 
 @PAIRWISE.register("mallows_theta", paper=_PAPER, equation="Mallows-θ-DPO (dispersion-weighted "
                    "DPO; eq. number not verified)", special_cases=(({"c": 1.0}, "sigmoid"),),
                    properties=frozenset({"per_pair_params", "log2_at_zero"}))
-def mallows_theta(h: Tensor, *, beta: float, c: Tensor | float) -> Tensor:
+def mallows_theta(h: Tensor, *, beta: float, c: Tensor | float, eps: float = 0.0) -> Tensor:
     r"""Mallows-θ link: DPO with the logit scaled by the neg-log dispersion.
 
-    ℓ(h) = −log σ(β c(x) h),  c(x) = −log φ(x)   [Chen+24 MallowsPO, Mallows-θ-DPO]
+    ℓ(h) = −(1 − ε) log σ(β c(x) h) − ε log σ(−β c(x) h),  c(x) = −log φ(x)
+    [Chen+24 MallowsPO, Mallows-θ-DPO; the label smoothing ε as in the authors' ``mallows_dpo``
+    loss, haoxian-chen/MallowsPO ``mallowsPO_trainer.py``]
 
     Args:
         h: log-ratio margin Δ_w − Δ_l, shape [B].
         beta: β.
         c: neg-log dispersion c(x) ≥ 0, shape [B] or a scalar. c ≡ 1 is DPO.
+        eps: label smoothing ε ∈ [0, 0.5) (0: none, the authors' default).
     Returns:
         per-pair loss, shape [B].
     """
-    return -F.logsigmoid(beta * c * h)
+    z = beta * c * h
+    if eps:
+        return -(1.0 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
+    return -F.logsigmoid(z)
 
 
 def mallows_pairwise_prob(d: Tensor, c: Tensor | float) -> Tensor:
@@ -113,17 +162,18 @@ def mallows_phi(h: Tensor, *, beta: float, c: Tensor | float) -> Tensor:
     return -torch.log(torch.where(d >= 0, p_pos, p_neg).clamp(min=1e-12))
 
 
-def _dispersion(lp: PairLogps, scale: float, who: str) -> Tensor:
+def _dispersion(lp: PairLogps, scale: float | str, who: str) -> Tensor:
     if lp.ref_entropy is None:
         raise ValueError(f"{who} needs the reference entropy (computed when the objective is "
                          "a Mallows one; reference.mode must not be 'none')")
-    return neg_log_dispersion(lp.ref_entropy, scale=scale)
+    return neg_log_dispersion(lp.ref_entropy, scale=_scale(scale))
 
 
 @OBJECTIVES.register("mallows_theta", paper=_PAPER, equation="Mallows-θ-DPO with the entropy "
                      "dispersion estimate")
 def mallows_theta_objective(lp: PairLogps, *, beta: float = 0.1,
-                            dispersion_scale: float = 1.0) -> PrefLoss:
+                            dispersion_scale: float | str = DISPERSION_SCALE,
+                            eps: float = 0.0) -> PrefLoss:
     r"""Mallows-θ-DPO on sequence log-probs with c(x) estimated from the reference entropy.
 
     L = −log σ(β c(x) h),  c(x) = −λ log H̄(x)
@@ -131,21 +181,25 @@ def mallows_theta_objective(lp: PairLogps, *, beta: float = 0.1,
     Args:
         lp: pair log-probs with reference log-probs and ``ref_entropy``.
         beta: β.
-        dispersion_scale: λ of :func:`neg_log_dispersion`.
+        dispersion_scale: λ of :func:`neg_log_dispersion` (0.29: the authors'
+            ``neg_log_dispersion_mean``, haoxian-chen/MallowsPO ``mallowsPO_config.py``), or
+            "auto" (resolved by the trainer: mean c = 1 over the reference cache).
+        eps: label smoothing ε of the authors' ``mallows_dpo`` loss.
     Returns:
-        PrefLoss; implicit rewards β c(x) Δ.
+        PrefLoss; implicit rewards β Δ = β(log π − log π_ref), as TRL and the authors log them
+        (c(x) is not in the reward, so reward accuracy is the sign of h).
     """
     ref_w, ref_l = lp.require_ref("mallows_theta")
     c = _dispersion(lp, dispersion_scale, "mallows_theta")
     delta_w, delta_l = lp.logp_w - ref_w, lp.logp_l - ref_l
-    losses = mallows_theta(delta_w - delta_l, beta=beta, c=c)
-    return PrefLoss(losses, (beta * c * delta_w).detach(), (beta * c * delta_l).detach())
+    losses = mallows_theta(delta_w - delta_l, beta=beta, c=c, eps=eps)
+    return PrefLoss(losses, (beta * delta_w).detach(), (beta * delta_l).detach())
 
 
 @OBJECTIVES.register("mallows_phi", paper=_PAPER, equation="Mallows-φ-DPO with the entropy "
                      "dispersion estimate")
 def mallows_phi_objective(lp: PairLogps, *, beta: float = 0.1,
-                          dispersion_scale: float = 1.0) -> PrefLoss:
+                          dispersion_scale: float | str = DISPERSION_SCALE) -> PrefLoss:
     r"""Mallows-φ-DPO on sequence log-probs with φ(x) = exp(−c(x)) from the reference entropy.
 
     L = −log P_{φ(x)}(β h),  −log φ(x) = c(x) = −λ log H̄(x)
@@ -153,7 +207,7 @@ def mallows_phi_objective(lp: PairLogps, *, beta: float = 0.1,
     Args:
         lp: pair log-probs with reference log-probs and ``ref_entropy``.
         beta: β.
-        dispersion_scale: λ of :func:`neg_log_dispersion`.
+        dispersion_scale: λ of :func:`neg_log_dispersion` (0.29 or "auto", as for Mallows-θ).
     Returns:
         PrefLoss; implicit rewards β Δ.
     """

@@ -10,6 +10,7 @@ listing the valid ones.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from typing import Any, Callable
 # Importing the modules registers their entries.
 from scorealign.preference import components as _components  # noqa: F401
 from scorealign.preference import mallows as _mallows  # noqa: F401
-from scorealign.preference.losses import (OBJECTIVES, PAIRWISE, PairLogps, PrefLoss, kto,
-                                          register_links_as_objectives)
+from scorealign.preference.losses import (OBJECTIVES, PAIRWISE, PairLogps, ParamError, PrefLoss,
+                                          kto, register_links_as_objectives)
+from scorealign.preference.mallows import AUTO, check_dispersion_scale
 
 register_links_as_objectives()
 
@@ -40,6 +42,17 @@ class Objective:
     def __call__(self, lp: PairLogps) -> PrefLoss:
         """Evaluate on a batch of pair log-probs."""
         return self.fn(lp, **self.params)
+
+    @property
+    def auto_dispersion(self) -> bool:
+        """Whether λ is ``"auto"`` (to be set from the reference cache with :meth:`bind`)."""
+        return self.needs_entropy and self.params.get("dispersion_scale",
+                                                      allowed_params(self.name).get(
+                                                          "dispersion_scale")) == AUTO
+
+    def bind(self, **params: Any) -> "Objective":
+        """The same objective with some parameters replaced (e.g. the resolved λ)."""
+        return dataclasses.replace(self, params={**self.params, **params})
 
 
 def names() -> list[str]:
@@ -66,16 +79,21 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> Objective:
     allowed = allowed_params(name)
     bad = sorted(set(params) - set(allowed))
     if bad:
-        raise ValueError(f"loss {name!r} has no parameter(s) {bad}; valid: {sorted(allowed)}")
-    from scorealign.config import check_param_types; check_param_types(params, allowed)  # noqa: E702 (issue 11)
+        raise ParamError(bad[0], f"loss {name!r} has no parameter(s) {bad}; "
+                         f"valid: {sorted(allowed)}")
+    from scorealign.config import check_param_types  # noqa: E402 (a wrong type: exit 2 naming it)
+    check_param_types(params, allowed)
     if name in UNPAIRED:
         return Objective(name, functools.partial(UNPAIRED[name]), params, True, False, True)
     full = {**allowed, **params}
-    link = full.get("link")
-    scalar_links = sorted(k for k, e in PAIRWISE.items() if "per_pair_params" not in e.properties)
-    if link is not None and link not in scalar_links:
-        raise ValueError(f"link {link!r} is not available here; choose one of {scalar_links} "
-                         "(Mallows dispersion is the contextual_scaling component)")
+    if name == "rainbowpo":
+        from scorealign.preference.components import check_rainbowpo
+
+        check_rainbowpo(**full)
+    if "dispersion_scale" in full:
+        check_dispersion_scale(full["dispersion_scale"])
+    if "eps" in full and full["eps"] is not None and not 0.0 <= full["eps"] < 0.5:
+        raise ParamError("eps", f"must be in [0, 0.5), got {full['eps']}")
     needs_entropy = name.startswith("mallows") or bool(full.get("contextual_scaling"))
     needs_ref = _needs_reference(name, full) or needs_entropy
     return Objective(name, OBJECTIVES.get(name).fn, params, needs_ref, needs_entropy, False)

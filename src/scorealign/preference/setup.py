@@ -83,8 +83,8 @@ def build(cfg: Any, run_path: Path) -> Setup:
     d = cfg.data
     items = [D.tokenize_example(tok, ex, max_length=d.max_length,
                                 max_prompt_length=d.max_prompt_length) for ex in examples]
-    cls = D.UnpairedCollator if d.kind == "unpaired" else D.PairCollator
-    collate = cls(tok.pad_token_id, d.padding_side)
+    collate = (D.UnpairedCollator(tok.pad_token_id, d.padding_side, pool=items)
+               if d.kind == "unpaired" else D.PairCollator(tok.pad_token_id, d.padding_side))
     return Setup(tok, model, items, collate, demo[1] if demo else None)
 
 
@@ -116,3 +116,20 @@ def build_reference(cfg: Any, setup: Setup, run_path: Path, device: Any,
                          batches, n, bs, "dpo: reference log-probs"), with_entropy=with_entropy,
                                           device=device))
     return R.Reference(mode, cache=cache, with_entropy=with_entropy)
+
+
+def reference_entropies(setup: Setup, reference: R.Reference, device: Any,
+                        batch_size: int = 64) -> torch.Tensor:
+    """H̄ of every pair of the dataset under the reference (read from the cache when precomputed).
+
+    The input of ``dispersion_scale: auto`` (``mallows.auto_dispersion_scale``).
+    """
+    from scorealign.preference.logratio import pair_entropy
+
+    n, out = len(setup.items), []
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        batch = {k: v.to(device) for k, v in setup.collate([setup.items[i] for i in idx],
+                                                            idx).items()}
+        out.append(pair_entropy(*reference(batch)).detach().cpu())
+    return torch.cat(out)

@@ -11,6 +11,7 @@ and resumed to N ends with the same weights, bit for bit (CPU fp32), as an unint
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from scorealign.preference import setup as S
 from scorealign.preference.logratio import concatenated_logps, pair_entropy
 from scorealign.preference.losses import PairLogps, kto_reference_point
+from scorealign.preference.mallows import auto_dispersion_scale
 from scorealign.rng import generator
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scorealign.train.rundir import RunDir
@@ -73,11 +75,15 @@ def paired_step(model, batch, reference, objective) -> tuple[torch.Tensor, dict[
         "logps/chosen": pol_w.logp.detach().mean(), "logps/rejected": pol_l.logp.detach().mean()}
 
 
-def unpaired_step(model, batch, reference, objective) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss and metrics of one KTO micro-batch (matched rows, then mismatched rows)."""
+def unpaired_step(model, batch, reference, objective, gather=None
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss and metrics of one KTO micro-batch (matched rows, then mismatched rows).
+
+    ``gather`` (``accelerator.gather`` with several processes) makes z₀ the global-batch estimate.
+    """
     pol, pol_mis = concatenated_logps(model, batch)
     ref, ref_mis = reference(batch)
-    z0 = kto_reference_point(pol_mis.logp.detach(), ref_mis.logp)
+    z0 = kto_reference_point(pol_mis.logp.detach(), ref_mis.logp, gather)
     losses, rewards = objective.fn(pol.logp, ref.logp, batch["label"], z0=z0, **objective.params)
     d = batch["label"]
     mean = lambda x, m: x[m].mean() if bool(m.any()) else torch.zeros(())  # noqa: E731
@@ -119,12 +125,19 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
         model = setup.model.to(accelerator.device)
         reference = S.build_reference(cfg, setup, run.path, accelerator.device,
                                       objective.needs_entropy)
+    summary: dict[str, Any] = {}
+    if objective.auto_dispersion:  # λ with mean c(x) = 1 over the reference cache (all processes)
+        lam = auto_dispersion_scale(S.reference_entropies(setup, reference, accelerator.device))
+        objective = objective.bind(dispersion_scale=lam)
+        summary["dispersion_scale"] = lam
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     start = _resume(run, model, optimizer, accelerator) if resume else 0
-    step_fn = unpaired_step if objective.unpaired else paired_step
-    summary: dict[str, Any] = {"start_step": start}
+    step_fn = paired_step
+    if objective.unpaired:
+        step_fn = functools.partial(unpaired_step, gather=accelerator.gather if world > 1 else None)
+    summary["start_step"] = start
     if start == 0 and setup.evaluate is not None and main:
         summary["eval_start"] = _evaluate(run, 0, setup, model, accelerator)
     end = min(t.steps, t.stop_after_steps or t.steps)

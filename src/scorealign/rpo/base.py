@@ -54,8 +54,21 @@ class Base:
 
 def load_base(path: str | Path, sde: SDEConfig | None = None) -> Base:
     """Load a base model from a run directory or a model directory (see module docstring)."""
-    from scorealign.rl.setup import resolve_base_path  # issue 11: pretrained:<name> names
-    path = resolve_base_path(str(path))
+    from scorealign.rl.setup import resolve_base_path  # pretrained:<name> names
+    path = Path(resolve_base_path(str(path)))
+    if (path / "config.yaml").is_file() and (path / "model_config.json").is_file() \
+            and not (path / "final").is_dir() and not (path / "checkpoints").is_dir():
+        # A shipped pretrained asset (e.g. assets/pretrained/digits8): the pretraining config
+        # beside the exported weights; its task (SDE, data) comes from the config.
+        from scorealign.nets import load_pretrained
+        from scorealign.train.evaluate import _read_config
+        from scorealign.train.task import build_task
+
+        cfg = _read_config(path / "config.yaml")
+        task = build_task(cfg.data, cfg.sde, cfg.model)
+        model = load_pretrained(path)
+        task.model = model
+        return Base(model.eval(), task)
     if (path / "config.yaml").is_file():
         from scorealign.train.evaluate import load_run
 

@@ -117,7 +117,9 @@ class DiffusionLossConfig:
 
     link: str = _f("sigmoid", "a preference.losses.PAIRWISE link: sigmoid | hinge | ipo | cdpo | "
                    "robust")
-    beta: float = _f(2000.0, "β of the link")
+    # 5000: SalesforceAIResearch/DiffusionDPO train.py (--beta_dpo default), launchers/sd15.sh,
+    # launchers/sdxl.sh.
+    beta: float = _f(5000.0, "β of the link (5000: the authors' --beta_dpo)")
     scale: float = _f(0.5, "T·ω(λ_t): the factor of the denoising-error difference (0.5: the "
                       "authors' code)")
     weighting: str = _f("eps", "space of the squared error (sde.dsm.WEIGHTINGS): ω(λ_t)")
@@ -208,6 +210,14 @@ class DiffusionDPOConfig:
                 registry.get(name)
             except KeyError as e:
                 raise ValueError(f"{field_name}: {e.args[0]}") from None
+        import inspect
+
+        link_kw = {n for n, p in inspect.signature(PAIRWISE.get(self.loss.link).fn)
+                   .parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"beta"}
+        bad = sorted(set(self.loss.params) - link_kw)
+        if bad:  # e.g. eps with the sigmoid link would be silently ignored or a TypeError later
+            raise ValueError(f"loss: params {bad} are not parameters of link {self.loss.link!r} "
+                             f"(it takes {sorted(link_kw) or 'none'})")
         if self.reference.mode == "lora_disabled" and not self.lora.enabled:
             raise ValueError("reference.mode lora_disabled needs lora.enabled: true")
         if self.loss.beta <= 0 or self.loss.scale <= 0:

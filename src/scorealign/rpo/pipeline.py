@@ -111,7 +111,7 @@ def build_rpo_pairs(images: Tensor, prompts: Sequence[str], critic: Critic,
             "critique": critiques[i].to_dict(),
             "instructions": [ins.to_dict() for ins in plans[i]],
             "verdict": verdict.reason, "after": verdict.after.to_dict() if verdict.after else None,
-            "attempt": attempt}))
+            "attempt": attempt, "index": i}))
     stats.kept = len(pairs)
     return pairs, stats
 

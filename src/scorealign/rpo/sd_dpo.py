@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from scorealign.preference.diffusion_logratio import DiffusionPairLoss, diffusion_dpo_loss
+from scorealign.preference.diffusion_logratio import (DIFFUSION_DPO_BETA, DiffusionPairLoss,
+                                                      diffusion_dpo_loss)
 
 
 class SDDiffusionDPO:
@@ -29,11 +30,13 @@ class SDDiffusionDPO:
             ``tokenizer``, ``scheduler``).
         reference: ``"frozen"`` (a frozen deep copy of the UNet) or ``"lora_disabled"`` (the UNet
             with its peft adapters switched off; add them first, e.g. with :meth:`add_lora`).
-        link, beta, scale: the pairwise link, β and T·ω(λ_t) (see ``diffusion_dpo_loss``).
+        link, beta, scale: the pairwise link, β (5000: the authors' ``--beta_dpo`` default and
+            both launchers, SalesforceAIResearch/DiffusionDPO ``train.py``, ``launchers/sd15.sh``,
+            ``launchers/sdxl.sh``) and T·ω(λ_t) (see ``diffusion_dpo_loss``).
     """
 
     def __init__(self, pipe: Any, reference: str = "frozen", link: str = "sigmoid",
-                 beta: float = 2000.0, scale: float = 0.5):
+                 beta: float = DIFFUSION_DPO_BETA, scale: float = 0.5):
         if reference not in ("frozen", "lora_disabled"):
             raise ValueError(f"reference must be 'frozen' or 'lora_disabled', got {reference!r}")
         self.pipe, self.mode, self.link, self.beta, self.scale = pipe, reference, link, beta, scale
@@ -58,10 +61,16 @@ class SDDiffusionDPO:
         return params
 
     @torch.no_grad()
-    def latents(self, images: Tensor) -> Tensor:
-        """VAE latents of images ``[B, 3, H, W]`` in [-1, 1] (posterior mean × scaling factor)."""
+    def latents(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """VAE latents of images ``[B, 3, H, W]`` in [-1, 1]: a posterior *sample* × scaling factor.
+
+        z ~ q(z|x) = N(μ(x), σ²(x)), as the authors' code encodes
+        (``vae.encode(...).latent_dist.sample()``, SalesforceAIResearch/DiffusionDPO ``train.py``),
+        not the posterior mean; ``generator`` makes the draw reproducible.
+        """
         vae = self.pipe.vae
-        return vae.encode(images.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+        dist = vae.encode(images.to(vae.dtype)).latent_dist
+        return dist.sample(generator=generator) * vae.config.scaling_factor
 
     @torch.no_grad()
     def text(self, prompts: Sequence[str]) -> Tensor:
@@ -109,7 +118,7 @@ class SDDiffusionDPO:
         if images_w.shape != images_l.shape or images_w.shape[0] != len(prompts):
             raise ValueError(f"chosen {tuple(images_w.shape)}, rejected {tuple(images_l.shape)} "
                              f"and {len(prompts)} prompts do not match")
-        z_w, z_l = self.latents(images_w), self.latents(images_l)
+        z_w, z_l = self.latents(images_w, generator), self.latents(images_l, generator)
         hidden = self.text(prompts)
         n = self.pipe.scheduler.config.num_train_timesteps
         t = torch.randint(0, n, (z_w.shape[0],), generator=generator).to(z_w.device)
