@@ -104,7 +104,8 @@ def curve(args, seed: int, arm: str, data: Path, base_path: str, budget: dict,
     shipped = load_config(ROOT / "configs/dpo/digits_rpo.yaml", DiffusionDPOConfig,
                           [f"data.path={data}"])
     cfg = config_from_dict({
-        "task": "diffusion", "device": "cpu", "base": {"path": base_path}, "data": {"path": str(data)},
+        "task": "diffusion", "device": "cpu", "base": {"path": base_path},
+        "data": {"path": str(data)},
         "loss": {"link": "sigmoid", "beta": shipped.loss.beta, "scale": shipped.loss.scale,
                  "sft_weight": args.sft_weight},
         "train": {"steps": budget["steps"], "batch_size": budget["batch"], "lr": shipped.train.lr,
