@@ -153,7 +153,7 @@ def main() -> None:
     from scorealign.rpo.base import load_base
     from scorealign.rpo.config import DEFAULT_BASE
 
-    base_path = args.base or str(ROOT / DEFAULT_BASE)
+    base_path = args.base or DEFAULT_BASE
     tag = f"g{args.guidance:g}-{args.verifier}-sft{args.sft_weight:g}" + ("-quick" * args.quick)
     cells = args.out / "cells"
     work = args.work / tag

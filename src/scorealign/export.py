@@ -157,7 +157,47 @@ def export_setup(setup: Any, cfg: Any, dest: str | Path) -> Path:
         lora = cfg.lora.rank > 0
         return export_sd(unet if lora else copy.deepcopy(unet),
                          None if lora else build_tiny_sd_pipeline(cfg.base.seed), dest, lora)
+    if cfg.base.type in ("sd3_tiny", "flux_tiny", "sd3", "flux"):
+        from scorealign.policy import flow_pipelines as fp
+
+        tr = setup.model.transformer
+        lora = cfg.lora.rank > 0
+        if lora:
+            base = None
+        elif cfg.base.type.endswith("_tiny"):  # the base pipeline is rebuilt from its seed
+            build = fp.build_tiny_sd3_pipeline if cfg.base.type == "sd3_tiny" \
+                else fp.build_tiny_flux_pipeline
+            base = build(cfg.base.seed)
+        else:
+            base = fp.load_flow_pipeline(cfg.base.path, cfg.base.type)
+        family = "sd3" if cfg.base.type.startswith("sd3") else "flux"
+        return export_flow(tr if lora else copy.deepcopy(tr), family, base, dest, lora)
     raise ExportError(f"base.type {cfg.base.type!r}: no export format")
+
+
+def export_flow(transformer: nn.Module, family: str, base_pipe: Any, dest: str | Path,
+                lora: bool) -> Path:
+    """A flow run's trained ``transformer``: diffusers LoRA weights (``lora``: the adapters, for
+    ``StableDiffusion3Pipeline`` / ``FluxPipeline.load_lora_weights``) or ``base_pipe`` with the
+    transformer as a pipeline directory (``from_pretrained``)."""
+    with _atomic_dir(dest) as tmp:
+        if lora:
+            from diffusers import FluxPipeline, StableDiffusion3Pipeline
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft.utils import get_peft_model_state_dict
+
+            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer))
+            meta = transformer.peft_config["default"].to_dict()
+            meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
+            pipe_cls = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+            pipe_cls.save_lora_weights(
+                tmp, transformer_lora_layers={k: v.detach().cpu().contiguous()
+                                              for k, v in layers.items()},
+                transformer_lora_adapter_metadata=meta)
+        else:
+            base_pipe.transformer = transformer
+            base_pipe.save_pretrained(tmp, safe_serialization=True)
+    return Path(dest)
 
 
 def export_finetuner(ft: Any, dest: str | Path | None = None) -> Path:

@@ -16,10 +16,10 @@ from scorealign.train.consistency import (ConsistencyConfig, consistency_loss, d
 F64 = torch.float64
 
 
-def _policy(eta=1.0, steps=3, sde="vp"):
+def _policy(eta=1.0, steps=3, sde="vp", action_steps="all"):
     net = build_model(ModelConfig(type="mlp", kind="v", hidden=32, depth=2), seed=3)
     return Policy(net, build_sde(sde), kind="v", shape=(2,), sampler="consistency",
-                  steps=steps, eta=eta, grid="karras", guidance=1.0)
+                  steps=steps, eta=eta, grid="karras", guidance=1.0, action_steps=action_steps)
 
 
 @pytest.mark.parametrize("steps", [2, 4])
@@ -33,6 +33,18 @@ def test_recomputed_log_probs_equal_the_rollout_and_ratio_is_one(steps):
     # the last step adds the t_min marginal noise (η = 1), so it is an action too
     s_min = float(pol.sde.marginal(torch.tensor([pol.sde.t_min], dtype=F64)).std)
     assert torch.allclose(traj.stds[:, -1].double(), torch.full((6,), s_min, dtype=F64))
+
+
+@pytest.mark.parametrize("steps", [2, 4])
+def test_auto_action_steps_make_the_near_deterministic_last_step_a_denoising_step(steps):
+    """Under the default ``auto`` action set the last re-noise (std s(t_min) ≈ 0.01, far below
+    the earlier steps') is not an action: it is taken deterministically and carries no log-prob,
+    so it cannot dominate the policy gradient; the earlier steps keep exact, ratio-1 log-probs."""
+    pol = _policy(steps=steps, action_steps="auto")
+    traj = pol.rollout(["p", "q"], k=3, seeds=torch.arange(6))
+    assert not bool(traj.action_mask[:, -1].any()) and bool(traj.action_mask[:, :-1].all())
+    assert bool((traj.stds[:, -1] == 0).all()) and bool((traj.log_probs[:, -1] == 0).all())
+    assert torch.equal(pol.log_prob(traj), traj.log_probs)
 
 
 def test_log_prob_is_differentiable_and_changes_with_weights():

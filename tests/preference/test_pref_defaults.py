@@ -126,11 +126,11 @@ def test_trainer_resolves_auto_from_the_reference_cache(pairs_file, tmp_path):
 
     cfg_file = tmp_path / "m.yaml"
     cfg_file.write_text(
-        "seed: 0\nmodel: {source: tiny_gpt2, n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32}\n"
+        "device: cpu\nmodel: {source: tiny_gpt2, n_layer: 1, n_embd: 16, n_head: 2, n_positions: 32}\n"
         f"data: {{source: jsonl, path: {pairs_file}, max_length: 16, max_prompt_length: 8}}\n"
         "loss: {name: mallows_theta, params: {beta: 0.5, dispersion_scale: auto}}\n"
         "reference: {mode: precompute, batch_size: 8}\n"
-        "train: {steps: 1, batch_size: 4, log_every: 1, device: cpu, progress: false}\n")
+        "train: {steps: 1, batch_size: 4, log_every: 1, seed: 0, progress: false}\n")
     cfg = load_config(cfg_file, DPOConfig)
     run = RunDir.create(tmp_path / "run", cfg)
     summary = train(cfg, run)

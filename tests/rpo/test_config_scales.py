@@ -50,7 +50,7 @@ def _expected_loss(cfg, base, state) -> float:
 def test_shipped_diffusion_config_lowers_the_expected_loss(path, digits_pairs, tmp_path):
     cfg = load_config(path, DiffusionDPOConfig, [
         f"data.path={digits_pairs}", "train.steps=8", "train.batch_size=8", "train.log_every=1",
-        "train.save_every=8", "train.device=cpu", "train.progress=false", "eval.enabled=false"])
+        "train.ckpt_every=8", "device=cpu", "train.progress=false", "eval.enabled=false"])
     assert cfg.loss.beta == 5000.0
     base = load_base(cfg.base.path)
     before = _expected_loss(cfg, base, None)

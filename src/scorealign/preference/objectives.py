@@ -81,8 +81,9 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> Objective:
     if bad:
         raise ParamError(bad[0], f"loss {name!r} has no parameter(s) {bad}; "
                          f"valid: {sorted(allowed)}")
-    from scorealign.config import check_param_types  # noqa: E402 (a wrong type: exit 2 naming it)
-    check_param_types(params, allowed)
+    from scorealign.config import check_param_types  # a wrong type: exit 2 naming it
+    # dispersion_scale takes a number or "auto": validated with the Mallows objectives below
+    check_param_types({k: v for k, v in params.items() if k != "dispersion_scale"}, allowed)
     if name in UNPAIRED:
         return Objective(name, functools.partial(UNPAIRED[name]), params, True, False, True)
     full = {**allowed, **params}

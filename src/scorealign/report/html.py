@@ -159,8 +159,7 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         parts.append("<h2>Curves</h2>")
         parts += [_figure(p, cap) for p, cap in key_figs]
     # oldest first: "before" precedes "after", a grid precedes its later re-samples
-    samples = sorted(run.samples.glob("*.png"), key=lambda q: (q.stat().st_mtime_ns, q.name)) \
-        if run.samples.is_dir() else []
+    samples = sorted(run.samples.glob("*.png"), key=_grid_order) if run.samples.is_dir() else []
     if samples:
         parts.append("<h2>Samples</h2>")
         parts += [_figure(p, p.stem) for p in samples]
@@ -208,3 +207,16 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     tmp.write_text("\n".join(parts))
     os.replace(tmp, out)
     return out
+
+
+def _grid_order(path: Path) -> tuple:
+    """"before" first, then ``epoch_NNNN`` grids by epoch, then "after", then any other grid in
+    the order it was written."""
+    stem = path.stem
+    if stem == "before":
+        return (0, 0, 0, stem)
+    if stem.startswith("epoch_") and stem[6:].isdigit():
+        return (1, int(stem[6:]), 0, stem)
+    if stem == "after":
+        return (2, 0, 0, stem)
+    return (3, 0, path.stat().st_mtime_ns, stem)

@@ -281,9 +281,24 @@ class Finetuner:
                     if self.epoch % t.ckpt_every == 0 or self.epoch == t.epochs:
                         save_checkpoint(self.run.checkpoints, self.epoch, self.state(),
                                         extra={"epoch": self.epoch}, keep=t.keep_checkpoints)
+                        self.save_epoch_grid()
                 acc.wait_for_everyone()
                 bar.advance(reward=last["reward/mean"])
         return last
+
+    @torch.no_grad()
+    def save_epoch_grid(self, per_prompt: int = 2) -> None:
+        """``samples/epoch_NNNN.png``: fixed-seed samples of the current weights (the report shows
+        them between the before and after grids). Uses the unwrapped model on this process only
+        and explicit seeds, so no random state of the run changes (exact resume holds)."""
+        from scorealign.report.figures import save_image_grid
+        prompts = self.setup.prompts[:10]
+        seeds = torch.arange(len(prompts) * per_prompt) + 10_000
+        policy = self.setup.policy(self.cfg, self.acc.unwrap_model(self.model))
+        traj = policy.rollout(prompts, per_prompt, seeds=seeds, device=self.acc.device)
+        images = self.setup.decode(traj.x0).float().cpu()
+        save_image_grid(images, self.run.samples / f"epoch_{self.epoch:04d}.png",
+                        nrow=per_prompt * 5)
 
 
 def model_evals_grad(cfg: FinetuneConfig, sub) -> int:
