@@ -287,18 +287,20 @@ class Finetuner:
         return last
 
     @torch.no_grad()
-    def save_epoch_grid(self, per_prompt: int = 2) -> None:
+    def save_epoch_grid(self, per_prompt: int = 4) -> None:
         """``samples/epoch_NNNN.png``: fixed-seed samples of the current weights (the report shows
         them between the before and after grids). Uses the unwrapped model on this process only
         and explicit seeds, so no random state of the run changes (exact resume holds)."""
         from scorealign.report.figures import save_image_grid
         prompts = self.setup.prompts[:10]
-        seeds = torch.arange(len(prompts) * per_prompt) + 10_000
+        # the seeds of the first ``per_prompt`` columns of the before/after grids (8 per prompt)
+        seeds = (torch.arange(len(prompts))[:, None] * 8 + torch.arange(per_prompt)).flatten() \
+            + 10_000
         policy = self.setup.policy(self.cfg, self.acc.unwrap_model(self.model))
         traj = policy.rollout(prompts, per_prompt, seeds=seeds, device=self.acc.device)
         images = self.setup.decode(traj.x0).float().cpu()
         save_image_grid(images, self.run.samples / f"epoch_{self.epoch:04d}.png",
-                        nrow=per_prompt * 5)
+                        nrow=per_prompt)
 
 
 def model_evals_grad(cfg: FinetuneConfig, sub) -> int:
