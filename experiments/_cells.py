@@ -1,0 +1,57 @@
+"""Cached experiment cells: one JSON file per cell, written atomically, skipped when present.
+
+A cell is one unit of an experiment grid (method × learning rate × seed, ...). ``cached`` runs
+``compute`` only when the cell's file is missing, so a stopped sweep continues where it stopped
+and ``--table-only`` rebuilds can read the same files. Used by experiments/rl_sample_efficiency,
+experiments/ct_rl_dt_robustness and experiments/cdpm_robustness/digits_horizon.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
+
+
+def cached(path: Path, compute: Callable[[], dict], cpu_key: str | None = None) -> dict:
+    """The cell stored at ``path``, else ``compute()`` stored there first.
+
+    Args:
+        path: the cell's JSON file.
+        compute: runs the cell and returns its JSON-serialisable dict.
+        cpu_key: if given, the process CPU seconds of ``compute`` are stored under this key
+            (``time.process_time``: the machine is shared, wall time is not the cost).
+    """
+    if path.is_file():
+        return json.loads(path.read_text())
+    t0 = time.process_time()
+    cell = compute()
+    if cpu_key is not None:
+        cell[cpu_key] = round(time.process_time() - t0, 2)
+    write_json(path, cell)
+    return cell
+
+
+def ci95(x) -> tuple[float, float]:
+    """(mean, half-width of the 95 % t-interval) of the finite values; NaN half-width for one."""
+    from scipy.stats import t
+
+    a = np.asarray(list(x), dtype=float)
+    a = a[np.isfinite(a)]
+    if len(a) == 0:
+        return float("nan"), float("nan")
+    if len(a) == 1:
+        return float(a[0]), float("nan")
+    return float(a.mean()), float(t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
