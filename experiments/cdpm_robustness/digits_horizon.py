@@ -194,7 +194,8 @@ def table(summary: dict, tuning: list[dict], budget: Budget, families) -> str:
              f"{budget.batch}, lr 2e-3, EMA 0.99; {budget.samples} class-balanced samples, "
              f"Euler–Maruyama η = 1, {budget.sampler_steps} Karras steps from the prior. "
              f"Mean ± 95 % t-interval over {n} seeds; horizon picked on seed {TUNE_SEED}.", "",
-             "| family | horizon | ∫g² | s/m at T | FD ↓ | accuracy ↑ |", "|---|---|---|---|---|---|"]
+             "| family | horizon | ∫g² | s/m at T | FD ↓ | accuracy ↑ |",
+             "|---|---|---|---|---|---|"]
     for f in families:
         if f not in summary:
             continue

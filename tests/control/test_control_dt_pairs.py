@@ -11,19 +11,12 @@ from scorealign.control.algorithms import (ALGOS, sqrt_kl_penalty, state_kl)
 from scorealign.control.envs import LQEnv
 from scorealign.control.estimators import (build_ct_batch, build_dt_batch, regression_advantage,
                                            td_q_rate)
-from scorealign.control.policy import GaussianPolicy, LinearCritic, gaussian_kl
+from scorealign.control.policy import LinearCritic, gaussian_kl
 from scorealign.control.simulate import simulate
 from scorealign.rng import generator
 
 ENV, GAMMA = LQEnv(), 0.1
 PI = lq.LinearGaussian(k=-0.6, h=0.4, s=0.45)
-
-
-def _policy(pi=PI):
-    p = GaussianPolicy(1, 1, 1, math.log(pi.s))
-    with torch.no_grad():
-        p.W.copy_(torch.tensor([[pi.h, pi.k]], dtype=torch.float64))
-    return p
 
 
 @pytest.mark.parametrize("dt", [0.1, 0.02])
@@ -51,11 +44,11 @@ def test_fixed_constant_optimum_gap_grows_as_dt_shrinks():
             assert lq.discrete_objective(ENV, q, 0.01, kappa, alpha) <= J0 + 1e-12
 
 
-def test_dt_regression_advantage_is_dt_times_the_ct_fit_at_lambda_zero():
+def test_dt_regression_advantage_is_dt_times_the_ct_fit_at_lambda_zero(lq_policy):
     """With κ = e^{−βΔt}, α = γΔt, λ = 0 the DT targets Â + α log π are Δt·q̂, so the DT fitted
     advantage is exactly Δt × the CT fitted advantage (same critic, same uniform weights)."""
     dt = 0.05
-    policy = _policy()
+    policy = lq_policy(PI)
     ro = simulate(ENV, policy, 64, dt, 3.0, generator(0, "twin"))
     critic = LinearCritic(1, 2)
     batch, _ = build_dt_batch(ro, policy, critic, math.exp(-ENV.beta * dt), 0.0, GAMMA * dt,
@@ -72,15 +65,15 @@ def test_dt_regression_advantage_is_dt_times_the_ct_fit_at_lambda_zero():
         build_dt_batch(ro, policy, LinearCritic(1, 2), 0.9, 0.0, 0.01, advantage="fitted")
 
 
-def _ct_batch(seed=0):
-    policy = _policy()
+def _ct_batch(make_policy, seed=0):
+    policy = make_policy(PI)
     ro = simulate(ENV, policy, 32, 0.05, 0.0, generator(seed, "pen"), occupation="exponential")
     batch, _ = build_ct_batch(ro, policy, LinearCritic(1, 2), ENV.beta, GAMMA, "exponential",
                               "regression")
     return policy, batch
 
 
-def test_sqrt_kl_orders_and_directions():
+def test_sqrt_kl_orders_and_directions(lq_policy):
     """Equal per-state KL: both orders give (Σw)√KL; otherwise mean √ ≤ √ mean (Jensen). The
     directions are KL(π'‖π) (``new_old``, the default) and KL(π‖π')."""
     w = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
@@ -93,7 +86,7 @@ def test_sqrt_kl_orders_and_directions():
     assert a == pytest.approx(0.3 * 0.1 + 0.5 * 0.5)
     assert b == pytest.approx(math.sqrt(0.003 + 0.125))
     assert a < b
-    policy, batch = _ct_batch()
+    policy, batch = _ct_batch(lq_policy)
     with torch.no_grad():
         policy.W.add_(torch.tensor([[0.1, -0.2]], dtype=torch.float64))
         policy.log_std.add_(0.3)
@@ -106,12 +99,12 @@ def test_sqrt_kl_orders_and_directions():
 
 
 @pytest.mark.parametrize("kw", [{}, {"sqrt_order": "sqrt_of_mean"}, {"kl_direction": "old_new"}])
-def test_penalty_options_are_used_by_the_update(kw):
+def test_penalty_options_are_used_by_the_update(kw, lq_policy):
     """Each option changes the update and reports its own statistic; bad values are refused."""
     fn = ALGOS["ct_ppo_penalty"].fn
     outs = {}
     for name, opts in (("default", {}), ("opt", kw)):
-        policy, batch = _ct_batch(1)
+        policy, batch = _ct_batch(lq_policy, 1)
         opt = torch.optim.Adam(policy.parameters(), lr=0.05)
         state = {"kl_coef": 0.5}
         m = fn(policy, opt, batch, generator(0, "u"), state=state, epochs=3, **opts)
@@ -121,7 +114,7 @@ def test_penalty_options_are_used_by_the_update(kw):
         assert m["policy/sqrt_kl"] == pytest.approx(float(expect.detach()))
         outs[name] = policy.W.detach().clone()
     assert torch.equal(outs["default"], outs["opt"]) == (kw == {})
-    policy, batch = _ct_batch()
+    policy, batch = _ct_batch(lq_policy)
     opt = torch.optim.Adam(policy.parameters(), lr=0.05)
     with pytest.raises(ValueError, match="sqrt_order"):
         fn(policy, opt, batch, generator(0, "u"), state={}, sqrt_order="median")

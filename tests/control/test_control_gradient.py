@@ -11,7 +11,7 @@ from scorealign.control import lq
 from scorealign.control.algorithms import ALGOS, conjugate_gradient, ct_local_approximation
 from scorealign.control.envs import LQEnv
 from scorealign.control.estimators import build_ct_batch
-from scorealign.control.policy import GaussianPolicy, LinearCritic
+from scorealign.control.policy import LinearCritic
 from scorealign.control.simulate import simulate
 from scorealign.control.train import AlgoConfig, ControlConfig, train_control, ControlTrainConfig
 from scorealign.rng import generator
@@ -20,15 +20,8 @@ ENV, GAMMA = LQEnv(), 0.1
 PI = lq.LinearGaussian(k=-0.6, h=0.4, s=0.45)
 
 
-def _policy(pi=PI):
-    p = GaussianPolicy(1, 1, 1, math.log(pi.s))
-    with torch.no_grad():
-        p.W.copy_(torch.tensor([[pi.h, pi.k]], dtype=torch.float64))
-    return p
-
-
-def _batch(seed, dt=0.02, n=256, q_estimator="td"):
-    p = _policy()
+def _batch(make_policy, seed, dt=0.02, n=256, q_estimator="td"):
+    p = make_policy(PI)
     ro = simulate(ENV, p, n, dt, 0.0, generator(seed, "pg-test"), occupation="exponential")
     batch, _ = build_ct_batch(ro, p, LinearCritic(1, 2), ENV.beta, GAMMA, "exponential",
                               q_estimator)
@@ -40,14 +33,14 @@ def _surrogate(p, b):
                                   p.kl_from(b.x, b.mean_old, b.log_std_old), b.weight, GAMMA)
 
 
-def test_policy_gradient_estimate_matches_finite_differences():
+def test_policy_gradient_estimate_matches_finite_differences(lq_policy):
     """∇_θ L^π(π_θ)|_θ from occupation-time samples (τ ~ Exp(β)), LSTD critic and TD q-rates,
     against central differences of the exact J of the simulated Euler chain (for which the
     estimator is unbiased up to the critic fit): every coordinate within 4 standard errors."""
     dt = 0.02
     grads = []
     for seed in range(16):
-        p, b = _batch(seed, dt)
+        p, b = _batch(lq_policy, seed, dt)
         g = torch.autograd.grad(_surrogate(p, b), [p.W, p.log_std])
         grads.append(torch.cat([g[0].flatten(), g[1]]).numpy())
     grads = np.array(grads)
@@ -63,9 +56,9 @@ def test_policy_gradient_estimate_matches_finite_differences():
     assert abs(mean[0]) > 10 * se[0]  # the test can tell a wrong sign or a missing term
 
 
-def test_regression_q_gives_zero_mean_advantage_per_state():
+def test_regression_q_gives_zero_mean_advantage_per_state(lq_policy):
     """The fitted-q advantage has E_{a∼π}[A(x, ·)] = 0 at every state (analytic baseline)."""
-    p, b = _batch(0, q_estimator="regression")
+    p, b = _batch(lq_policy, 0, q_estimator="regression")
     # re-evaluate the advantage on fresh actions at a few states through the same fit: the mean
     # over many actions at a fixed state vanishes up to Monte Carlo error
     from scorealign.control.estimators import regression_advantage
@@ -89,8 +82,8 @@ def test_conjugate_gradient_solves_spd_system():
     torch.testing.assert_close(A @ x, b, atol=1e-9, rtol=0)
 
 
-def test_trpo_step_stays_in_trust_region_and_improves_the_local_approximation():
-    p, b = _batch(3)
+def test_trpo_step_stays_in_trust_region_and_improves_the_local_approximation(lq_policy):
+    p, b = _batch(lq_policy, 3)
     before = float(_surrogate(p, b).detach())
     out = ALGOS["ct_trpo"].fn(p, None, b, generator(0, "u"), max_kl=0.005)
     assert out["trpo/backtracks"] < 10
