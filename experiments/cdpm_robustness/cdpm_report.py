@@ -112,10 +112,16 @@ def figure(rows: list[dict], path: Path) -> None:
             ax.grid(alpha=0.3)
         axes[i, 2].set_xscale("log")
         axes[i, 0].legend(fontsize=7)
+    save_png(fig, path, dpi=72)
+
+
+def save_png(fig, path: Path, dpi: int) -> None:
+    """``fig.tight_layout()``, then save as ``path`` atomically (a temporary name, then a rename)
+    and close it; used by every figure of this experiment."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=72)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
 

@@ -10,7 +10,7 @@ schedule then spans a longer time; θ for COU at T = 1; σ_max for VE, where T a
 time change). The horizon is picked per family on a separate seed (``TUNE_SEED``, lowest
 classifier Fréchet distance), then every family is retrained at its picked horizon on the
 evaluation seeds and scored on class-balanced samples of the Euler–Maruyama reverse SDE (η = 1,
-``STEPS`` Karras steps, prior start): classifier FD to the test split and class accuracy, mean
+20 Karras steps, prior start): classifier FD to the test split and class accuracy, mean
 and 95 % t-interval over seeds.
 
 Cells (one training run + its evaluation) are cached one JSON each in ``<out>/cells/``; the run
@@ -55,7 +55,6 @@ HORIZONS = {"ve": ("sigma_max", (12.5, 50.0, 200.0)),
             "csubvp": ("T", (0.5, 1.0, 1.5))}
 TUNE_SEED = 100
 SEEDS = (0, 1, 2, 3, 4)
-STEPS = 30  # Euler–Maruyama steps on the Karras grid
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,8 @@ class Budget:
     widths: tuple[int, ...]
 
 
-FULL = Budget(steps=200, batch=64, samples=300, sampler_steps=STEPS, widths=(16, 32))
+# Sized for ~10 CPU-s per training run on one core (30 runs: ~15 CPU-min with the evaluation).
+FULL = Budget(steps=150, batch=64, samples=200, sampler_steps=20, widths=(16, 32))
 QUICK = Budget(steps=6, batch=16, samples=40, sampler_steps=4, widths=(8, 16))
 
 
@@ -88,9 +88,15 @@ def horizon_stats(family: str, h: float) -> dict:
     return {"int_g2": int_g2, "nsr_T": float(m.std / m.mean_coef), "T": T}
 
 
+def cell_key(budget: Budget, family: str, h: float, seed: int) -> str:
+    """Cell name; the budget is part of it, so a changed budget never reuses a cell."""
+    return (f"{family}_{HORIZONS[family][0]}={h:g}_seed={seed}_b{budget.steps}x{budget.batch}"
+            f"_n{budget.samples}_k{budget.sampler_steps}")
+
+
 def run_cell(out: Path, runs: Path, budget: Budget, family: str, h: float, seed: int) -> dict:
     """Train ``family`` at horizon ``h`` on ``seed`` and score its samples (cached)."""
-    key = f"{family}_{HORIZONS[family][0]}={h:g}_seed={seed}"
+    key = cell_key(budget, family, h, seed)
 
     def compute() -> dict:
         run_path = runs / key
@@ -129,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="cells and results")
     ap.add_argument("--runs", type=Path, default=None, help="training run directories")
     ap.add_argument("--table-only", action="store_true", help="only rebuild from cached cells")
+    ap.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 5)")
     args = ap.parse_args(argv)
     budget = QUICK if args.quick else FULL
     out = args.out or HERE / "results" / ("digits_horizon_quick" if args.quick
@@ -136,10 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     runs = args.runs or Path("runs") / ("cdpm_digits_horizon" + ("_quick" if args.quick else ""))
     families = ("vp", "cou") if args.quick else tuple(HORIZONS)
     grid = {f: HORIZONS[f][1][:2] if args.quick else HORIZONS[f][1] for f in families}
-    seeds = SEEDS[:2] if args.quick else SEEDS
+    seeds = SEEDS[:args.seeds or (2 if args.quick else len(SEEDS))]
     torch.set_num_threads(1)
     cell = (lambda f, h, s: run_cell(out, runs, budget, f, h, s)) if not args.table_only else \
-        (lambda f, h, s: _read(out, f, h, s))
+        (lambda f, h, s: _read(out / "cells" / f"{cell_key(budget, f, h, s)}.json"))
     tuning = [r for f in families for h in grid[f] if (r := cell(f, h, TUNE_SEED))]
     picked = {}
     for f in families:
@@ -153,8 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(tuning)} tuning + {len(rows)} evaluation cells, {cpu:.0f} CPU-s -> {out}")
 
 
-def _read(out: Path, family: str, h: float, seed: int) -> dict | None:
-    p = out / "cells" / f"{family}_{HORIZONS[family][0]}={h:g}_seed={seed}.json"
+def _read(p: Path) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 

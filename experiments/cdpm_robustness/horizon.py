@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +39,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scorealign.sde import build_sde
-from scorealign.sde.base import SDE, Marginal, as_time
-from scorealign.sde.bounds import (error_amplification, error_factor, gaussian_reverse_em,
-                                   gaussian_w2, log_grid, marginal_moments)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cdpm_report import save_png  # noqa: E402
+
+from scorealign.sde import build_sde  # noqa: E402
+from scorealign.sde.base import SDE, Marginal, as_time  # noqa: E402
+from scorealign.sde.bounds import (error_amplification, error_factor,  # noqa: E402
+                                   gaussian_reverse_em, gaussian_w2, log_grid, marginal_moments)
 
 HERE = Path(__file__).resolve().parent
 MU0, VAR0 = 2.0, 0.25  # data N(2, 0.5²): off-centre, so the prior's missing m(T)μ₀ shows
@@ -299,12 +302,7 @@ def figure(hz: list[dict], Ts: list[float], h_fine: float, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
     axes[3].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,15 +40,17 @@ import argparse
 import csv
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _cells import cached, ci95  # noqa: E402
 
-from scorealign.config import load_config
-from scorealign.control import lq
-from scorealign.control.envs import make_env
-from scorealign.control.train import ControlConfig, train_control
+from scorealign.config import load_config  # noqa: E402
+from scorealign.control import lq  # noqa: E402
+from scorealign.control.envs import make_env  # noqa: E402
+from scorealign.control.train import ControlConfig, train_control  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE.parents[1] / "configs" / "control"
@@ -101,34 +103,21 @@ def cell_path(out: Path, label: str, dt: float, seed: int, step: float) -> Path:
 
 def run_cell(out: Path, label: str, dt: float, seed: int, step: float,
              iterations: int, extra: tuple[str, ...] = ()) -> dict:
-    """Train one (variant, Δt, seed, step size); cached as one JSON."""
-    path = cell_path(out, label, dt, seed, step)
-    if path.is_file():
-        return json.loads(path.read_text())
-    name, sets = variants()[label]
-    knob, _ = step_grid(name)
-    cfg = load_config(CONFIGS / f"{name}.yaml", ControlConfig,
-                      [*sets, f"dt={dt}", f"train.seed={seed}", f"train.steps={iterations}",
-                       f"eval_every={iterations}", f"{knob}={step}", *extra])
-    t0 = time.time()
-    final = train_control(cfg)
-    row = {"variant": canonical(label, dt), "dt": dt, "seed": seed, "step": step,
-           "gap": float(final["perf/gap"]), "k": float(final["policy/k"]),
-           "std": float(final["policy/std"]), "seconds": round(time.time() - t0, 2)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row))
-    tmp.replace(path)
-    return row
+    """Train one (variant, Δt, seed, step size); cached as one JSON (``experiments/_cells.py``)."""
 
+    def compute() -> dict:
+        name, sets = variants()[label]
+        knob, _ = step_grid(name)
+        cfg = load_config(CONFIGS / f"{name}.yaml", ControlConfig,
+                          [*sets, f"dt={dt}", f"train.seed={seed}", f"train.steps={iterations}",
+                           f"eval_every={iterations}", f"{knob}={step}", *extra])
+        t0 = time.time()
+        final = train_control(cfg)
+        return {"variant": canonical(label, dt), "dt": dt, "seed": seed, "step": step,
+                "gap": float(final["perf/gap"]), "k": float(final["policy/k"]),
+                "std": float(final["policy/std"]), "seconds": round(time.time() - t0, 2)}
 
-def ci95(x: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95 % t-interval)."""
-    from scipy.stats import t
-    a = np.asarray(x, dtype=float)
-    if len(a) < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
+    return cached(cell_path(out, label, dt, seed, step), compute, cpu_key="cpu_s")
 
 
 def floors(dts: list[float]) -> dict[str, dict[float, float]]:
@@ -226,7 +215,7 @@ def write_outputs(out: Path, rows: list[dict], tuning: list[dict], chosen: dict,
          "summary": summary, "rows": rows, "tuning": tuning}, indent=1))
     with open(out / "rows.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["variant", "dt", "seed", "step", "gap", "k", "std",
-                                          "seconds"])
+                                          "seconds", "cpu_s"])
         w.writeheader()
         w.writerows({k: r.get(k) for k in w.fieldnames} for r in rows)
     (out / "table.md").write_text(table(summary, chosen, fl, dts, labels, tuning, tune_dt))

@@ -33,12 +33,13 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+from _cells import cached  # noqa: E402
 CONFIGS = ROOT / "configs" / "finetune"
 SAA = ["algo.advantage=batch", "algo.value=null", "policy.exploration=0.2",
        "algo.loss_kwargs={clip: 1.0e-4, beta: 0.0, gae_lambda: 1.0}"]
@@ -117,27 +118,23 @@ class Evaluator:
 
 
 def run_cell(method: str, a: argparse.Namespace, lr: float, seed: int, path: Path) -> dict:
-    """Fine-tune one cell (cached): per-epoch training metrics and fixed-set evaluation."""
-    if path.is_file():
-        return json.loads(path.read_text())
-    from scorealign.rl.trainer import Finetuner
+    """Fine-tune one cell (cached, ``experiments/_cells.py``): per-epoch training metrics and
+    fixed-set evaluation."""
 
-    t0 = time.process_time()
-    ft = Finetuner(build(method, a, lr, seed), None)
-    ev = Evaluator(ft, a.eval_rows, a.steps)
-    rows = [{"epoch": 0, "queries/reward": 0.0, **ev()}]
-    while ft.epoch < a.epochs:
-        m = ft.train_epoch()
-        ft.epoch += 1
-        keep = {k: v for k, v in m.items() if isinstance(v, float) and math.isfinite(v)}
-        rows.append({"epoch": ft.epoch, **keep, **ev()})
-    cell = {"method": method, "lr": lr, "seed": seed, "rows": rows,
-            "cpu_s": time.process_time() - t0}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell))
-    tmp.replace(path)
-    return cell
+    def compute() -> dict:
+        from scorealign.rl.trainer import Finetuner
+
+        ft = Finetuner(build(method, a, lr, seed), None)
+        ev = Evaluator(ft, a.eval_rows, a.steps)
+        rows = [{"epoch": 0, "queries/reward": 0.0, **ev()}]
+        while ft.epoch < a.epochs:
+            m = ft.train_epoch()
+            ft.epoch += 1
+            keep = {k: v for k, v in m.items() if isinstance(v, float) and math.isfinite(v)}
+            rows.append({"epoch": ft.epoch, **keep, **ev()})
+        return {"method": method, "lr": lr, "seed": seed, "rows": rows}
+
+    return cached(path, compute, cpu_key="cpu_s")
 
 
 def ci95(x: list[float]) -> tuple[float, float]:
