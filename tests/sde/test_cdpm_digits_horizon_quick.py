@@ -13,7 +13,9 @@ import pytest
 RUN = Path(__file__).resolve().parents[2] / "experiments" / "cdpm_robustness" / "digits_horizon.py"
 
 
-def _module():
+@pytest.fixture(scope="module")
+def mod():
+    """The experiment module, loaded once for both tests."""
     spec = importlib.util.spec_from_file_location("cdpm_digits_horizon", RUN)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up
@@ -21,8 +23,7 @@ def _module():
     return mod
 
 
-def test_horizon_stats_closed_forms():
-    mod = _module()
+def test_horizon_stats_closed_forms(mod):
     # VP, β linear from 0.1 to 20 over [0, T]: ∫β = T (β_min + β_max)/2, s/m = sqrt(e^B − 1)
     vp = mod.horizon_stats("vp", 0.5)
     assert vp["int_g2"] == pytest.approx(0.5 * 10.05, rel=1e-6)
@@ -37,8 +38,7 @@ def test_horizon_stats_closed_forms():
     assert ve["nsr_T"] == pytest.approx(12.5, rel=1e-3)
 
 
-def test_quick_run_picks_per_family_and_caches(tmp_path):
-    mod = _module()
+def test_quick_run_picks_per_family_and_caches(tmp_path, mod):
     args = ["--quick", "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
     mod.main(args)
     res = json.loads((tmp_path / "out" / "results.json").read_text())
