@@ -6,20 +6,11 @@ deterministic point); it is then resumed with ``scorealign pretrain --resume`` a
 uninterrupted run of the same config.
 """
 
-import os
-import signal
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from scorealign.cli import app
-from scorealign.config import load_config
-from scorealign.train.checkpoint import KILL_ENV, latest_checkpoint, load_checkpoint
-from scorealign.train.pretrain import PretrainConfig, pretrain
+from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
 from scorealign.train.rundir import RunDir
 
 SETS = ["train.steps=12", "train.ckpt_every=5", "train.batch_size=64", "train.log_every=2",
@@ -28,29 +19,8 @@ SETS = ["train.steps=12", "train.ckpt_every=5", "train.batch_size=64", "train.lo
 
 
 @pytest.mark.slow
-def test_kill_and_resume_is_bit_identical(tmp_path):
-    env = {**os.environ, KILL_ENV: "10", "OMP_NUM_THREADS": "1"}
-    killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "scorealign.cli", "pretrain", "--config",
-           "configs/pretrain/gaussians.yaml", "--out", str(killed)]
-    for s in SETS:
-        cmd += ["--set", s]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert latest_checkpoint(killed / "checkpoints").name == "step_000010"
-    assert not (killed / "final").exists()
-
-    cfg = load_config("configs/pretrain/gaussians.yaml", PretrainConfig, SETS)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same kernels as the subprocess
-    try:
-        res = CliRunner().invoke(app, ["pretrain", "--resume", str(killed)])
-        assert res.exit_code == 0, res.output
-        assert "resuming" in res.output and (killed / "report.html").is_file()
-        ref = tmp_path / "ref"
-        pretrain(cfg, RunDir.create(ref, cfg))
-    finally:
-        torch.set_num_threads(threads)
+def test_kill_and_resume_is_bit_identical(pretrain_killed_and_resumed):
+    killed, ref = pretrain_killed_and_resumed("configs/pretrain/gaussians.yaml", SETS, 10)
 
     a, b = load_file(str(killed / "final" / "model.safetensors")), \
         load_file(str(ref / "final" / "model.safetensors"))

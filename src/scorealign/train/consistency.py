@@ -249,7 +249,7 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
     The checkpoint holds the student θ, its EMA (exported to ``final/``, as DSM runs export
     theirs), the target θ⁻ and the optimizer.
     """
-    from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from scorealign.train.loop import end_of_step, export_final, optimizer_step, resume_states
     from scorealign.train.pretrain import lr_at, make_accelerator, update_ema
     from scorealign.train.progress import progress_bar
     from scorealign.train.task import build_task
@@ -269,16 +269,12 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
     target = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start = 0
-    if resume and (ckpt := latest_checkpoint(run.checkpoints)) is not None:
-        states, extra = load_checkpoint(ckpt)
+    states, start = resume_states(run, resume, acc)
+    if states is not None:
         model.load_state_dict(states["model"])
         target.load_state_dict(states["target"])
         opt.load_state_dict(states["optimizer"])
         ema = {k: v.clone() for k, v in states["ema"].items()}
-        start = int(extra["step"])
-        run.truncate_metrics(start)
-        acc.print(f"resuming {run.path} from step {start}")
     model, opt = acc.prepare(model, opt)
     target = target.to(acc.device).eval()
     if t_net is not None:
@@ -304,27 +300,14 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
                 x0, t_hi, t_lo, z, teacher=factory(cond) if factory is not None else None,
                 teacher_kind=t_kind, solver=cc.solver, dist=cc.distance,
                 huber_c=cc.huber_c).mean()
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            gnorm = acc.clip_grad_norm_(model.parameters(), tc.grad_clip) \
-                if tc.grad_clip > 0 else None
-            opt.step()
+            gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
             update_target(target, acc.unwrap_model(model), mu)
             update_ema(ema, acc.unwrap_model(model), tc.ema_decay, step)
-            done = step + 1
-            if acc.is_main_process and (done % tc.log_every == 0 or done == tc.steps):
-                run.log(done, **{f"loss/{tc.objective}": loss.item(), "opt/lr": lr_at(step, tc),
-                                 "cm/num_scales": n_scales, "cm/target_ema": mu},
-                        **({"opt/grad_norm": float(gnorm)} if gnorm is not None else {}))
-            if acc.is_main_process and (done % tc.ckpt_every == 0 or done == tc.steps):
-                save_checkpoint(run.checkpoints, done,
-                                {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
-                                 "target": target.state_dict(), "optimizer": opt.state_dict()},
-                                extra={"step": done}, keep=tc.keep_checkpoints)
+            end_of_step(acc, run, tc, step + 1,
+                        {f"loss/{tc.objective}": loss.item(), "opt/lr": lr_at(step, tc),
+                         "cm/num_scales": n_scales, "cm/target_ema": mu}, gnorm,
+                        lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
+                                 "target": target.state_dict(), "optimizer": opt.state_dict()})
             bar.advance(loss=loss.item())
-    acc.wait_for_everyone()
-    final = run.path / "final"
-    if acc.is_main_process:
-        task.export(ema, final)
-    return final
+    return export_final(acc, run, task, ema)
 

@@ -20,15 +20,14 @@ from scorealign.config import FieldError, Tracker, tracker_field
 from scorealign.nets import ModelConfig
 from scorealign.rng import generator
 from scorealign.sde.dsm import dsm_loss, sample_t
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scorealign.train.consistency import ConsistencyConfig, consistency_pretrain
+from scorealign.train.loop import end_of_step, export_final, optimizer_step, resume_states
 from scorealign.train.progress import progress_bar
 from scorealign.train.rundir import RunDir
 from scorealign.train.task import (DataConfig, SamplingConfig, SDEConfig, Task, build_task,
                                    check_task)
 
-# Fault injection for the exact-resume test: SIGKILL this process right after the checkpoint
-# of this step has been written (a real `kill -9` at a deterministic point).
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimization settings of the pretraining loop."""
@@ -139,15 +138,11 @@ def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> Path:
     model = task.model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    start = 0
-    if resume and (ckpt := latest_checkpoint(run.checkpoints)) is not None:
-        states, extra = load_checkpoint(ckpt)
+    states, start = resume_states(run, resume, acc)
+    if states is not None:
         model.load_state_dict(states["model"])
         opt.load_state_dict(states["optimizer"])
         ema = {k: v.clone() for k, v in states["ema"].items()}
-        start = int(extra["step"])
-        run.truncate_metrics(start)
-        acc.print(f"resuming {run.path} from step {start}")
     model, opt = acc.prepare(model, opt)
     ema = {k: v.to(acc.device) for k, v in ema.items()}
     tc = cfg.train
@@ -160,23 +155,11 @@ def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> Path:
             cond = task.cond_to(cond, acc.device)
             loss = dsm_loss(model, task.sde, x0, t, noise, cond=cond, kind=task.kind,
                             weighting=tc.weighting).mean()
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            gnorm = acc.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
-            opt.step()
+            gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
             update_ema(ema, acc.unwrap_model(model), tc.ema_decay, step)
-            done = step + 1
-            if acc.is_main_process and (done % tc.log_every == 0 or done == tc.steps):
-                run.log(done, **{"loss/dsm": loss.item(), "opt/lr": lr_at(step, tc)},
-                        **({"opt/grad_norm": float(gnorm)} if gnorm is not None else {}))
-            if acc.is_main_process and (done % tc.ckpt_every == 0 or done == tc.steps):
-                save_checkpoint(run.checkpoints, done,
-                                {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
-                                 "optimizer": opt.state_dict()},
-                                extra={"step": done}, keep=tc.keep_checkpoints)
+            end_of_step(acc, run, tc, step + 1,
+                        {"loss/dsm": loss.item(), "opt/lr": lr_at(step, tc)}, gnorm,
+                        lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
+                                 "optimizer": opt.state_dict()})
             bar.advance(loss=loss.item())
-    acc.wait_for_everyone()
-    final = run.path / "final"
-    if acc.is_main_process:
-        task.export(ema, final)
-    return final
+    return export_final(acc, run, task, ema)
