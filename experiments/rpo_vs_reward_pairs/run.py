@@ -4,7 +4,7 @@ Diffusion-DPO training (digits) [Zhao+25 RPO, arXiv:2503.11720; Wallace+23, Eq. 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python experiments/rpo_vs_reward_pairs/run.py
     .venv/bin/python experiments/rpo_vs_reward_pairs/run.py --quick --out /tmp/rpo   # the test
 
-Full run: ~20 CPU-minutes single-threaded; one JSON per cell under ``cells/`` (a stopped run
+Full run: ~8 CPU-minutes single-threaded; one JSON per cell under ``cells/`` (a stopped run
 continues where it stopped; ``--summary-only`` re-tabulates the cached cells).
 
 Per seed (prompts, samples, edits, DPO noise and data order all derive from it):
@@ -15,7 +15,7 @@ Per seed (prompts, samples, edits, DPO noise and data order all derive from it):
    edit instructions, edit with SDEdit **at the same guidance G** (the old set-up edited at 3 while
    sampling at 1, so the pairs differed by guidance rather than by the fix) or image operations,
    keep the verified fixes: edited(A) ≻ A. The verifier re-critiques with the same critic, or
-   (variant ``verifier``) with a classifier of another training seed (2).
+   (variant ``verifier``, RPO arm) with a classifier of another training seed (2).
 3. Reward arm: for the same prompts the RPO arm kept, A vs B, the higher classifier (seed 0)
    log-prob of the prompted digit wins. Both arms are cut to the prompts both have, so they have
    the same prompts and the same number of pairs.
@@ -23,7 +23,8 @@ Per seed (prompts, samples, edits, DPO noise and data order all derive from it):
    values) on each arm with the same seed; every ``eval_every`` steps the policy is judged by a
    held-out classifier (seed 1: prompt accuracy, p(prompted digit)) and by the Fréchet distance
    of its features to real test digits, on one fixed evaluation set (prompts and sampling seed).
-   Variant ``sft`` adds 0.5 × the denoising loss on the chosen images (``loss.sft_weight``).
+   Variant ``sft`` (RPO arm) adds 0.5 × the denoising loss on the chosen images
+   (``loss.sft_weight``). The options are compared, paired by seed, with the default RPO arm.
 
 Learning rate: swept per arm on a separate seed (``sweep_seed``, variant ``default``); the rule
 picks the lr with the highest final prompt accuracy whose final FD stays within 1.5× the base
@@ -47,13 +48,14 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-FULL = dict(prompts=160, steps=120, batch=16, eval_every=40, eval_samples=120, gen_steps=10,
-            seeds=5, lrs=(1e-6, 3e-6, 1e-5), sweep_seed=100)
+FULL = dict(prompts=80, steps=40, batch=8, eval_every=20, eval_samples=100, gen_steps=8,
+            seeds=5, lrs=(3e-6, 1e-5), sweep_seed=100)
 QUICK = dict(prompts=20, steps=2, batch=4, eval_every=1, eval_samples=10, gen_steps=2,
              seeds=2, lrs=(1e-6, 1e-4), sweep_seed=100)
-VARIANTS = {"default": dict(verifier="same", sft=0.0),
-            "verifier": dict(verifier="independent", sft=0.0),
-            "sft": dict(verifier="same", sft=0.5)}
+# The options change the RPO arm; they are compared with the default RPO arm of the same seed.
+VARIANTS = {"default": dict(verifier="same", sft=0.0, arms=("rpo", "reward")),
+            "verifier": dict(verifier="independent", sft=0.0, arms=("rpo",)),
+            "sft": dict(verifier="same", sft=0.5, arms=("rpo",))}
 ARMS = ("rpo", "reward")
 KEYS = ("eval/accuracy", "eval/label_prob", "eval/fd", "eval/diversity", "eval/flagged")
 FD_LIMIT = 1.5  # lr rule: final FD at most this × the base model's
@@ -66,11 +68,22 @@ def _write(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def build_arms(args, seed: int, base, budget: dict, work: Path) -> dict[str, dict]:
-    """Per verifier: RPO and reward pair datasets for the same prompts (module docstring)."""
+def draw(args, seed: int, base, budget: dict) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The seed's prompts and two base samples A, B per prompt (shared by every verifier)."""
     from scorealign.data.digits import prompt_for
-    from scorealign.rewards import build_reward
     from scorealign.rpo.base import generate, hash_seed
+
+    prompts = [prompt_for(i % 10) for i in range(budget["prompts"])]
+    gen = dict(steps=budget["gen_steps"], guidance=args.guidance)
+    a = generate(base, base.model, prompts, seed=hash_seed(seed, "a"), **gen)
+    b = generate(base, base.model, prompts, seed=hash_seed(seed, "b"), **gen)
+    return prompts, a, b
+
+
+def build_arms(args, seed: int, verifier: str, drawn: tuple, base, budget: dict,
+               work: Path) -> dict:
+    """RPO and reward pair datasets for the same prompts (module docstring), one verifier."""
+    from scorealign.rewards import build_reward
     from scorealign.rpo.build import write_dataset
     from scorealign.rpo.digits_critic import DigitsCritic
     from scorealign.rpo.editors import digits_editor
@@ -79,44 +92,38 @@ def build_arms(args, seed: int, base, budget: dict, work: Path) -> dict[str, dic
     from scorealign.rpo.verifier import CritiqueVerifier
 
     size = base.task.model_cfg.sample_size
-    prompts = [prompt_for(i % 10) for i in range(budget["prompts"])]
-    gen = dict(steps=budget["gen_steps"], guidance=args.guidance)
-    a = generate(base, base.model, prompts, seed=hash_seed(seed, "a"), **gen)
-    b = generate(base, base.model, prompts, seed=hash_seed(seed, "b"), **gen)
+    prompts, a, b = drawn
     critic = DigitsCritic.calibrated(size=size, classifier_seed=0)
     reward = build_reward({"name": "digit_alignment", "seed": 0, "size": size})
-    out = {}
-    for verifier in sorted({v["verifier"] for v in VARIANTS.values()}):
-        check = critic if verifier == "same" else DigitsCritic.calibrated(
-            size=size, classifier_seed=2)
-        editor = digits_editor(base, steps=budget["gen_steps"], guidance=args.guidance,
-                               seed=seed)
-        rpo, rpo_stats = build_rpo_pairs(a, prompts, critic,
-                                         DigitsInstructionExtractor(0.6, 0.35), editor,
-                                         CritiqueVerifier(check), attempts=2)
-        idx = [p.meta["index"] for p in rpo]
-        rw, _ = build_reward_pairs(a[idx], b[idx], [prompts[i] for i in idx], reward)
-        # Same prompts in both arms: drop RPO pairs whose reward pair was a tie.
-        by_prompt: dict[str, list] = {}
-        for p in rw:
-            by_prompt.setdefault(p.prompt, []).append(p)
-        rpo_kept, rw_kept = [], []
-        for p, i in zip(rpo, idx):
-            match = [q for q in by_prompt.get(p.prompt, [])
-                     if torch.equal(q.chosen, a[i]) or torch.equal(q.rejected, a[i])]
-            if match:
-                rpo_kept.append(p)
-                rw_kept.append(match[0])
-        info = {"prompts": len(prompts), "verifier": verifier,
-                "rpo_build": rpo_stats.to_dict(), "pairs": len(rpo_kept)}
-        tag = f"s{seed}_{verifier}"
-        out[verifier] = {
-            "rpo": str(write_dataset(work / f"pairs_rpo_{tag}", rpo_kept, {"stats": info},
-                                     overwrite=True)),
-            "reward": str(write_dataset(work / f"pairs_reward_{tag}", rw_kept, {"stats": info},
-                                        overwrite=True)),
-            "info": info}
-    return out
+    check = critic if verifier == "same" else DigitsCritic.calibrated(
+        size=size, classifier_seed=2)
+    editor = digits_editor(base, steps=budget["gen_steps"], guidance=args.guidance,
+                           seed=seed)
+    rpo, rpo_stats = build_rpo_pairs(a, prompts, critic,
+                                     DigitsInstructionExtractor(0.6, 0.35), editor,
+                                     CritiqueVerifier(check), attempts=2)
+    idx = [p.meta["index"] for p in rpo]
+    rw, _ = build_reward_pairs(a[idx], b[idx], [prompts[i] for i in idx], reward)
+    # Same prompts in both arms: drop RPO pairs whose reward pair was a tie.
+    by_prompt: dict[str, list] = {}
+    for p in rw:
+        by_prompt.setdefault(p.prompt, []).append(p)
+    rpo_kept, rw_kept = [], []
+    for p, i in zip(rpo, idx):
+        match = [q for q in by_prompt.get(p.prompt, [])
+                 if torch.equal(q.chosen, a[i]) or torch.equal(q.rejected, a[i])]
+        if match:
+            rpo_kept.append(p)
+            rw_kept.append(match[0])
+    info = {"prompts": len(prompts), "verifier": verifier,
+            "rpo_build": rpo_stats.to_dict(), "pairs": len(rpo_kept)}
+    tag = f"s{seed}_{verifier}"
+    return {
+        "rpo": str(write_dataset(work / f"pairs_rpo_{tag}", rpo_kept, {"stats": info},
+                                 overwrite=True)),
+        "reward": str(write_dataset(work / f"pairs_reward_{tag}", rw_kept, {"stats": info},
+                                    overwrite=True)),
+        "info": info}
 
 
 def eval_config(args, budget: dict):
@@ -227,26 +234,29 @@ def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path,
         raise SystemExit(f"{cells}: cells of another budget ({cached.get('budget')}); "
                          f"move them away or pass --out elsewhere")
     base_fd = cached["eval/fd"]
-    arms_by_seed: dict[int, dict] = {}
+    drawn: dict[int, tuple] = {}
+    built: dict[tuple[int, str], dict] = {}
 
-    def arms(seed: int) -> dict:
-        if seed not in arms_by_seed:
+    def arms(seed: int, verifier: str) -> dict:
+        if (seed, verifier) not in built:
             t0 = time.process_time()
-            arms_by_seed[seed] = build_arms(args, seed, base, budget, work)
-            for v in arms_by_seed[seed].values():
-                v["info"]["cpu_s"] = time.process_time() - t0
-        return arms_by_seed[seed]
+            if seed not in drawn:
+                drawn[seed] = draw(args, seed, base, budget)
+            built[(seed, verifier)] = build_arms(args, seed, verifier, drawn[seed], base,
+                                                 budget, work)
+            built[(seed, verifier)]["info"]["cpu_s"] = time.process_time() - t0
+        return built[(seed, verifier)]
 
     def cell(path: Path, seed: int, arm: str, variant: str, lr: float) -> dict:
         if path.is_file():
             return json.loads(path.read_text())
         opts = VARIANTS[variant]
-        built = arms(seed)[opts["verifier"]]
-        if built["info"]["pairs"] < 2:
-            raise SystemExit(f"seed {seed}: only {built['info']['pairs']} pairs; more prompts")
+        pairs = arms(seed, opts["verifier"])
+        if pairs["info"]["pairs"] < 2:
+            raise SystemExit(f"seed {seed}: only {pairs['info']['pairs']} pairs; more prompts")
         t0 = time.process_time()
-        pts = curve(args, seed, path.stem, built[arm], lr, opts["sft"], base, budget, work)
-        out = {"seed": seed, "arm": arm, "variant": variant, "lr": lr, "build": built["info"],
+        pts = curve(args, seed, path.stem, pairs[arm], lr, opts["sft"], base, budget, work)
+        out = {"seed": seed, "arm": arm, "variant": variant, "lr": lr, "build": pairs["info"],
                "budget": budget, "points": pts, "cpu_s": time.process_time() - t0}
         _write(path, out)
         print(f"{path.stem}: " + ", ".join(
@@ -262,7 +272,7 @@ def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path,
         lr_of[arm] = pick_lr(swept, base_fd)
     for seed in range(budget["seeds"]):
         for variant in variants:
-            for arm in ARMS:
+            for arm in VARIANTS[variant]["arms"]:
                 cell(cells / f"{prefix}-{variant}-s{seed}-{arm}.json", seed, arm, variant,
                      lr_of[arm])
 
@@ -290,27 +300,34 @@ def summarize(cells: Path, prefix: str, budget: dict, variants: list[str]) -> di
                                if cs},
                  "variants": {}}
     cpu = [base["cpu_s"]] + [c["cpu_s"] for cs in sweep.values() for c in cs]
+    runs = {(variant, arm): {c["seed"]: c for c in map(load, cells.glob(
+        f"{prefix}-{variant}-s*-{arm}.json"))} for variant in variants
+        for arm in VARIANTS[variant]["arms"]}
+    cpu += [c["cpu_s"] for r in runs.values() for c in r.values()]
     for variant in variants:
-        runs = {arm: {c["seed"]: c for c in map(load, cells.glob(f"{prefix}-{variant}-s*-{arm}"
-                                                                   f".json"))} for arm in ARMS}
-        if not all(runs.values()):
+        arms = VARIANTS[variant]["arms"]
+        # paired by seed: RPO − reward (default); RPO with the option − default RPO (options)
+        other = ("default", "reward") if variant == "default" else ("default", "rpo")
+        have = [runs[(variant, arm)] for arm in arms] + [runs.get(other, {})]
+        seeds = sorted(set.intersection(*(set(r) for r in have)))
+        if not seeds:
             continue
-        cpu += [c["cpu_s"] for r in runs.values() for c in r.values()]
-        seeds = sorted(set(runs["rpo"]) & set(runs["reward"]))
-        v: dict = {"seeds": seeds, "pairs": [runs["rpo"][s]["build"]["pairs"] for s in seeds],
-                   "lr": {arm: runs[arm][seeds[0]]["lr"] for arm in ARMS}, "arms": {},
-                   "per_seed": [], "paired": []}
-        for arm in ARMS:
-            curves = [[base] + runs[arm][s]["points"] for s in seeds]
+        v: dict = {"seeds": seeds, "compared_with": "/".join(other),
+                   "pairs": [runs[(variant, "rpo")][s]["build"]["pairs"] for s in seeds],
+                   "lr": {arm: runs[(variant, arm)][seeds[0]]["lr"] for arm in arms},
+                   "arms": {}, "per_seed": [], "paired": []}
+        for arm in arms:
+            curves = [[base] + runs[(variant, arm)][s]["points"] for s in seeds]
             v["arms"][arm] = [{"step": pts[0]["step"], "n": len(seeds),
                                **{k: ci([c[i][k] for c in curves]) for k in KEYS}}
                               for i, pts in enumerate(zip(*curves))]
             for s, c in zip(seeds, curves):
                 v["per_seed"] += [{"arm": arm, "seed": s, "step": p["step"],
                                    **{k: p[k] for k in KEYS}} for p in c[1:]]
-        for i, p in enumerate(runs["rpo"][seeds[0]]["points"]):
-            d = {k: ci([runs["rpo"][s]["points"][i][k] - runs["reward"][s]["points"][i][k]
-                        for s in seeds]) for k in ("eval/accuracy", "eval/fd")}
+        mine, ref = runs[(variant, "rpo")], runs[other]
+        for i, p in enumerate(mine[seeds[0]]["points"]):
+            d = {k: ci([mine[s]["points"][i][k] - ref[s]["points"][i][k] for s in seeds])
+                 for k in ("eval/accuracy", "eval/fd", "eval/flagged")}
             v["paired"].append({"step": p["step"], **d})
         out["variants"][variant] = v
     out["cpu_minutes"] = sum(cpu) / 60
@@ -347,10 +364,10 @@ def table(summary: dict) -> str:
                 lines.append(f"| {arm} | {r['step']} | {f(r['eval/accuracy'])} | "
                              f"{f(r['eval/label_prob'])} | {f(r['eval/fd'], 2)} | "
                              f"{f(r['eval/flagged'])} |")
-        lines += ["", "Paired by seed (same prompts), RPO − reward:", "",
-                  "| step | Δ accuracy | Δ FD |", "|---|---|---|"]
-        lines += [f"| {p['step']} | {f(p['eval/accuracy'])} | {f(p['eval/fd'], 2)} |"
-                  for p in v["paired"]]
+        lines += ["", f"Paired by seed, {variant} RPO − {v['compared_with']}:", "",
+                  "| step | Δ accuracy | Δ FD | Δ critic finding rate |", "|---|---|---|---|"]
+        lines += [f"| {p['step']} | {f(p['eval/accuracy'])} | {f(p['eval/fd'], 2)} | "
+                  f"{f(p['eval/flagged'])} |" for p in v["paired"]]
         lines += ["", "Per seed:", "", "| arm | seed | step | accuracy | FD |", "|---|---|---|---|---|"]
         lines += [f"| {r['arm']} | {r['seed']} | {r['step']} | {r['eval/accuracy']:.3f} | "
                   f"{r['eval/fd']:.2f} |" for r in v["per_seed"]]
@@ -359,38 +376,37 @@ def table(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    """Alignment (judge accuracy) against FD over training steps: one panel per variant (both
-    arms, 95 % intervals on both axes) and one for the lr sweep."""
+    """Alignment (judge accuracy) against FD over training steps: every (variant, arm) curve with
+    95 % intervals on both axes, and the lr sweep beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(summary["variants"].items())
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.8),
-                             dpi=100, squeeze=False)
-    for ax, (variant, v) in zip(axes[0], panels):
+    fig, (ax, sw) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
+    for variant, v in summary["variants"].items():
         for arm, rows in v["arms"].items():
             xs = [r["eval/fd"]["mean"] for r in rows]
             ys = [r["eval/accuracy"]["mean"] for r in rows]
             ax.errorbar(xs, ys, xerr=[r["eval/fd"]["ci95"] or 0 for r in rows],
                         yerr=[r["eval/accuracy"]["ci95"] or 0 for r in rows], marker="o", ms=3,
-                        capsize=2, label=f"{arm} (lr {v['lr'][arm]:g})")
+                        capsize=2, ls="-" if arm == "rpo" else "--",
+                        label=f"{arm} pairs, {variant} (lr {v['lr'][arm]:g}, "
+                              f"{len(v['seeds'])} seeds)")
             for r, x, y in zip(rows, xs, ys):
                 ax.annotate(str(r["step"]), (x, y), fontsize=6)
-        ax.set_title(f"{variant}: {len(v['seeds'])} seeds", fontsize=9)
-        ax.set_xlabel("FD to real digits ↓")
-        ax.set_ylabel("prompt accuracy (held-out judge) ↑")
-        ax.legend(fontsize=7)
-    ax = axes[0][-1]
+    ax.set_title("alignment vs FD over Diffusion-DPO steps (labels: step)", fontsize=9)
+    ax.set_xlabel("FD to real digits (judge features) ↓")
+    ax.set_ylabel("prompt accuracy (held-out judge) ↑")
+    ax.legend(fontsize=6)
     for arm, cs in summary.get("sweep", {}).items():
         for c in cs:
-            ax.plot([p["eval/fd"] for p in c["points"]],
+            sw.plot([p["eval/fd"] for p in c["points"]],
                     [p["eval/accuracy"] for p in c["points"]], marker=".",
                     ls="-" if arm == "rpo" else "--", label=f"{arm} lr {c['lr']:g}")
-    ax.set_title("lr sweep (separate seed)", fontsize=9)
-    ax.set_xlabel("FD to real digits ↓")
-    ax.legend(fontsize=6)
+    sw.set_title(f"lr sweep (seed {summary['budget']['sweep_seed']})", fontsize=9)
+    sw.set_xlabel("FD to real digits ↓")
+    sw.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

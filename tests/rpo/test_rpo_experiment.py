@@ -27,17 +27,18 @@ def test_rpo_experiment_quick_curves(tmp_path):
     exp.main(argv)
     cells = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "cells").glob("*.json")}
     lrs = exp.QUICK["lrs"]
-    # base evaluation + lr sweep (2 lrs × 2 arms) + 3 variants × 2 seeds × 2 arms
-    assert len(cells) == 1 + 2 * len(lrs) + 3 * 2 * 2
+    # base evaluation + lr sweep (2 lrs × 2 arms) + 2 seeds × (default: 2 arms; options: RPO)
+    assert len(cells) == 1 + 2 * len(lrs) + 2 * (2 + 1 + 1)
     base = cells["quick-g1-base"]
     steps = list(range(1, exp.QUICK["steps"] + 1, exp.QUICK["eval_every"]))
-    for variant in exp.VARIANTS:
-        for seed in (0, 1):
-            rpo = cells[f"quick-g1-{variant}-s{seed}-rpo"]
-            rw = cells[f"quick-g1-{variant}-s{seed}-reward"]
-            assert rpo["build"]["pairs"] == rw["build"]["pairs"] >= 2  # same prompts, count
-            assert [p["step"] for p in rpo["points"]] == steps
-            assert rpo["points"][-1]["eval/fd"] != base["eval/fd"]  # training moved the model
+    for seed in (0, 1):
+        rpo = cells[f"quick-g1-default-s{seed}-rpo"]
+        rw = cells[f"quick-g1-default-s{seed}-reward"]
+        assert rpo["build"]["pairs"] == rw["build"]["pairs"] >= 2  # same prompts, same count
+        for variant in exp.VARIANTS:
+            cell = cells[f"quick-g1-{variant}-s{seed}-rpo"]
+            assert [p["step"] for p in cell["points"]] == steps
+            assert cell["points"][-1]["eval/fd"] != base["eval/fd"]  # training moved the model
     # the SFT term changes training; the verifier variant re-verifies with classifier seed 2
     assert cells["quick-g1-sft-s0-rpo"]["points"] != cells["quick-g1-default-s0-rpo"]["points"]
     assert cells["quick-g1-verifier-s0-rpo"]["build"]["verifier"] == "independent"
@@ -54,6 +55,9 @@ def test_rpo_experiment_quick_curves(tmp_path):
         assert summary["variants"]["default"]["lr"][arm] == summary["picked_lr"][arm]
     rows = summary["variants"]["default"]["per_seed"]
     assert len(rows) == 2 * 2 * len(steps)  # arms × seeds × evaluation steps
+    assert summary["variants"]["sft"]["compared_with"] == "default/rpo"
+    assert summary["variants"]["default"]["compared_with"] == "default/reward"
+    assert len(summary["variants"]["verifier"]["paired"]) == len(steps)
     assert (tmp_path / "results_quick.md").is_file() and (tmp_path / "frontier_quick.png").is_file()
     # a second run finds every cell cached and only re-tabulates
     stamp = {n: (tmp_path / "cells" / f"{n}.json").stat().st_mtime_ns for n in cells}
