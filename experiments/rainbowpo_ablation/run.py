@@ -74,7 +74,7 @@ def run_cell(name: str, seed: int, lr: float, work: Path, cells: Path, sets: lis
     cache = work / f"cache-s{seed}"
     if cache.is_dir():  # the seed's SFT weights and pairs
         shutil.copytree(cache, run.path / "demo")
-    summary = train(cfg, run)
+    summary = train(cfg, run, export_final=False)  # metrics only: no final/ or report
     if not cache.is_dir():  # publish atomically: parallel workers may race on the same seed
         tmp = work / f".cache-s{seed}-{os.getpid()}"
         shutil.copytree(run.path / "demo", tmp)

@@ -23,8 +23,10 @@ Per seed (prompts, samples, edits, DPO noise and data order all derive from it):
    values) on each arm with the same seed; every ``eval_every`` steps the policy is judged by a
    held-out classifier (seed 1: prompt accuracy, p(prompted digit)) and by the Fréchet distance
    of its features to real test digits, on one fixed evaluation set (prompts and sampling seed).
-   Variant ``sft`` (RPO arm) adds 0.5 × the denoising loss on the chosen images
-   (``loss.sft_weight``). The options are compared, paired by seed, with the default RPO arm.
+   Variants ``sft`` / ``sft_matched`` (RPO arm) add w × the denoising loss on the chosen images
+   (``loss.sft_weight``), w = 0.5 and w = 1250 (= β·s·σ(0), the DPO term's own gradient on
+   the chosen error at the start). The options are compared, paired by seed, with the default
+   RPO arm.
 
 Learning rate: swept per arm on a separate seed (``sweep_seed``, variant ``default``); the rule
 picks the lr with the highest final prompt accuracy whose final FD stays within 1.5× the base
@@ -55,7 +57,10 @@ QUICK = dict(prompts=20, steps=2, batch=4, eval_every=1, eval_samples=10, gen_st
 # The options change the RPO arm; they are compared with the default RPO arm of the same seed.
 VARIANTS = {"default": dict(verifier="same", sft=0.0, arms=("rpo", "reward")),
             "verifier": dict(verifier="independent", sft=0.0, arms=("rpo",)),
-            "sft": dict(verifier="same", sft=0.5, arms=("rpo",))}
+            "sft": dict(verifier="same", sft=0.5, arms=("rpo",)),
+            # at policy = reference d(loss)/d(chosen error) = β·s·σ(0) = 5000·½·½ = 1250: this
+            # weight gives the SFT term the DPO term's pull on the chosen images
+            "sft_matched": dict(verifier="same", sft=1250.0, arms=("rpo",))}
 ARMS = ("rpo", "reward")
 KEYS = ("eval/accuracy", "eval/label_prob", "eval/fd", "eval/diversity", "eval/flagged")
 FD_LIMIT = 1.5  # lr rule: final FD at most this × the base model's
@@ -238,13 +243,19 @@ def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path,
     built: dict[tuple[int, str], dict] = {}
 
     def arms(seed: int, verifier: str) -> dict:
+        """The seed's pair datasets for ``verifier``; reused from ``work`` when sealed there
+        (written last, after both datasets' manifests), so a restarted run does not rebuild."""
+        index = work / f"pairs_s{seed}_{verifier}.json"
+        if (seed, verifier) not in built and index.is_file():
+            built[(seed, verifier)] = json.loads(index.read_text())
         if (seed, verifier) not in built:
             t0 = time.process_time()
             if seed not in drawn:
                 drawn[seed] = draw(args, seed, base, budget)
-            built[(seed, verifier)] = build_arms(args, seed, verifier, drawn[seed], base,
-                                                 budget, work)
-            built[(seed, verifier)]["info"]["cpu_s"] = time.process_time() - t0
+            out = build_arms(args, seed, verifier, drawn[seed], base, budget, work)
+            out["info"]["cpu_s"] = time.process_time() - t0
+            _write(index, out)
+            built[(seed, verifier)] = out
         return built[(seed, verifier)]
 
     def cell(path: Path, seed: int, arm: str, variant: str, lr: float) -> dict:

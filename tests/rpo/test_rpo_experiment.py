@@ -28,7 +28,9 @@ def test_rpo_experiment_quick_curves(tmp_path):
     cells = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "cells").glob("*.json")}
     lrs = exp.QUICK["lrs"]
     # base evaluation + lr sweep (2 lrs × 2 arms) + 2 seeds × (default: 2 arms; options: RPO)
-    assert len(cells) == 1 + 2 * len(lrs) + 2 * (2 + 1 + 1)
+    per_seed = sum(len(v["arms"]) for v in exp.VARIANTS.values())
+    assert len(cells) == 1 + 2 * len(lrs) + 2 * per_seed
+    assert exp.VARIANTS["default"]["arms"] == ("rpo", "reward")
     base = cells["quick-g1-base"]
     steps = list(range(1, exp.QUICK["steps"] + 1, exp.QUICK["eval_every"]))
     for seed in (0, 1):
@@ -40,7 +42,9 @@ def test_rpo_experiment_quick_curves(tmp_path):
             assert [p["step"] for p in cell["points"]] == steps
             assert cell["points"][-1]["eval/fd"] != base["eval/fd"]  # training moved the model
     # the SFT term changes training; the verifier variant re-verifies with classifier seed 2
-    assert cells["quick-g1-sft-s0-rpo"]["points"] != cells["quick-g1-default-s0-rpo"]["points"]
+    for sft in ("sft", "sft_matched"):
+        assert cells[f"quick-g1-{sft}-s0-rpo"]["points"] != cells["quick-g1-default-s0-rpo"][
+            "points"]
     assert cells["quick-g1-verifier-s0-rpo"]["build"]["verifier"] == "independent"
     for verifier in ("same", "independent"):
         prompts = [[json.loads(line)["prompt"] for line in
