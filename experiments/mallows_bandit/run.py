@@ -331,7 +331,5 @@ def plot(out: Path, results: dict, cells: Path, args) -> None:
 
 
 if __name__ == "__main__":
-    import torch
-
     torch.set_num_threads(1)  # single-threaded cells (in a test: the caller's setting)
     main()
