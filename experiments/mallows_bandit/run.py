@@ -176,7 +176,7 @@ def score(cell: dict, budgets: list[float]) -> tuple[int, float]:
     return len(vals), (sum(vals) / len(vals) if vals else -math.inf)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--arms", type=int, default=8)
@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the test)")
     ap.add_argument("--worker", default=None, help="i/W: compute every W-th cell from i (lr "
                     "sweep first, then the seeds) and exit; a plain run then aggregates")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.prompts, args.arms, args.pairs, args.seeds, args.steps = 4, 4, 12, 2, 30
         args.lrs, args.betas, args.kl_budgets = "0.5,1", "0.1,1,5", "0.05,0.1"
@@ -200,7 +200,6 @@ def main() -> None:
     args.betas = [float(b) for b in args.betas.split(",")]
     lrs = [float(v) for v in args.lrs.split(",")]
     budgets = [float(v) for v in args.kl_budgets.split(",")]
-    torch.set_num_threads(1)
     out = Path(args.out)
     cells = out / "cells"
     results: dict = {"args": {k: v for k, v in vars(args).items()
@@ -332,4 +331,5 @@ def plot(out: Path, results: dict, cells: Path, args) -> None:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # single-threaded cells (in a test: the caller's setting)
     main()

@@ -74,7 +74,7 @@ def run_cell(name: str, seed: int, lr: float, work: Path, cells: Path, sets: lis
     cache = work / f"cache-s{seed}"
     if cache.is_dir():  # the seed's SFT weights and pairs
         shutil.copytree(cache, run.path / "demo")
-    summary = train(cfg, run)
+    summary = train(cfg, run, export_final=False)  # metrics only: no final/ or report
     if not cache.is_dir():  # publish atomically: parallel workers may race on the same seed
         tmp = work / f".cache-s{seed}-{os.getpid()}"
         shutil.copytree(run.path / "demo", tmp)
@@ -103,7 +103,7 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--tune-seed", type=int, default=100)
@@ -116,10 +116,7 @@ def main() -> None:
                     "(variants without a full lr sweep are left out)")
     ap.add_argument("--worker", default=None, help="i/W: run only every W-th cell from i of the "
                     "phase (tune, then eval once every tune cell is cached) and exit")
-    args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
+    args = ap.parse_args(argv)
     sets: list[str] = []
     if args.quick:
         args.seeds, args.lrs = 2, "3e-4,1e-3"
@@ -201,4 +198,7 @@ def table(rows: list[dict], names: list[str], chosen: dict) -> str:
 
 
 if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)  # single-threaded cells (in a test: the caller's setting)
     main()

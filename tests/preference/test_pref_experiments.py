@@ -1,11 +1,10 @@
-"""The preference experiments run end to end at --quick sizes and cache one JSON per cell; the
-Mallows bandit's φ arm uses the dispersion that generated the data."""
+"""The preference experiments run end to end at --quick sizes (in-process: the suite has the
+imports) and cache one JSON per cell; the Mallows bandit's φ arm uses the dispersion that
+generated the data."""
 
 import importlib.util
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -43,8 +42,7 @@ def test_bandit_beta_stack_equals_separate_runs():
 
 @pytest.mark.slow
 def test_bandit_quick_run_writes_cells_and_table(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "experiments/mallows_bandit/run.py"), "--quick",
-                    "--out", str(tmp_path)], check=True, capture_output=True, timeout=600)
+    _module("experiments/mallows_bandit/run.py").main(["--quick", "--out", str(tmp_path)])
     cells = list((tmp_path / "cells").glob("*.json"))
     assert len(cells) == 5 * (2 + 2)  # methods × (lr sweep + seeds), one world
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -56,9 +54,8 @@ def test_bandit_quick_run_writes_cells_and_table(tmp_path):
 
 @pytest.mark.slow
 def test_rainbowpo_ablation_quick_run(tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "experiments/rainbowpo_ablation/run.py"),
-                    "--quick", "--out", str(tmp_path), "--work", str(tmp_path / "w")],
-                   check=True, capture_output=True, timeout=900)
+    _module("experiments/rainbowpo_ablation/run.py").main(
+        ["--quick", "--out", str(tmp_path), "--work", str(tmp_path / "w")])
     res = json.loads((tmp_path / "results.json").read_text())
     assert len(res["rows"]) == 2 * 4 and set(res["lr"]) == {
         "DPO", "Mallows-θ (λ=0.29)", "Mallows-θ (λ auto)", "RainbowPO (λ auto)"}

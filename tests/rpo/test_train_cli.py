@@ -116,3 +116,28 @@ def test_bad_inputs_exit_2_with_clear_messages(reward_pairs, tiny_model_dir, tmp
                   reference={"mode": "lora_disabled"})
     res = _dpo(cfg, tmp_path / "c")
     assert res.exit_code == 2 and "needs lora.enabled" in res.output
+
+
+def test_train_callback_sees_the_checkpointed_weights(reward_pairs, tiny_model_dir, tmp_path):
+    """``train(callback=...)`` runs after every optimizer step on the policy the checkpoint of
+    that step holds (the RPO experiment evaluates along training this way); export_final=False
+    writes no ``final/``."""
+    from scorealign.config import load_config
+    from scorealign.rpo.config import DiffusionDPOConfig
+    from scorealign.rpo.dpo_train import train
+    from scorealign.train.rundir import RunDir
+
+    cfg = load_config(_config(tmp_path, reward_pairs, base={"path": str(tiny_model_dir)}),
+                      DiffusionDPOConfig, ["train.keep_checkpoints=10"])
+    seen = {}
+    run = RunDir.create(tmp_path / "run", cfg)
+    train(cfg, run, export_final=False, callback=lambda step, policy: seen.__setitem__(
+        step, {k: v.detach().clone() for k, v in policy.state_dict().items()}))
+    assert sorted(seen) == [1, 2, 3, 4]
+    for step in (2, 4):
+        states, extra = load_checkpoint(run.checkpoints / f"step_{step:06d}")
+        assert extra["step"] == step
+        for k, v in states["model"].items():
+            assert torch.equal(v, seen[step][k]), (step, k)
+    assert any(not torch.equal(seen[2][k], seen[4][k]) for k in seen[2])  # training moved
+    assert not (run.path / "final").exists()

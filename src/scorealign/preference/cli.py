@@ -34,6 +34,19 @@ def config_task(config: Path | None, resume: Path | None) -> str | None:
     return task if isinstance(task, str) else None
 
 
+def start_run(schema: type, where: str, config: Path | None, sets: list[str] | None,
+              out: Path | None, resume: Path | None, dry_run: bool, help_config: bool):
+    """(config, run directory) of a ``dpo`` run, LM or diffusion (``rpo.dpo_cli``): exits 2
+    without --config or --resume (``where``: the shipped configs to point to), handles
+    --help-config / --dry-run, and prints the run directory."""
+    if config is None and resume is None and not help_config:
+        fail(f"give --config FILE (see {where}) or --resume RUN_DIR")
+    cfg = resolve_config(schema, config, sets, resume, dry_run, help_config)
+    run = open_run(cfg, out, resume, "dpo")
+    typer.echo(f"run directory: {run.path}")
+    return cfg, run
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``dpo`` command to ``app``."""
 
@@ -51,11 +64,8 @@ def register(app: typer.Typer) -> None:
         from scorealign.preference.data import DataError
         from scorealign.preference.trainer import train
 
-        if config is None and resume is None and not help_config:
-            fail("give --config FILE (see configs/dpo/) or --resume RUN_DIR")
-        cfg = resolve_config(DPOConfig, config, sets, resume, dry_run, help_config)
-        run = open_run(cfg, out, resume, "dpo")
-        typer.echo(f"run directory: {run.path}")
+        cfg, run = start_run(DPOConfig, "configs/dpo/", config, sets, out, resume, dry_run,
+                             help_config)
         try:
             summary = train(cfg, run, resume=resume is not None)
         except DataError as e:

@@ -129,8 +129,18 @@ class DemoConfig:
     max_new_tokens: int = _f(10, "sampling cap")
 
 
+class TrainSeed:
+    """Mixin of the ``dpo`` configs (LM and diffusion): ``seed`` is ``train.seed`` (issue 11: one
+    name for every command)."""
+
+    @property
+    def seed(self) -> int:
+        """``train.seed``."""
+        return self.train.seed  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class DPOConfig:
+class DPOConfig(TrainSeed):
     """``scorealign dpo``: offline preference optimization of a causal LM."""
 
     device: Literal["auto", "cpu"] = _f("auto", "auto: accelerate's choice; cpu: force CPU")
@@ -141,11 +151,6 @@ class DPOConfig:
     reference: ReferenceConfig = _f(ReferenceConfig, "reference log-probs")
     train: TrainConfig = _f(TrainConfig, "optimization")
     demo: DemoConfig = _f(DemoConfig, "demo task (data.source = demo)")
-
-    @property
-    def seed(self) -> int:
-        """``train.seed`` (issue 11: one name for every command)."""
-        return self.train.seed
 
     def __post_init__(self) -> None:
         obj = self.loss.resolved()

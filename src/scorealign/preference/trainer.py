@@ -111,8 +111,13 @@ def _resume(run: RunDir, model, optimizer, accelerator) -> int:
     return int(extra["step"])
 
 
-def train(cfg: Any, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
-    """Run (or continue) preference optimization; returns the last logged metrics and evals."""
+def train(cfg: Any, run: RunDir, *, resume: bool = False,
+          export_final: bool = True) -> dict[str, Any]:
+    """Run (or continue) preference optimization; returns the last logged metrics and evals.
+
+    ``export_final=False`` skips ``RUN/final`` and report.html (experiments that keep only the
+    metrics of many short runs).
+    """
     from accelerate import Accelerator
     from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
 
@@ -182,7 +187,7 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     if setup.evaluate is not None and end == t.steps and end > start and main:
         summary["eval_end"] = _evaluate(run, end, setup, model, accelerator)
     summary["end_step"] = end
-    if main and end == t.steps:  # issue 11: RUN/final (transformers/peft dir) and report.html
+    if main and end == t.steps and export_final:  # issue 11: RUN/final (transformers/peft dir) and report.html
         from scorealign.export import finish_lm_run; finish_lm_run(run, accelerator.unwrap_model(model), setup.tokenizer)  # noqa: E501,E702
     return summary
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from scorealign.config import Tracker, help_field, tracker_field
+from scorealign.preference.config import TrainSeed
 from scorealign.train.task import SDEConfig
 
 _f = help_field  # every field carries its --help-config text
@@ -179,7 +180,7 @@ class DiffusionEvalConfig:
 
 
 @dataclass(frozen=True)
-class DiffusionDPOConfig:
+class DiffusionDPOConfig(TrainSeed):
     """``scorealign dpo`` with ``task: diffusion``: Diffusion-DPO on a pair dataset."""
 
     task: Literal["diffusion"] = _f("diffusion", "selects the diffusion trainer")
@@ -192,11 +193,6 @@ class DiffusionDPOConfig:
     lora: LoraConfig = _f(LoraConfig, "LoRA")
     train: DiffusionTrainConfig = _f(DiffusionTrainConfig, "optimization")
     eval: DiffusionEvalConfig = _f(DiffusionEvalConfig, "evaluation")
-
-    @property
-    def seed(self) -> int:
-        """``train.seed`` (issue 11: one name for every command)."""
-        return self.train.seed
 
     def __post_init__(self) -> None:
         from scorealign.preference.losses import PAIRWISE

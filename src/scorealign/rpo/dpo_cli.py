@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from scorealign.cli_common import fail, open_run, resolve_config
+from scorealign.cli_common import fail
 
 
 def diffusion_dpo_cmd(config: Optional[Path], sets: Optional[list[str]], out: Optional[Path],
@@ -17,17 +17,15 @@ def diffusion_dpo_cmd(config: Optional[Path], sets: Optional[list[str]], out: Op
     Exits 2 with a message naming the file on a bad config, dataset or base model.
     """
     from scorealign.config import ConfigError
+    from scorealign.preference.cli import start_run
     from scorealign.report.html import write_report
     from scorealign.rpo.config import DiffusionDPOConfig
     from scorealign.rpo.dataset import DatasetError
     from scorealign.rpo.dpo_train import train
     from scorealign.train.checkpoint import CheckpointError
 
-    if config is None and resume is None and not help_config:
-        fail("give --config FILE (see configs/dpo/diffusion_*.yaml) or --resume RUN_DIR")
-    cfg = resolve_config(DiffusionDPOConfig, config, sets, resume, dry_run, help_config)
-    run = open_run(cfg, out, resume, "dpo")
-    typer.echo(f"run directory: {run.path}")
+    cfg, run = start_run(DiffusionDPOConfig, "configs/dpo/diffusion_*.yaml", config, sets, out,
+                         resume, dry_run, help_config)
     try:
         summary = train(cfg, run, resume=resume is not None)
     except (DatasetError, FileNotFoundError, CheckpointError, ConfigError) as e:

@@ -141,8 +141,14 @@ def _evaluate(cfg: DiffusionDPOConfig, base: Base, policy: nn.Module, run: RunDi
 
 
 def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
-          base: Base | None = None) -> dict[str, Any]:
-    """Run (or continue) Diffusion-DPO into ``run``; returns a summary (last metrics, evals)."""
+          base: Base | None = None, callback: Callable[[int, nn.Module], None] | None = None,
+          export_final: bool = True) -> dict[str, Any]:
+    """Run (or continue) Diffusion-DPO into ``run``; returns a summary (last metrics, evals).
+
+    ``callback(step, policy)`` runs after every optimizer step (``step`` counts the steps done),
+    e.g. to evaluate along training without reloading checkpoints; ``export_final=False`` skips
+    the exported ``final/`` model.
+    """
     from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
@@ -198,10 +204,15 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
             save_checkpoint(run.checkpoints, done,
                             {"model": {k: v.detach().clone() for k, v in policy.state_dict().items()},
                              "optimizer": opt.state_dict()}, extra={"step": done}, keep=t.keep_checkpoints)
+        if callback is not None:
+            callback(done, policy)
     bar.close()
     summary["end_step"] = end
     if end == t.steps and end > start:
-        from scorealign.export import export_digits; export_digits(policy, run.path / "final")  # noqa: E702 (issue 11: LoRA merged)
+        if export_final:
+            from scorealign.export import export_digits  # issue 11: LoRA merged
+
+            export_digits(policy, run.path / "final")
         if cfg.eval.enabled:
             summary["eval_end"] = _evaluate(cfg, base, policy, run, end, "end")
     summary["policy"] = policy
