@@ -10,12 +10,19 @@ Settings (same samples, steps, CFG, LoRA and optimizer steps on both sides):
 * ``compute``: 32×32×4 latents, UNet channels 64–128 (the network dominates), 4 samples
   (1 × 4, one prompt), 10 steps, train batch 4 (sized so 5 rounds fit on a shared CPU).
 * ``sd15`` (GPU, ``benchmarks/gpu``): SD 1.5's UNet, 64×64×4 latents, bf16, 8 samples, 10
-  steps, train batch 8 as 4 micro-batches of 2.
+  steps, train batch 8 (TRL: 4 micro-batches of 2).
+
+scorealign runs with the speed options of ``SETTINGS[...]["ours"]`` (``--plain``: without
+them): they schedule the same update differently (gradient-equality tests in
+tests/rl/test_speed_levers.py). scorealign's policy trains 9 of the 10 steps (``action_steps:
+auto`` makes the last, σ ≈ 0.01 step deterministic), TRL all 10.
 
 Method: two persistent worker processes (TRL, scorealign) load the pipeline, run one warm-up
 epoch, then alternate one timed epoch each for ``--rounds`` rounds (the one that goes first
-alternates too), so slow phases of a shared machine hit both. Reported per setting: every
-epoch time, the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign faster)
+alternates too), so slow phases of a shared machine hit both. Epoch time is the worker's CPU
+time (``process_time``, all threads) on CPU, where other jobs share the cores, and synchronized
+wall time on a GPU. Reported per setting: every epoch time (and wall and CPU time, and the
+epoch's mean reward), the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign faster)
 and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
 TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on this
 interpreter, so both sides use the same torch, diffusers, peft and accelerate.
@@ -216,11 +223,14 @@ def serve(which: str, setting: str, device: str, dtype: str) -> None:
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         reward = run()
         if cuda:
             torch.cuda.synchronize()
-        out = {"s": time.perf_counter() - t0, "reward": reward}
+        wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        # on a GPU the wall time; on a (shared) CPU the process's CPU time, all threads: what
+        # the epoch costs, whatever else the machine runs
+        out = {"s": wall if cuda else cpu_s, "wall_s": wall, "cpu_s": cpu_s, "reward": reward}
         if cuda:
             out["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.empty_cache()  # the idle worker hands its cache to the other one
@@ -284,6 +294,8 @@ def summarize(setting: str, res: dict, rounds: int, device: str, dtype: str) -> 
     mem_key = "peak_mem_gb" if device.startswith("cuda") else "peak_rss_mb"
     return {
         "setting": setting, "device": device, "dtype": dtype, "rounds": rounds,
+        "time": "wall (perf_counter, synchronized)" if device.startswith("cuda") else
+                "CPU time of the worker process (process_time, all threads)",
         "rounds_done": n, "epoch_s": t, "median_s": med,
         "ratio_ours_over_trl": med["ours"] / med["trl"],
         "ratio_trl_over_ours": med["trl"] / med["ours"],
