@@ -22,8 +22,8 @@ epoch, then alternate one timed epoch each for ``--rounds`` rounds (the one that
 alternates too), so slow phases of a shared machine hit both. Epoch time is the worker's CPU
 time (``process_time``, all threads) on CPU, where other jobs share the cores, and synchronized
 wall time on a GPU. Reported per setting: every epoch time (and wall and CPU time, and the
-epoch's mean reward), the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign faster)
-and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
+epoch's mean reward), the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign
+faster) and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
 TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on this
 interpreter, so both sides use the same torch, diffusers, peft and accelerate.
 
