@@ -10,13 +10,20 @@ Settings (same samples, steps, CFG, LoRA and optimizer steps on both sides):
 * ``compute``: 32×32×4 latents, UNet channels 64–128 (the network dominates), 4 samples
   (1 × 4, one prompt), 10 steps, train batch 4 (sized so 5 rounds fit on a shared CPU).
 * ``sd15`` (GPU, ``benchmarks/gpu``): SD 1.5's UNet, 64×64×4 latents, bf16, 8 samples, 10
-  steps, train batch 8 as 4 micro-batches of 2.
+  steps, train batch 8 (TRL: 4 micro-batches of 2).
+
+scorealign runs with the speed options of ``SETTINGS[...]["ours"]`` (``--plain``: without
+them): they schedule the same update differently (gradient-equality tests in
+tests/rl/test_speed_levers.py). scorealign's policy trains 9 of the 10 steps (``action_steps:
+auto`` makes the last, σ ≈ 0.01 step deterministic), TRL all 10.
 
 Method: two persistent worker processes (TRL, scorealign) load the pipeline, run one warm-up
 epoch, then alternate one timed epoch each for ``--rounds`` rounds (the one that goes first
-alternates too), so slow phases of a shared machine hit both. Reported per setting: every
-epoch time, the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign faster)
-and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
+alternates too), so slow phases of a shared machine hit both. Epoch time is the worker's CPU
+time (``process_time``, all threads) on CPU, where other jobs share the cores, and synchronized
+wall time on a GPU. Reported per setting: every epoch time (and wall and CPU time, and the
+epoch's mean reward), the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign
+faster) and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
 TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on this
 interpreter, so both sides use the same torch, diffusers, peft and accelerate.
 
@@ -44,13 +51,20 @@ ROOT = HERE.parents[1]
 TRL_DIR = ROOT / ".cache" / "trl-0.23"
 PROMPTS = ["a cat", "a dog", "a red car", "a tree"]
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# ``ours``: scorealign's speed/memory options in each setting (they change how the work is
+# scheduled, never the update; each has a gradient-equality test in tests/rl/test_speed_levers.py)
+# and ``ours_micro``: its micro-batch (TRL's is ``micro``). tiny takes two optimizer steps per
+# epoch (16 samples, train batch 8), so only its first is on-policy: steps folded into one
+# batched forward. compute and sd15 take one step per epoch (on-policy): compute keeps the
+# rollout's graphs (no training forward); sd15's graphs would not fit, so it backpropagates per
+# step (TRL's memory pattern) with one micro-batch of 8.
 SETTINGS = {
     "tiny": dict(size="tiny", steps=10, cfg=5.0, batch=8, num_batches=2, train_batch=8, micro=8,
-                 prompts_per_epoch=4),
+                 prompts_per_epoch=4, ours=["train.fold_steps=true"]),
     "compute": dict(size="compute", steps=10, cfg=5.0, batch=4, num_batches=1, train_batch=4,
-                    micro=4, prompts_per_epoch=1),
+                    micro=4, prompts_per_epoch=1, ours=["train.reuse_rollout_graph=true"]),
     "sd15": dict(size="sd15", steps=10, cfg=5.0, batch=8, num_batches=1, train_batch=8, micro=2,
-                 prompts_per_epoch=2),
+                 prompts_per_epoch=2, ours=["train.step_chunk=1"], ours_micro=8),
 }
 
 
@@ -94,8 +108,23 @@ def ensure_trl() -> Path:
 
 
 # -- workers: build, warm up, then one epoch per "epoch" line on stdin -------------------------
+def _pandas_for_trl() -> None:
+    """TRL 0.23's ``trainer/utils.py`` imports pandas at module level; its DDPO path never uses
+    it. On a machine without pandas (an offline GPU box given wheels only), register an empty
+    module so the import succeeds; any use of it raises."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("pandas") is None:
+        class _Absent(types.ModuleType):
+            def __getattr__(self, name):
+                raise ImportError(f"pandas is not installed (pandas.{name} was used)")
+        sys.modules["pandas"] = _Absent("pandas")
+
+
 def trl_epoch_fn(s: dict, device: str, dtype: str):
     import torch
+    _pandas_for_trl()
     from accelerate import PartialState
     from trl import DDPOConfig, DDPOTrainer, DefaultDDPOStableDiffusionPipeline
 
@@ -119,15 +148,20 @@ def trl_epoch_fn(s: dict, device: str, dtype: str):
     def prompt_fn():
         return PROMPTS[int(torch.randint(len(PROMPTS), (1,), generator=g))], {}
 
+    state = {"epoch": 0, "step": 0, "rewards": []}
+
     def reward_fn(images, prompts, metadata):
-        return torch.tensor([-r for r in jpeg_kb(images)]), {}
+        r = [-x for x in jpeg_kb(images)]
+        state["rewards"] += r
+        return torch.tensor(r), {}
 
     trainer = DDPOTrainer(cfg, reward_fn, prompt_fn, pipe)
-    state = {"epoch": 0, "step": 0}
 
-    def run():
+    def run() -> float:
+        state["rewards"] = []
         state["step"] = trainer.step(state["epoch"], state["step"])
         state["epoch"] += 1
+        return sum(state["rewards"]) / len(state["rewards"])  # the epoch's mean reward
     return run
 
 
@@ -143,12 +177,15 @@ def ours_epoch_fn(s: dict, device: str, dtype: str):
     from scorealign.rl.setup import Setup
     from scorealign.rl.trainer import Finetuner
 
+    if os.environ.get("SCOREALIGN_BENCH_PLAIN") == "1":  # ablation: without the options
+        s = {k: v for k, v in s.items() if k not in ("ours", "ours_micro")}
     k = s["batch"] * s["num_batches"] // s["prompts_per_epoch"]
     sets = [f"policy.steps={s['steps']}", "policy.eta=1.0", f"policy.guidance={s['cfg']}",
             f"prompts.prompts={json.dumps(PROMPTS)}",
             f"prompts.per_epoch={s['prompts_per_epoch']}", f"prompts.k={k}",
             f"train.sample_batch_size={s['batch']}", f"train.minibatch_size={s['train_batch']}",
-            f"train.grad_accum={s['train_batch'] // s['micro']}", "train.log_kl=false",
+            f"train.grad_accum={s['train_batch'] // s.get('ours_micro', s['micro'])}",
+            "train.log_kl=false", *s.get("ours", []),
             "lora.rank=4", "lora.alpha=4.0", "reward.optimized=jpeg_compressibility",
             "reward.gold=null", "algo.loss=ppo_clip", "algo.advantage=per_prompt",
             "algo.advantage_kwargs={buffer_size: 16, min_count: 4}", f"device={device}",
@@ -166,9 +203,10 @@ def ours_epoch_fn(s: dict, device: str, dtype: str):
     setup.model.eval()
     ft = Finetuner(cfg, None, setup=setup)
 
-    def run():
-        ft.train_epoch()
+    def run() -> float:
+        m = ft.train_epoch()
         ft.epoch += 1
+        return m["reward/mean"]
     return run
 
 
@@ -185,11 +223,14 @@ def serve(which: str, setting: str, device: str, dtype: str) -> None:
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        run()
+        t0, c0 = time.perf_counter(), time.process_time()
+        reward = run()
         if cuda:
             torch.cuda.synchronize()
-        out = {"s": time.perf_counter() - t0}
+        wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        # on a GPU the wall time; on a (shared) CPU the process's CPU time, all threads: what
+        # the epoch costs, whatever else the machine runs
+        out = {"s": wall if cuda else cpu_s, "wall_s": wall, "cpu_s": cpu_s, "reward": reward}
         if cuda:
             out["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.empty_cache()  # the idle worker hands its cache to the other one
@@ -253,6 +294,8 @@ def summarize(setting: str, res: dict, rounds: int, device: str, dtype: str) -> 
     mem_key = "peak_mem_gb" if device.startswith("cuda") else "peak_rss_mb"
     return {
         "setting": setting, "device": device, "dtype": dtype, "rounds": rounds,
+        "time": "wall (perf_counter, synchronized)" if device.startswith("cuda") else
+                "CPU time of the worker process (process_time, all threads)",
         "rounds_done": n, "epoch_s": t, "median_s": med,
         "ratio_ours_over_trl": med["ours"] / med["trl"],
         "ratio_trl_over_ours": med["trl"] / med["ours"],
@@ -260,6 +303,7 @@ def summarize(setting: str, res: dict, rounds: int, device: str, dtype: str) -> 
         "spread": {"min": min(per_round), "max": max(per_round),
                    "quartiles": quartiles(per_round)},
         mem_key: {w: max(e[mem_key] for e in res[w]) for w in res},
+        "plain": os.environ.get("SCOREALIGN_BENCH_PLAIN") == "1",
         "config": {**s, "samples_per_epoch": s["batch"] * s["num_batches"], "lora_rank": 4,
                    "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS")},
     }
@@ -292,6 +336,45 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
     return summarize(setting, res, rounds, device, dtype)
 
 
+def time_to_reward(setting: str, device: str = "cpu", dtype: str = "float32",
+                   trl_epochs: int = 10, max_epochs: int = 30, window: int = 3,
+                   log=print) -> dict:
+    """Wall time for scorealign to reach TRL's reward after ``trl_epochs`` epochs.
+
+    TRL trains ``trl_epochs`` epochs; its target is the mean epoch reward (JPEG
+    compressibility) of its last ``window`` epochs. scorealign trains the same setting until
+    the mean of its last ``window`` epoch rewards reaches the target (at most ``max_epochs``).
+    Both start after their warm-up epoch; times are sums of the timed epochs.
+    """
+    ensure_trl()
+    ensure_pipeline(SETTINGS[setting]["size"])
+    out: dict = {"setting": setting, "device": device, "dtype": dtype,
+                 "trl_epochs": trl_epochs, "window": window, "max_epochs": max_epochs}
+    for which in ("trl", "ours"):
+        w = Worker(which, setting, device, dtype)
+        eps: list[dict] = []
+        try:
+            while True:
+                eps.append(w.epoch())
+                r = [e["reward"] for e in eps]
+                smooth = sum(r[-window:]) / len(r[-window:])
+                if which == "trl" and len(eps) == trl_epochs:
+                    out["target_reward"] = smooth
+                    break
+                if which == "ours" and ((len(eps) >= window and smooth >= out["target_reward"])
+                                        or len(eps) == max_epochs):
+                    out["ours_reached"] = smooth >= out["target_reward"]
+                    break
+        finally:
+            w.close()
+        out[which] = {"epochs": len(eps), "epoch_s": [e["s"] for e in eps],
+                      "rewards": [e["reward"] for e in eps],
+                      "total_s": sum(e["s"] for e in eps)}
+        log(f"[{setting}] {which}: {len(eps)} epochs, {out[which]['total_s']:.2f} s")
+    out["time_ratio_ours_over_trl"] = out["ours"]["total_s"] / out["trl"]["total_s"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", choices=["trl", "ours"])
@@ -302,7 +385,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--force", action="store_true", help="rerun settings with a results file")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--plain", action="store_true",
+                    help="scorealign without its speed options (SETTINGS[...]['ours']): ablation")
     a = ap.parse_args(argv)
+    if a.plain:
+        os.environ["SCOREALIGN_BENCH_PLAIN"] = "1"
     if a.worker:
         serve(a.worker, a.setting[0], a.device, a.dtype)
         return

@@ -53,6 +53,26 @@ def timeit(fn, device: str, n: int) -> list[float]:
     return out
 
 
+def ddpo_settings(smoke: bool, device: str, rounds: int) -> dict:
+    """benchmarks/ddpo_vs_trl's tiny and compute settings on this device, fp32."""
+    import bench
+
+    out = {}
+    for setting in (["tiny"] if smoke else ["tiny", "compute"]):
+        out[setting] = bench.run_setting(setting, rounds, device, "float32",
+                                         log=lambda m: print(m, flush=True))
+    return out
+
+
+def time_to_reward(smoke: bool, device: str) -> dict:
+    """Wall time for scorealign's DDPO to reach TRL's 10-epoch reward (tiny setting, fp32)."""
+    import bench
+
+    return bench.time_to_reward("tiny", device, "float32", trl_epochs=2 if smoke else 10,
+                                max_epochs=3 if smoke else 30, window=1 if smoke else 3,
+                                log=lambda m: print(m, flush=True))
+
+
 def rl_epoch(smoke: bool, device: str, rounds: int) -> dict:
     import bench  # benchmarks/ddpo_vs_trl/bench.py
 
@@ -211,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cpu-smoke", action="store_true")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--parts", nargs="+",
-                    default=["sampler_overhead", "flow_transformer", "rl_epoch_sd15"])
+                    default=["sampler_overhead", "ddpo_settings", "rl_epoch_sd15",
+                             "time_to_reward", "flow_transformer"])
     ap.add_argument("--out", type=Path, default=HERE)
     a = ap.parse_args(argv)
     device = "cpu" if a.cpu_smoke else "cuda"
@@ -229,7 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     parts = {"sampler_overhead": lambda: sampler_overhead(a.cpu_smoke, device),
              "flow_transformer": lambda: flow_transformer(a.cpu_smoke, device),
              "rl_epoch_sd15": lambda: rl_epoch(a.cpu_smoke, device,
-                                               1 if a.cpu_smoke else a.rounds)}
+                                               1 if a.cpu_smoke else a.rounds),
+             "ddpo_settings": lambda: ddpo_settings(a.cpu_smoke, device,
+                                                    1 if a.cpu_smoke else 5),
+             "time_to_reward": lambda: time_to_reward(a.cpu_smoke, device)}
     for name in a.parts:
         t0 = time.perf_counter()
         try:

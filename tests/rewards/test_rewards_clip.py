@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scorealign.rewards import AsyncReward, RewardError, build_reward
-from scorealign.rewards.clip import openclip_to_hf
+from scorealign.rewards.clip import hf_to_openclip, openclip_to_hf
 from scorealign.rewards.hub import pixels
 
 from tiny_models import tiny_clip
@@ -61,53 +61,17 @@ def test_clip_reward_dtype_thread_and_gradient(tmp_path):
     assert all(p.grad is None for p in g.parameters())  # reward weights stay frozen
 
 
-def _hf_to_openclip(model):
-    """The inverse layout: what open_clip's ``CLIP.state_dict()`` holds for the same weights."""
-    out = {}
-    for k, v in model.state_dict().items():
-        if k.endswith("position_ids"):
-            continue
-        tower = "visual." if k.startswith("vision_model.") else ""
-        k2 = k.split(".", 1)[1] if k.startswith(("vision_model.", "text_model.")) else k
-        if ".encoder.layers." in "." + k2:
-            i, rest = k2.split(".")[2], k2.split(".", 3)[3]
-            base = f"{tower}transformer.resblocks.{i}."
-            if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj",
-                                                                       "v_proj"):
-                kind = rest.rsplit(".", 1)[1]
-                key = base + f"attn.in_proj_{kind}"
-                if key not in out:
-                    p = k.rsplit(".", 2)[0]
-                    sd = model.state_dict()
-                    out[key] = torch.cat([sd[f"{p}.{n}_proj.{kind}"] for n in "qkv"])
-                continue
-            rest = (rest.replace("self_attn.out_proj", "attn.out_proj")
-                    .replace("layer_norm1", "ln_1").replace("layer_norm2", "ln_2")
-                    .replace("mlp.fc1", "mlp.c_fc").replace("mlp.fc2", "mlp.c_proj"))
-            out[base + rest] = v
-            continue
-        table = {"embeddings.class_embedding": "class_embedding",
-                 "embeddings.position_embedding.weight": "positional_embedding",
-                 "embeddings.patch_embedding.weight": "conv1.weight",
-                 "pre_layrnorm.weight": "ln_pre.weight", "pre_layrnorm.bias": "ln_pre.bias",
-                 "post_layernorm.weight": "ln_post.weight", "post_layernorm.bias": "ln_post.bias",
-                 "embeddings.token_embedding.weight": "token_embedding.weight",
-                 "final_layer_norm.weight": "ln_final.weight",
-                 "final_layer_norm.bias": "ln_final.bias"}
-        if k == "visual_projection.weight":
-            out["visual.proj"] = v.t()
-        elif k == "text_projection.weight":
-            out["text_projection"] = v.t()
-        elif k == "logit_scale":
-            out[k] = v
-        else:
-            out[tower + table[k2]] = v
-    return out
-
-
 def test_hpsv2_from_openclip_checkpoint(tmp_path):
     d, model, tok = tiny_clip(tmp_path)
-    oc = _hf_to_openclip(model)
+    oc = hf_to_openclip(model.state_dict())
+    # open_clip's own names (open_clip.model.CLIP / VisionTransformer / ResidualAttentionBlock)
+    assert {"visual.conv1.weight", "visual.class_embedding", "visual.proj", "text_projection",
+            "token_embedding.weight", "ln_final.weight", "positional_embedding",
+            "visual.transformer.resblocks.0.attn.in_proj_weight",
+            "transformer.resblocks.0.attn.out_proj.weight", "transformer.resblocks.0.ln_1.bias",
+            "visual.transformer.resblocks.0.mlp.c_fc.weight"} <= oc.keys()
+    assert oc["visual.transformer.resblocks.0.attn.in_proj_weight"].shape[0] == \
+        3 * oc["visual.transformer.resblocks.0.attn.out_proj.weight"].shape[0]
     assert openclip_to_hf(oc).keys() == {k for k in model.state_dict()
                                          if not k.endswith("position_ids")}
     torch.save({"state_dict": {f"module.{k}": v for k, v in oc.items()}}, tmp_path / "hps.pt")

@@ -125,6 +125,15 @@ class SDParts:
         """``Cond(text_emb=…)`` for the policy."""
         return Cond(text_emb=self.embed(prompts))
 
+    def to(self, device: torch.device | str) -> "SDParts":
+        """Text encoder, VAE and cached embeddings on ``device`` (the UNet is placed with the
+        model by the trainer's accelerator)."""
+        for m in (self.pipe.text_encoder, self.pipe.vae):
+            m.to(device)
+        if self.cache is not None:
+            self.cache = {p: e.to(device) for p, e in self.cache.items()}
+        return self
+
     def decode(self, latents: Tensor) -> Tensor:
         """Latents → images in [-1, 1] ``[B, 3, H, W]`` through the VAE (differentiable)."""
         vae = self.pipe.vae

@@ -126,10 +126,9 @@ class Policy:
         x_T = z[:, 0] * self.sde.prior_std
         return x_T, z[:, 1:S + 1].transpose(0, 1).contiguous(), z[:, S + 1:]
 
-    @torch.no_grad()
     def rollout(self, prompts: Sequence[str], k: int = 1, *, seeds: Tensor,
                 prompt_ids: Tensor | None = None, device: torch.device | str = "cpu",
-                run_seed: int = 0, epoch: int = 0) -> Trajectory:
+                run_seed: int = 0, epoch: int = 0, keep_graph: bool = False) -> Trajectory:
         """K trajectories per prompt, rows ``[p0]*K + [p1]*K + …``.
 
         Args:
@@ -139,18 +138,36 @@ class Policy:
             prompt_ids: ``[P·K]`` group ids (default: the prompt's position, repeated K times).
             device: where the model runs.
             run_seed, epoch: key of the epoch's random action steps (window, branch modes).
+            keep_graph: evaluate the model with autograd at the steps any row trains and return
+                those steps' log-probs with their graphs in ``Trajectory.logp_graph`` (states
+                detached between steps, so each step's graph is that of one model call, as in
+                :meth:`log_prob`). Valid for an update at the rollout's weights only (on-policy:
+                one optimizer step per rollout batch), where it equals :meth:`log_prob` and its
+                gradient, so the training forward can be skipped.
         Returns:
             Trajectory with ``log_probs`` of the policy's random choices (see module docstring).
         """
+        with torch.set_grad_enabled(keep_graph):
+            return self._rollout(prompts, k, seeds, prompt_ids, device, run_seed, epoch,
+                                 keep_graph)
+
+    def _rollout(self, prompts, k, seeds, prompt_ids, device, run_seed, epoch, keep_graph):
         rows = [p for p in prompts for _ in range(k)]
         if seeds.shape != (len(rows),):
             raise ValueError(f"seeds must be [{len(rows)}] (P·K), got {tuple(seeds.shape)}")
         ids = torch.arange(len(prompts)).repeat_interleave(k) if prompt_ids is None else prompt_ids
-        cond = self.cond_for(rows)
+        with torch.no_grad():  # as the recomputation sees it: a constant condition
+            cond = self.cond_for(rows)
         cond = cond.to(device) if cond is not None else None
         x_T, noise, act_noise = self._noise(seeds, device)
         base, lam = self.pred_fn(cond), self.exploration
         rand = self.stochastic_steps(run_seed, epoch)
+        mask = trained_mask(self.action_spec, rand, seeds.cpu())
+        need = mask.any(0).tolist() if keep_graph else [False] * self.steps
+        if keep_graph:  # a graph at the trained steps only
+            def base(x: Tensor, t: Tensor, _fn=base) -> Tensor:
+                with torch.set_grad_enabled(need[state["k"]]):
+                    return _fn(x, t)
         state = {"k": 0, "first": True}
         actions: list[Tensor] = []
         eps_model: list[Tensor] = []
@@ -176,22 +193,27 @@ class Policy:
         det = ~rand if lam == 0 else None
         out = sample(explore, self.kind, self.sde, x_T, sampler=self.sampler, steps=self.steps,
                      eta=self.eta, grid=self.grid, noise=noise, record=True, callback=advance,
-                     deterministic=det, clip_x0=self.clip_sample)
+                     deterministic=det, clip_x0=self.clip_sample, detach_states=keep_graph)
         b = len(rows)
         stoch = rand[None, :].expand(b, -1).to(out.xs.device)
-        mask = trained_mask(self.action_spec, rand, seeds.cpu()).to(out.xs.device)
+        mask = mask.to(out.xs.device)
         lp = torch.where(stoch, out.log_probs, torch.zeros_like(out.log_probs))
-        traj = Trajectory(xs=out.xs, ts=out.ts, means=out.means, stds=out.stds,
+        if lam > 0:
+            acts = torch.stack(actions, 1).detach()
+            lp = self._action_log_prob(acts, torch.stack(eps_model, 1))
+            lp = torch.where(stoch, lp, torch.zeros_like(lp))
+        graph = None
+        if keep_graph:  # as log_prob(traj): the trained steps, 0 elsewhere
+            graph = torch.where(torch.tensor(need, device=lp.device)[None], lp,
+                                torch.zeros_like(lp))
+        lp = lp.detach()
+        traj = Trajectory(xs=out.xs, ts=out.ts, means=out.means.detach(), stds=out.stds,
                           log_probs=lp, prompts=rows, prompt_ids=ids.to(torch.int64),
                           seeds=seeds.to(torch.int64), cond=cond, stochastic=stoch,
-                          action_mask=mask)
+                          action_mask=mask, logp_graph=graph)
         if lam == 0:
             return traj
-        acts = torch.stack(actions, 1)
-        lp = self._action_log_prob(acts, torch.stack(eps_model, 1))
-        lp = torch.where(stoch, lp, torch.zeros_like(lp))
-        return Trajectory(**{**traj.__dict__, "actions": acts, "log_probs": lp,
-                             "action_log_probs": lp})
+        return Trajectory(**{**traj.__dict__, "actions": acts, "action_log_probs": lp})
 
     def _action_log_prob(self, actions: Tensor, eps: Tensor) -> Tensor:
         """log N(actions; eps, λ² I) per step, ``[B, S]`` fp32 (summed over dimensions)."""
@@ -201,10 +223,24 @@ class Policy:
 
     # -- recomputation -----------------------------------------------------------------------
     def step_preds(self, traj: Trajectory, steps: Sequence[int] | None = None,
-                   model: Model | None = None) -> list[Tensor]:
-        """The (guided) prediction at (xs[:, k], t_k) for each step k, with grad if enabled."""
+                   model: Model | None = None, fold: bool = False) -> list[Tensor]:
+        """The (guided) prediction at (xs[:, k], t_k) for each step k, with grad if enabled.
+
+        ``fold``: the steps go through the model as one batch of B·len(steps) rows (fewer,
+        larger calls; the same predictions up to the network's batch-size rounding).
+        """
+        ks = list(range(traj.num_steps) if steps is None else steps)
+        if fold and len(ks) > 1:
+            b = traj.batch_size
+            x = traj.xs[:, ks].transpose(0, 1).flatten(0, 1)  # step-major [n·B, *D]
+            t = torch.cat([traj.ts[k].expand(b) for k in ks])
+            cond = traj.cond
+            if isinstance(cond, Tensor):
+                cond = cond.repeat(len(ks), *([1] * (cond.dim() - 1)))
+            elif cond is not None:
+                cond = type(cond).cat([cond] * len(ks))
+            return list(self.pred_fn(cond, model)(x, model_time(t, x)).split(b))
         fn = self.pred_fn(traj.cond, model)
-        ks = range(traj.num_steps) if steps is None else steps
         out = []
         for k in ks:
             x = traj.xs[:, k]
@@ -212,7 +248,7 @@ class Policy:
         return out
 
     def log_prob(self, traj: Trajectory, steps: Sequence[int] | None = None,
-                 model: Model | None = None) -> Tensor:
+                 model: Model | None = None, fold: bool = False) -> Tensor:
         """Log-densities ``[B, len(steps)]`` of the recorded random choices under current weights.
 
         ``steps=None``: ``[B, S]``, computed at the steps any row trains (``traj.trained``)
@@ -221,43 +257,46 @@ class Policy:
         Transition policies: log N(x_{k+1}; μ_θ(x_k, t_k), σ_k² I) from the sampler's step
         kernel (DDIM Eq. 12/16 for ``ddim``) [Black+23 DDPO, §4.2]. Score-action policies:
         log N(ε_a,k; ε_θ(x_k, t_k), λ² I) [Zhao+25 Score as Action, §3]. fp32, summed over dims.
+        ``fold``: the steps' model calls as one batch (:meth:`step_preds`).
         """
         if steps is None:
             return _scatter(traj, _any_steps(traj.trained),
-                            lambda ks: self.log_prob(traj, ks, model))
+                            lambda ks: self.log_prob(traj, ks, model, fold))
         ks = list(steps)
         if self.exploration > 0:
             if traj.actions is None:
                 raise ValueError("this policy explores in action space but the trajectory has "
                                  "no recorded actions")
-            preds = self.step_preds(traj, ks, model)
+            preds = self.step_preds(traj, ks, model, fold)
             # the rollout converted with the model's (fp32) time: same arithmetic, same bits
             eps = torch.stack([to_eps(p, self.kind, traj.xs[:, k], model_time(traj.ts[k].expand(
                 traj.batch_size), traj.xs[:, k]), self.sde) for p, k in zip(preds, ks)], 1)
             return self._action_log_prob(traj.actions[:, ks], eps)
         return torch.stack([gaussian_log_prob(traj.xs[:, k + 1], m, s) for k, (m, s) in
-                            zip(ks, self.kernels(traj, ks, model))], 1)
+                            zip(ks, self.kernels(traj, ks, model, fold))], 1)
 
-    def kernels(self, traj: Trajectory, steps: Sequence[int], model: Model | None = None
-                ) -> list[tuple[Tensor, Tensor]]:
-        """(mean, std) of each step's Gaussian kernel at the recorded states (transition policy)."""
+    def kernels(self, traj: Trajectory, steps: Sequence[int], model: Model | None = None,
+                fold: bool = False) -> list[tuple[Tensor, Tensor]]:
+        """(mean, std) of each step's Gaussian kernel at the recorded states (transition policy).
+        ``fold``: the steps' first model calls as one batch (:meth:`step_preds`)."""
         fn_step = SAMPLERS.get(self.sampler).fn
         fn = self.pred_fn(traj.cond, model)
         kw = {} if self.eta is None else {"eta": self.eta}
         if self.clip_sample is not None:
             kw["clip_x0"] = self.clip_sample
+        steps = list(steps)
+        preds = self.step_preds(traj, steps, model, fold)
         out = []
-        for k in steps:
+        for k, pred in zip(steps, preds):
             x = traj.xs[:, k]
             t, tn = traj.ts[k].expand(x.shape[0]), traj.ts[k + 1].expand(x.shape[0])
-            st = fn_step(x, fn(x, model_time(t, x)), self.kind, t, tn, self.sde, noise=None,
-                         pred_fn=fn, **kw)
+            st = fn_step(x, pred, self.kind, t, tn, self.sde, noise=None, pred_fn=fn, **kw)
             out.append((st.mean, st.std))
         return out
 
     # -- divergences to a reference ----------------------------------------------------------
     def kl(self, ref: "Policy", traj: Trajectory, steps: Sequence[int] | None = None,
-           recorded: bool = False) -> Tensor:
+           recorded: bool = False, fold: bool = False) -> Tensor:
         r"""Per-step KL(p_θ(·|x_k) ‖ p_ref(·|x_k)) ``[B, S]`` at the recorded states.
 
         ``steps=None``: the random steps of the trajectory (``traj.random_steps``), 0 at the
@@ -273,11 +312,11 @@ class Policy:
         """
         if steps is None:
             return _scatter(traj, _any_steps(traj.random_steps),
-                            lambda ks: self.kl(ref, traj, ks, recorded))
+                            lambda ks: self.kl(ref, traj, ks, recorded, fold))
         ks = list(steps)
         if self.exploration > 0:
-            a = self.step_preds(traj, ks)
-            b = ref.step_preds(traj, ks)
+            a = self.step_preds(traj, ks, fold=fold)
+            b = ref.step_preds(traj, ks, fold=fold)
             d = torch.stack([(to_eps(p, self.kind, traj.xs[:, k], traj.ts[k], self.sde) -
                               to_eps(q, ref.kind, traj.xs[:, k], traj.ts[k], ref.sde))
                              for p, q, k in zip(a, b, ks)], 1)
@@ -285,8 +324,8 @@ class Policy:
         if recorded:
             mine = [(traj.means[:, k], traj.stds[:, k]) for k in ks]
         else:
-            mine = self.kernels(traj, ks)
-        theirs = ref.kernels(traj, ks)
+            mine = self.kernels(traj, ks, fold=fold)
+        theirs = ref.kernels(traj, ks, fold=fold)
         out = []
         for (m1, s1), (m2, s2) in zip(mine, theirs):
             if not torch.equal(s1, s2) or bool((s1 == 0).any()):
@@ -295,8 +334,8 @@ class Policy:
             out.append(diff.pow(2).sum(1) / (2 * s1.float() ** 2))
         return torch.stack(out, 1)
 
-    def eps_mse(self, ref: "Policy", traj: Trajectory, steps: Sequence[int] | None = None
-                ) -> Tensor:
+    def eps_mse(self, ref: "Policy", traj: Trajectory, steps: Sequence[int] | None = None,
+                fold: bool = False) -> Tensor:
         r"""DPOK's KL regularizer: mean over dimensions of (ε_θ − ε_ref)² (guided) per step,
         ``[B, S]`` (0 at non-random steps for ``steps=None``). Differentiable in θ.
 
@@ -307,9 +346,9 @@ class Policy:
         """
         if steps is None:
             return _scatter(traj, _any_steps(traj.random_steps),
-                            lambda ks: self.eps_mse(ref, traj, ks))
+                            lambda ks: self.eps_mse(ref, traj, ks, fold))
         ks = list(steps)
-        a, b = self.step_preds(traj, ks), ref.step_preds(traj, ks)
+        a, b = self.step_preds(traj, ks, fold=fold), ref.step_preds(traj, ks, fold=fold)
         d = [to_eps(p, self.kind, traj.xs[:, k], traj.ts[k], self.sde).float() -
              to_eps(q, ref.kind, traj.xs[:, k], traj.ts[k], ref.sde).float()
              for p, q, k in zip(a, b, ks)]

@@ -60,21 +60,25 @@ def _seeded(seed: int, build):
 # "sd15" SD 1.5's UNet (860M parameters, 64×64×4 latents, cross-attention 768) for GPU benchmarks
 # with a small text encoder and VAE of matching widths (UNet config from
 # runwayml/stable-diffusion-v1-5 unet/config.json).
+def _size(latent: int, channels: tuple[int, int], groups: int, width: int,
+          attn_first: bool, vae_size: int) -> dict:
+    """A two-level SD-shaped size: UNet with one cross-attention level (the first or the
+    second), CLIP text encoder of hidden size ``width``, VAE 32–64 for ``vae_size`` images."""
+    down = ("CrossAttnDownBlock2D", "DownBlock2D") if attn_first else \
+        ("DownBlock2D", "CrossAttnDownBlock2D")
+    up = ("UpBlock2D", "CrossAttnUpBlock2D") if attn_first else \
+        ("CrossAttnUpBlock2D", "UpBlock2D")
+    return dict(unet=dict(sample_size=latent, layers_per_block=1, block_out_channels=channels,
+                          norm_num_groups=groups, cross_attention_dim=width,
+                          attention_head_dim=8, down_block_types=down, up_block_types=up),
+                text=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                          num_attention_heads=4),
+                vae=dict(block_out_channels=(32, 64), sample_size=vae_size))
+
+
 SIZES = {
-    "tiny": dict(unet=dict(sample_size=8, layers_per_block=1, block_out_channels=(32, 64),
-                           norm_num_groups=8, cross_attention_dim=32, attention_head_dim=8,
-                           down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                           up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")),
-                 text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4),
-                 vae=dict(block_out_channels=(32, 64), sample_size=16)),
-    "compute": dict(unet=dict(sample_size=32, layers_per_block=1, block_out_channels=(64, 128),
-                              norm_num_groups=32, cross_attention_dim=64, attention_head_dim=8,
-                              down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                              up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
-                    text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4),
-                    vae=dict(block_out_channels=(32, 64), sample_size=64)),
+    "tiny": _size(8, (32, 64), 8, 32, attn_first=False, vae_size=16),
+    "compute": _size(32, (64, 128), 32, 64, attn_first=True, vae_size=64),
     "sd15": dict(unet=dict(sample_size=64, layers_per_block=2,
                            block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32,
                            cross_attention_dim=768, attention_head_dim=8,

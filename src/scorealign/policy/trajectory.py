@@ -40,6 +40,9 @@ class Trajectory:
             this epoch, ``policy.actions``); None: every step with a positive kernel std.
         action_mask: ``[B, S]`` bool, the steps trained and KL-penalized (⊆ ``stochastic``;
             DDPO's timestep fraction trains a per-row subset); None: ``stochastic``.
+        logp_graph: ``log_probs`` at the steps any row trains (0 elsewhere) with the autograd
+            graph of the rollout's model calls (``Policy.rollout(keep_graph=True)``), or None.
+            Valid only while the weights are those of the rollout (an on-policy update).
     """
 
     xs: Tensor
@@ -55,6 +58,7 @@ class Trajectory:
     action_log_probs: Tensor | None = None
     stochastic: Tensor | None = None
     action_mask: Tensor | None = None
+    logp_graph: Tensor | None = None
 
     @property
     def random_steps(self) -> Tensor:

@@ -107,6 +107,37 @@ def pickscore(model: Any = "yuvalkirstain/PickScore_v1",
     return ClipPromptReward(m, tok, "pickscore", device, dtype, grad)
 
 
+# open_clip ``CLIP.state_dict()`` key → ``transformers.CLIPModel`` key, for the keys outside the
+# residual blocks, and the renames inside a block (``transformer.resblocks.{i}.`` ↔
+# ``encoder.layers.{i}.``); the q/k/v split of ``attn.in_proj_*`` and the transposed projections
+# are handled in code. One table serves both directions.
+_OPENCLIP_FIXED = {
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight",
+    "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "visual.ln_post.weight": "vision_model.post_layernorm.weight",
+    "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "ln_final.weight": "text_model.final_layer_norm.weight",
+    "ln_final.bias": "text_model.final_layer_norm.bias",
+    "logit_scale": "logit_scale"}
+_OPENCLIP_PROJ = {"visual.proj": "visual_projection.weight",
+                  "text_projection": "text_projection.weight"}  # stored transposed
+_BLOCK_RENAMES = (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"),
+                  ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
+
+
+def _rename(rest: str, to_hf: bool) -> str:
+    for oc, hf in _BLOCK_RENAMES:
+        a, b = (oc, hf) if to_hf else (hf, oc)
+        if rest.startswith(a):
+            return b + rest[len(a):]
+    return rest
+
+
 def openclip_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """OpenCLIP (``open_clip.CLIP``, ViT towers) state dict → ``transformers.CLIPModel`` keys.
 
@@ -117,10 +148,8 @@ def openclip_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
     for k, v in state.items():
         if k in ("attn_mask", "visual.attn_mask"):
             continue
-        if k.startswith("visual."):
-            pre, k2 = "vision_model.", k[len("visual."):]
-        else:
-            pre, k2 = "text_model.", k
+        pre, k2 = ("vision_model.", k[len("visual."):]) if k.startswith("visual.") else \
+            ("text_model.", k)
         if k2.startswith("transformer.resblocks."):
             _, _, i, rest = k2.split(".", 3)
             base = f"{pre}encoder.layers.{i}."
@@ -129,32 +158,43 @@ def openclip_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
                 for name, part in zip(("q", "k", "v"), v.chunk(3, dim=0)):
                     out[f"{base}self_attn.{name}_proj.{kind}"] = part.clone()
                 continue
-            rest = (rest.replace("attn.out_proj", "self_attn.out_proj")
-                    .replace("ln_1", "layer_norm1").replace("ln_2", "layer_norm2")
-                    .replace("mlp.c_fc", "mlp.fc1").replace("mlp.c_proj", "mlp.fc2"))
-            out[base + rest] = v
-            continue
-        fixed = {"visual.class_embedding": "vision_model.embeddings.class_embedding",
-                 "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
-                 "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
-                 "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight",
-                 "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
-                 "visual.ln_post.weight": "vision_model.post_layernorm.weight",
-                 "visual.ln_post.bias": "vision_model.post_layernorm.bias",
-                 "positional_embedding": "text_model.embeddings.position_embedding.weight",
-                 "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
-                 "ln_final.weight": "text_model.final_layer_norm.weight",
-                 "ln_final.bias": "text_model.final_layer_norm.bias",
-                 "logit_scale": "logit_scale"}
-        if k in fixed:
-            out[fixed[k]] = v
-        elif k == "visual.proj":
-            out["visual_projection.weight"] = v.t().contiguous()
-        elif k == "text_projection":
-            out["text_projection.weight"] = v.t().contiguous()
+            out[base + _rename(rest, True)] = v
+        elif k in _OPENCLIP_FIXED:
+            out[_OPENCLIP_FIXED[k]] = v
+        elif k in _OPENCLIP_PROJ:
+            out[_OPENCLIP_PROJ[k]] = v.t().contiguous()
         else:
             raise RewardError(f"hpsv2: OpenCLIP key {k!r} has no CLIPModel counterpart (only "
                               f"ViT towers are supported)")
+    return out
+
+
+def hf_to_openclip(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of :func:`openclip_to_hf`: ``CLIPModel`` weights in open_clip's layout
+    (q/k/v re-fused into ``attn.in_proj_*``; ``position_ids`` buffers dropped)."""
+    fixed = {hf: oc for oc, hf in _OPENCLIP_FIXED.items()}
+    proj = {hf: oc for oc, hf in _OPENCLIP_PROJ.items()}
+    out: dict[str, Tensor] = {}
+    for k, v in state.items():
+        if k.endswith("position_ids"):
+            continue
+        if k in fixed:
+            out[fixed[k]] = v
+        elif k in proj:
+            out[proj[k]] = v.t().contiguous()
+        elif ".encoder.layers." in k:
+            tower, _, _, i, rest = k.split(".", 4)
+            base = ("visual." if tower == "vision_model" else "") + f"transformer.resblocks.{i}."
+            name = rest.split(".")[1] if rest.startswith("self_attn.") else ""
+            if name in ("q_proj", "k_proj", "v_proj"):
+                kind = rest.rsplit(".", 1)[1]
+                p = k.rsplit(".", 2)[0]
+                out[f"{base}attn.in_proj_{kind}"] = torch.cat(
+                    [state[f"{p}.{n}_proj.{kind}"] for n in "qkv"])
+            else:
+                out[base + _rename(rest, False)] = v
+        else:
+            raise RewardError(f"CLIPModel key {k!r} has no OpenCLIP counterpart")
     return out
 
 

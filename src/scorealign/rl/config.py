@@ -166,6 +166,17 @@ class OptimConfig:
     log_kl: bool = field(default=True, metadata=_h("log the KL to the base model each epoch"))
     ckpt_every: int = field(default=5, metadata=_h("checkpoint interval (epochs)"))
     keep_checkpoints: int = field(default=2, metadata=_h("newest checkpoints kept"))
+    reuse_rollout_graph: bool = field(default=False, metadata=_h(
+        "on-policy updates (inner_epochs 1, one minibatch per epoch, one process): keep the "
+        "rollout's per-step graphs and backpropagate through them instead of recomputing the "
+        "log-probs (same gradient, no training forward; memory: every trained step's graph of "
+        "the whole batch)"))
+    step_chunk: int = field(default=0, metadata=_h(
+        "trained steps per backward pass (0: all steps of a micro-batch, one backward); k > 0 "
+        "holds the graphs of k steps at a time (peak memory ~k/S of 0's; same gradient)"))
+    fold_steps: bool = field(default=False, metadata=_h(
+        "the model calls of a chunk's steps as one batch of B*steps rows (fewer, larger "
+        "forwards: faster for small networks, same memory as the chunk)"))
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,23 @@ class FinetuneConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_h("device"))
     tracker: Tracker = tracker_field()  # issue 11
 
+    def _check_reuse_graph(self, b: int) -> None:
+        """train.reuse_rollout_graph needs an on-policy update with log-prob losses only."""
+        from scorealign.rl.losses import split_signature
+        t, loss = self.train, self.algo.loss
+        if t.inner_epochs != 1 or t.minibatch_size != b:
+            raise FieldError("train.reuse_rollout_graph", f"needs one optimizer step per rollout "
+                             f"batch: train.inner_epochs=1 (got {t.inner_epochs}) and "
+                             f"train.minibatch_size=prompts.per_epoch*k={b} (got "
+                             f"{t.minibatch_size})")
+        entry = RL_LOSSES.get(loss)
+        hyper = {**split_signature(entry.fn)[1], **self.algo.loss_kwargs}
+        grad_kl = float(hyper.get("beta", 0.0) or 0.0) > 0 or loss == "dpok"
+        if loss == "reward_backprop" or "forward_process" in entry.properties or grad_kl:
+            raise FieldError("train.reuse_rollout_graph", f"loss {loss!r} needs model calls "
+                             f"beyond the rollout's log-probs (reward backprop, a forward-"
+                             f"process loss or a differentiable KL with beta > 0)")
+
     def __post_init__(self) -> None:
         from scorealign.rl.advantages import ADVANTAGES
         for reg, name in ((RL_LOSSES, self.algo.loss), (ADVANTAGES, self.algo.advantage)):
@@ -215,6 +243,10 @@ class FinetuneConfig:
         if not needs_values and self.algo.value is not None:
             raise FieldError("algo.value", f"only used by an estimator that needs values "
                              f"(algo.advantage=value); advantage is {adv!r}")
+        if t.step_chunk < 0:
+            raise FieldError("train.step_chunk", f"must be >= 0, got {t.step_chunk}")
+        if t.reuse_rollout_graph:
+            self._check_reuse_graph(b)
         if self.algo.loss == "reinforce" and (t.inner_epochs > 1 or t.minibatch_size < b):
             raise FieldError("algo.loss", f"reinforce has no importance ratio, so it cannot "
                              f"reuse samples: needs train.inner_epochs=1 (got {t.inner_epochs}) "

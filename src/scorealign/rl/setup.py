@@ -34,6 +34,9 @@ class Setup:
     encode: Callable[[list[str]], Any]
     decode: Callable[[Tensor], Tensor]
     prompts: list[str]
+    # moves what ``encode``/``decode`` run on (text encoders, VAE, cached embeddings) to the
+    # trainer's device; the trainable model and the reference are placed by the trainer itself
+    place: Callable[[torch.device], None] | None = None
 
     def trainable_state(self, model: nn.Module | None = None) -> dict[str, Tensor]:
         """Trainable weights by name (the full model, or only LoRA adapters)."""
@@ -140,7 +143,7 @@ def _sd_tiny(cfg: FinetuneConfig) -> Setup:
         add_lora(parts.pipe.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
     prompts = ["a cat", "a dog", "a red car", "a tree"]
     return Setup(parts.model, ref, parts.sde, "eps", parts.shape, parts.encode, parts.decode,
-                 prompts)
+                 prompts, place=parts.to)
 
 
 def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
@@ -161,8 +164,13 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
     if cfg.lora.rank > 0:
         add_lora(pipe.transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
     prompts = ["a cat", "a dog", "a red car", "a tree"]
+    aux = parts._encoders() + [pipe.vae]
+
+    def place(device: torch.device) -> None:
+        for m in aux:
+            m.to(device)
     return Setup(parts.model, ref, parts.sde, "v", parts.shape, parts.encode, parts.decode,
-                 prompts)
+                 prompts, place=place)
 
 
 def build_setup(cfg: FinetuneConfig) -> Setup:

@@ -35,7 +35,8 @@ from scorealign.rl.config import FinetuneConfig
 from scorealign.rl.flow_methods import nft_loss
 from scorealign.rl.losses import RL_LOSSES, split_signature
 from scorealign.rl.setup import Setup, build_setup
-from scorealign.rl.updates import backprop_loss, cat_trajectories, policy_loss
+from scorealign.rl.updates import (backprop_loss, cat_trajectories, chunked_policy_loss,
+                                   policy_loss)
 from scorealign.rl.value import ValueBaseline, x0_rewards
 from scorealign.rng import derive_seed, generator
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -85,6 +86,8 @@ class Finetuner:
         self.ema = self.setup.trainable_state() if t.ema_decay > 0 else {}
         self.model, self.opt = self.acc.prepare(self.setup.model, self.opt)
         self.setup.ref.to(self.acc.device)
+        if self.setup.place is not None:  # text encoder / VAE beside the model
+            self.setup.place(self.acc.device)
         self.policy = self.setup.policy(cfg, self.model)
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
         self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
@@ -132,12 +135,16 @@ class Finetuner:
         pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.cfg.reward.background \
             else None
         self.model.eval()
+        if self.cfg.train.reuse_rollout_graph and world > 1:
+            raise ValueError("train.reuse_rollout_graph needs one process (the update's rows "
+                             "are other processes' rollouts)")
         try:
             for s in range(0, len(rows), chunk):
                 r = rows[s:s + chunk]
                 traj = self.policy.rollout(row_prompts[s:s + chunk], 1, seeds=seeds[r],
                                            prompt_ids=ids[r], device=self.acc.device,
-                                           run_seed=self.cfg.train.seed, epoch=self.epoch)
+                                           run_seed=self.cfg.train.seed, epoch=self.epoch,
+                                           keep_graph=self.cfg.train.reuse_rollout_graph)
                 images = self.setup.decode(traj.x0).detach()
                 meta = {"epoch": self.epoch}
                 if pool is not None:  # score this chunk while the next one samples
@@ -204,6 +211,8 @@ class Finetuner:
         rows per optimizer step does not depend on the number of processes.
         """
         t, acc = self.cfg.train, self.acc
+        if traj.logp_graph is not None:
+            return self._update_on_graph(traj, adv)
         n, world = traj.batch_size, acc.num_processes
         mb = t.minibatch_size
         micro = mb // world // t.grad_accum
@@ -222,11 +231,21 @@ class Finetuner:
                 for j in range(0, len(batch), micro):
                     idx = batch[j:j + micro]
                     last = j + micro >= len(batch)
-                    ctx = acc.no_sync(self.model) if not last else nullcontext()
-                    with ctx:
-                        sub = traj.index(idx)
-                        out = self._loss(sub, None if adv is None else adv[idx])
-                        acc.backward(out.loss * (len(idx) / len(batch)))
+                    sub = traj.index(idx)
+                    scale = len(idx) / len(batch)
+                    if self._chunked():
+                        def backward(loss, last_chunk, last=last, scale=scale):
+                            ctx = nullcontext() if last and last_chunk else \
+                                acc.no_sync(self.model)
+                            with ctx:
+                                acc.backward(loss * scale)
+                        out = chunked_policy_loss(self, sub, adv[idx], t.step_chunk,
+                                                  t.fold_steps, backward)
+                    else:
+                        ctx = acc.no_sync(self.model) if not last else nullcontext()
+                        with ctx:
+                            out = self._loss(sub, None if adv is None else adv[idx])
+                            acc.backward(out.loss * scale)
                     evals += model_evals_grad(self.cfg, sub)
                     for k, v in out.metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / len(batch)
@@ -249,6 +268,33 @@ class Finetuner:
             out["clip/frac_later"] = sum(clip_later) / len(clip_later)
         out["cost/model_evals_grad"] = float(evals)
         return out
+
+    def _update_on_graph(self, traj, adv) -> dict[str, float]:
+        """The one optimizer step of an on-policy epoch (``train.reuse_rollout_graph``): the
+        loss on the rollout's log-probs with their graphs, one backward; the gradient equals the
+        recomputing path's (tests/rl/test_memory_options.py) without its training forward."""
+        t, acc = self.cfg.train, self.acc
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        out = policy_loss(self, traj, adv, logp=traj.logp_graph)
+        acc.backward(out.loss)
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        if t.grad_clip > 0:
+            metrics["opt/grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(),
+                                                                 t.grad_clip))
+        self.opt.step()
+        self._update_ema()
+        self.model.eval()
+        metrics["clip/frac_mb0"] = float(out.metrics.get("policy/clipfrac", 0.0))
+        metrics["cost/model_evals_grad"] = float(model_evals_grad(self.cfg, traj))
+        return metrics
+
+    def _chunked(self) -> bool:
+        """Per-chunk backward (train.step_chunk) or folded steps for a log-prob loss."""
+        t = self.cfg.train
+        plain = self.cfg.algo.loss != "reward_backprop" and \
+            "forward_process" not in self.entry.properties
+        return plain and (t.step_chunk > 0 or t.fold_steps)
 
     def _loss(self, sub, adv):
         if self.cfg.algo.loss == "reward_backprop":

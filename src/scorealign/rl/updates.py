@@ -12,7 +12,7 @@ differentiate through them and the reward [Clark+24 DRaFT, §4].
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
         return trajs[0]
     cat = {}
     for name in ("xs", "means", "stds", "log_probs", "prompt_ids", "seeds", "actions",
-                 "action_log_probs", "stochastic", "action_mask"):
+                 "action_log_probs", "stochastic", "action_mask", "logp_graph"):
         vals = [getattr(t, name) for t in trajs]
         cat[name] = None if vals[0] is None else torch.cat(vals)
     conds = [t.cond for t in trajs]
@@ -43,14 +43,19 @@ def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
                       **cat)
 
 
-def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor) -> LossOut:
-    """The registered loss of ``ft.cfg.algo`` on the rows ``sub`` with advantages ``adv``."""
+def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor, logp: Tensor | None = None,
+                kl: Tensor | None = None, fold: bool = False) -> LossOut:
+    """The registered loss of ``ft.cfg.algo`` on the rows ``sub`` with advantages ``adv``.
+
+    ``logp`` / ``kl`` (``[B, S]``): use these instead of recomputing them (the rollout's graph
+    of an on-policy update, or :func:`chunked_policy_loss`'s per-chunk inputs); ``fold``: the
+    recomputation's steps in one batched model call (``Policy.step_preds``).
+    """
     cfg = ft.cfg.algo
     kw = dict(cfg.loss_kwargs)
-    # the loss's own default β counts too (flow_grpo's is 0.04)
-    beta = float({**split_signature(ft.entry.fn)[1], **kw}.get("beta", 0.0) or 0.0)
     names = ft.data_args
-    logp = ft.policy.log_prob(sub)
+    if logp is None:
+        logp = ft.policy.log_prob(sub, fold=fold)
     logp_old = sub.log_probs.to(logp.device)
     if "logp_old" in names and cfg.ratio_units == "per_dim":
         # dimension-free trust region: ρ, clip and approx-KL on log-probs per dimension
@@ -61,17 +66,67 @@ def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor) -> LossOut:
     if "dt" in names:  # score_as_action turns advantages into q-rates itself (rl/ct.py)
         data["dt"] = sub.dt.to(logp.device).float()
     if "kl" in names:
-        needed = beta > 0 or cfg.loss == "dpok"
-        data["kl"] = step_kl(ft, sub) if needed else None
+        data["kl"] = kl if kl is not None or not needs_kl(ft) else step_kl(ft, sub, fold=fold)
     return ft.entry.fn(**{n: data[n] for n in names if n in data}, **kw)
 
 
-def step_kl(ft: "Finetuner", sub: Trajectory) -> Tensor:
-    """The per-step KL term ``[B, S]`` of ``algo.kl``: ``exact`` (Gaussian KL of the sampled
-    kernel or action, nats) or ``eps_mse`` (DPOK's code: mean_d (ε_θ − ε_ref)², guided)."""
+def needs_kl(ft: "Finetuner") -> bool:
+    """Whether the loss takes a differentiable per-step KL (β > 0, the loss's own default β
+    included (flow_grpo's is 0.04), or DPOK)."""
+    if "kl" not in ft.data_args:
+        return False
+    beta = float({**split_signature(ft.entry.fn)[1], **ft.cfg.algo.loss_kwargs}.get("beta", 0.0)
+                 or 0.0)
+    return beta > 0 or ft.cfg.algo.loss == "dpok"
+
+
+def step_kl(ft: "Finetuner", sub: Trajectory, steps: list[int] | None = None,
+            fold: bool = False) -> Tensor:
+    """The per-step KL term ``[B, S]`` (``[B, len(steps)]``) of ``algo.kl``: ``exact`` (Gaussian
+    KL of the sampled kernel or action, nats) or ``eps_mse`` (DPOK's code: mean_d (ε_θ −
+    ε_ref)², guided)."""
     if ft.cfg.algo.kl == "eps_mse":
-        return ft.policy.eps_mse(ft.ref_policy, sub)
-    return ft.policy.kl(ft.ref_policy, sub)
+        return ft.policy.eps_mse(ft.ref_policy, sub, steps, fold=fold)
+    return ft.policy.kl(ft.ref_policy, sub, steps, fold=fold)
+
+
+def chunked_policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor, chunk: int, fold: bool,
+                        backward: Callable[[Tensor, bool], None]) -> LossOut:
+    """:func:`policy_loss` with the backward pass taken per chunk of ``chunk`` trained steps, so
+    only one chunk's graphs are alive at a time (TRL's DDPOTrainer backpropagates per step).
+
+    Every registered log-prob loss is a sum over steps of per-step terms (a mask-weighted mean
+    with constant weights; tests/rl/test_memory_options.py checks that their step-mixed second
+    derivatives vanish), so the gradient of chunk c's loss, evaluated with the other columns held
+    at constants, is exactly chunk c's share of the full gradient, and the chunks' gradients sum
+    to :func:`policy_loss`'s. ``backward(loss, last)`` is called once per chunk (``last``: the
+    final chunk). The returned loss and metrics are those of the full loss at the recomputed
+    values (no graph).
+    """
+    steps = _trained_steps(sub)
+    chunk = chunk if chunk > 0 else max(len(steps), 1)
+    logp_old = sub.log_probs.to(sub.xs.device)
+    logp = torch.zeros_like(logp_old)
+    kl = torch.zeros_like(logp_old) if needs_kl(ft) else None
+    held = torch.where(sub.trained.to(logp.device), logp_old, torch.zeros_like(logp_old))
+    for c in range(0, len(steps), chunk):
+        ks = steps[c:c + chunk]
+        idx = torch.tensor(ks, device=logp.device)
+        lp_c = ft.policy.log_prob(sub, ks, fold=fold)
+        kl_c = step_kl(ft, sub, ks, fold=fold) if kl is not None else None
+        lp_in = held.to(lp_c.dtype).index_copy(1, idx, lp_c)
+        kl_in = None if kl is None else kl.to(kl_c.dtype).index_copy(1, idx, kl_c)
+        backward(policy_loss(ft, sub, adv, logp=lp_in, kl=kl_in).loss, c + chunk >= len(steps))
+        logp = logp.to(lp_c.dtype).index_copy(1, idx, lp_c.detach())
+        if kl is not None:
+            kl = kl.to(kl_c.dtype).index_copy(1, idx, kl_c.detach())
+    with torch.no_grad():
+        out = policy_loss(ft, sub, adv, logp=logp, kl=kl)
+    return LossOut(out.loss.detach(), out.metrics)
+
+
+def _trained_steps(sub: Trajectory) -> list[int]:
+    return sub.trained.any(0).nonzero().flatten().tolist()
 
 
 def backprop_loss(ft: "Finetuner", sub: Trajectory) -> LossOut:

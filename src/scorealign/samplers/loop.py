@@ -83,7 +83,9 @@ def _step_log_prob(st: GaussianStep) -> Tensor:
                      device=st.mean.device)
     ok = st.std > 0
     if bool(ok.any()):
-        out[ok] = gaussian_log_prob(st.x_next[ok], st.mean[ok], st.std[ok])
+        # x_next is the recorded outcome, a constant: with a graph (detach_states=True) only the
+        # kernel's mean depends on θ, as in a recomputation at the recorded states
+        out[ok] = gaussian_log_prob(st.x_next.detach()[ok], st.mean[ok], st.std[ok])
     return out
 
 
@@ -92,7 +94,7 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
            generator: torch.Generator | None = None, noise: Tensor | None = None,
            record: bool = False, corrector_steps: int = 0, snr: float = 0.16,
            callback: Callback | None = None, deterministic: Tensor | None = None,
-           clip_x0: float | None = None) -> SampleResult:
+           clip_x0: float | None = None, detach_states: bool = False) -> SampleResult:
     """Integrate from x_T at t_max to t_min with the registered step ``sampler``.
 
     Args:
@@ -118,6 +120,9 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
             its kernel mean. None: every step as the sampler defines it (unchanged behaviour).
         clip_x0: diffusers' ``clip_sample`` for samplers with that property (ddim, ddpm):
             x̂₀ clamped to ±clip_x0 in every step; None (default): off, bit-identical.
+        detach_states: cut the graph between steps (each state enters the next step as a
+            constant), so with autograd on, step i's mean and log-prob carry the graph of step
+            i's model call(s) only (``Policy.rollout(keep_graph=True)``).
 
     Returns:
         SampleResult.
@@ -160,7 +165,7 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
             st = GaussianStep(st.mean, st.mean, torch.zeros_like(st.std))
         if record:
             trace.append((x, st, _step_log_prob(st)))
-        x = st.x_next
+        x = st.x_next.detach() if detach_states else st.x_next
         if callback is not None:
             callback(i, ts[i + 1], x)
     if not record:

@@ -59,13 +59,23 @@ class DiscreteVP(SDE):
         """(log ᾱ(t), d log ᾱ/dt) with log ᾱ piecewise linear on the nodes."""
         t = as_time(t)
         n = self.num_timesteps
-        logs = torch.cat([torch.zeros(1, dtype=torch.float64), self.alphas_cumprod.log()])
-        logs = logs.to(t.device)
+        logs = self._log_table(t.device)
         u = (t / self.T * n).clamp(0.0, float(n))
         u = torch.where((u - u.round()).abs() < _SNAP, u.round(), u)
         k = u.floor().clamp(max=n - 1).long()
         slope = logs[k + 1] - logs[k]
         return logs[k] + (u - k) * slope, slope * n / self.T
+
+    def _log_table(self, device: torch.device) -> Tensor:
+        """[0, log ᾱ_0, …, log ᾱ_{N−1}] on ``device``, computed once per device (a sampler step
+        calls :meth:`_interp` several times; rebuilding and copying the table each time cost a
+        host→device transfer per call on a GPU)."""
+        cache = self.__dict__.setdefault("_log_tables", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = torch.cat([torch.zeros(1, dtype=torch.float64),
+                                    self.alphas_cumprod.log()]).to(device)
+        return cache[key]
 
     def beta(self, t: Tensor) -> Tensor:
         """β(t) = −d log ᾱ/dt (piecewise constant)."""
