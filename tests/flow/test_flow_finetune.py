@@ -4,7 +4,6 @@ DiffusionNFT trains through the same loop."""
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -16,12 +15,8 @@ from typer.testing import CliRunner
 
 from scorealign.cli import app
 from scorealign.config import load_config
-from scorealign.nets import ModelConfig, build_model
-from scorealign.nets.cond import Cond
 from scorealign.rl.config import FinetuneConfig
-from scorealign.rl.setup import Setup
 from scorealign.rl.trainer import Finetuner
-from scorealign.sde.flow import FlowSDE
 from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
@@ -53,33 +48,21 @@ def test_tiny_flow_pipeline_lora_run_resumes_bit_identically_after_kill_9(tmp_pa
     assert (tmp_path / "full" / "report.html").is_file()
 
 
-def _flow_setup() -> Setup:
-    model = build_model(ModelConfig(type="unet", cond="label", kind="v", sample_size=8,
-                                    block_out_channels=(16, 32)), seed=0).eval()
-    ref = copy.deepcopy(model).requires_grad_(False)
-
-    def encode(prompts: list[str]) -> Cond:
-        return Cond(labels=torch.tensor([int(p.split()[-1]) for p in prompts]))
-
-    return Setup(model, ref, FlowSDE(t_max=1.0), "v", (1, 8, 8), encode, lambda x: x,
-                 [f"digit {d}" for d in range(10)])
-
-
 BASE = ["policy.sampler=flow_sde", "policy.eta=0.7", "policy.steps=6", "policy.guidance=1.5",
         "prompts.per_epoch=2", "prompts.k=2", "train.minibatch_size=4",
         "train.sample_batch_size=4", "train.epochs=1", "train.lr=1e-3",
         "reward.optimized=aesthetic_proxy", "device=cpu"]
 
 
-def _run(*sets: str) -> dict[str, float]:
+def _run(setup, *sets: str) -> dict[str, float]:
     cfg = load_config(None, FinetuneConfig, [*BASE, *sets])
-    return Finetuner(cfg, None, setup=_flow_setup()).fit()
+    return Finetuner(cfg, None, setup=setup()).fit()
 
 
-def test_fast_and_mix_make_fewer_gradient_evaluations_than_flow_grpo():
-    full = _run("algo.loss=flow_grpo")
-    fast = _run("algo.loss=flow_grpo_fast", "policy.action_steps=branch:1")
-    mix = _run("algo.loss=mixgrpo", "policy.action_steps=window:2")
+def test_fast_and_mix_make_fewer_gradient_evaluations_than_flow_grpo(flow_setup):
+    full = _run(flow_setup, "algo.loss=flow_grpo")
+    fast = _run(flow_setup, "algo.loss=flow_grpo_fast", "policy.action_steps=branch:1")
+    mix = _run(flow_setup, "algo.loss=mixgrpo", "policy.action_steps=window:2")
     # 4 rows × 5 auto steps (the last one is the deterministic denoising step) × 2 (β > 0: KL)
     assert full["cost/model_evals_grad"] == 4 * 5 * 2
     assert fast["cost/model_evals_grad"] == 4 * 1 * 2
@@ -88,10 +71,10 @@ def test_fast_and_mix_make_fewer_gradient_evaluations_than_flow_grpo():
         assert m["policy/ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # first step on-policy
 
 
-def test_diffusion_nft_trains_through_the_trainer_and_moves_the_weights():
+def test_diffusion_nft_trains_through_the_trainer_and_moves_the_weights(flow_setup):
     cfg = load_config(None, FinetuneConfig, [*BASE, "algo.loss=diffusion_nft",
                                              "train.epochs=2"])
-    ft = Finetuner(cfg, None, setup=_flow_setup())
+    ft = Finetuner(cfg, None, setup=flow_setup())
     before = {k: v.clone() for k, v in ft.setup.trainable_state().items()}
     m = ft.fit()
     assert m["cost/model_evals_grad"] == 4 * 6
