@@ -177,3 +177,21 @@ def test_flow_method_state_resumes_bit_for_bit(tmp_path, flow_setup, sets, monke
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")}
                           for r in rows]
     assert strip(run.read_metrics()) == strip(RunDir(tmp_path / "full").read_metrics())
+
+
+# -- Flow-GRPO family: β weighs the KL in per-dimension units, as the ratio ---------------------
+def test_flow_grpo_kl_term_is_averaged_over_dimensions(flow_setup):
+    from scorealign.rl.updates import policy_loss
+
+    ft = Finetuner(_cfg("algo.loss=flow_grpo"), None, setup=flow_setup())
+    prompts, ids, seeds = epoch_rows(ft.cfg, ft.setup.prompts, 0)
+    _, traj, _ = ft.sample_and_score(prompts, ids, seeds)
+    with torch.no_grad():  # θ ≠ ref: move θ so that the KL is not 0
+        for p in ft.model.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+        out = policy_loss(ft, traj, torch.randn(traj.batch_size))
+        kl = ft.policy.kl(ft.ref_policy, traj)  # [B, S] nats, summed over the 64 dimensions
+    m = traj.trained.float()
+    want = ((kl * m).sum(1) / m.sum(1)).mean() / 64
+    assert float(want) > 0
+    torch.testing.assert_close(out.metrics["loss/kl"], want, rtol=1e-5, atol=0)

@@ -63,6 +63,12 @@ def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor) -> LossOut:
     if "kl" in names:
         needed = beta > 0 or cfg.loss == "dpok"
         data["kl"] = step_kl(ft, sub) if needed else None
+        if data["kl"] is not None and "flow_family" in ft.entry.properties and \
+                cfg.ratio_units == "per_dim":
+            # the Flow-GRPO family's β weighs the KL averaged over dimensions, like the ratio:
+            # yifan123/flow_grpo scripts/train_sd3.py kl_loss = ((μ − μ_ref)²).mean(dim=(1,2,3))
+            # / (2σ²) beside log_prob.mean(dims) (flow_grpo/diffusers_patch/sd3_sde_with_logprob.py)
+            data["kl"] = data["kl"] / math.prod(ft.policy.shape)
     return ft.entry.fn(**{n: data[n] for n in names if n in data}, **kw)
 
 
