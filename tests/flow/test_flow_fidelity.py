@@ -122,6 +122,12 @@ def test_nft_decay_is_the_authors_return_decay():
         [0.0, 0.0, 0.0, 0.0075, 0.999]
 
 
+def test_nft_unknown_decay_type_is_refused_before_training(flow_setup):
+    with pytest.raises(ValueError, match="decay_type"):
+        Finetuner(_cfg("algo.loss=diffusion_nft", "algo.loss_kwargs={decay_type: 7}"), None,
+                  setup=flow_setup())
+
+
 def test_nft_old_model_samples_and_is_soft_updated(flow_setup):
     cfg = _cfg("algo.loss=diffusion_nft", "train.epochs=1", "algo.loss_kwargs={kl_beta: 0.0}")
     ft = Finetuner(cfg, None, setup=flow_setup())

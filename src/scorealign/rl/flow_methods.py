@@ -216,7 +216,10 @@ class OldModel:
         self.names = [k for k, p in model.named_parameters() if p.requires_grad]
         self.model = copy.deepcopy(model).requires_grad_(False).eval()
         self.policy = ft.setup.policy(ft.cfg, self.model)
-        self.decay_type = int(ft.cfg.algo.loss_kwargs.get("decay_type", NFT_DECAY_TYPE))
+        self.decay_type = ft.cfg.algo.loss_kwargs.get("decay_type", NFT_DECAY_TYPE)
+        if self.decay_type not in NFT_DECAY_SCHEDULES:
+            raise ValueError(f"algo.loss_kwargs.decay_type: must be one of "
+                             f"{sorted(NFT_DECAY_SCHEDULES)}, got {self.decay_type!r}")
         t, p = ft.cfg.train, ft.cfg.prompts
         self.steps_per_epoch = t.inner_epochs * (p.per_epoch * p.k // t.minibatch_size)
 
