@@ -1,92 +1,118 @@
-"""Fixtures shared across test directories (one block per area; keep blocks self-contained)."""
+"""Fixtures shared across test directories: kill -9 / resume runs, the torchrun launcher, the
+on-policy exactness check and the LQ policy factory."""
 
 from __future__ import annotations
 
-# --- lead fixtures ---
+import math
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 
-@pytest.fixture
-def pretrain_killed_and_resumed(tmp_path):
-    """Run ``scorealign pretrain`` in a subprocess that SIGKILLs itself right after the checkpoint
-    of step ``kill_at`` (``SCOREALIGN_KILL_AFTER_CHECKPOINT``: a real ``kill -9`` at a
-    deterministic point), resume it with ``pretrain --resume``, and run the same config
-    uninterrupted; returns ``(killed_dir, reference_dir)``. Both continue with one thread, the
-    kernels of the subprocess."""
+def pytest_make_parametrize_id(config, val, argname):
+    """Sampler keyword sets (``kw`` dicts with a ``sampler``) are named ``sampler=ddim-eta=1.0``
+    (tests/policy/test_policy_logprob.py, tests/flow/test_flow_policy.py)."""
+    if argname == "kw" and isinstance(val, dict) and "sampler" in val:
+        return "-".join(f"{k}={v}" for k, v in val.items())
+    return None
+
+
+# -- kill -9 and resume ------------------------------------------------------------------------
+def _kill9_then_resume(command: str, out: Path, args: list[str], at: int,
+                       after_kill: Callable[[Path], None] | None = None) -> str:
+    """``scorealign COMMAND --out OUT ARGS`` in a fresh process that SIGKILLs itself once the
+    checkpoint of step/epoch ``at`` is on disk (``SCOREALIGN_KILL_AFTER_CHECKPOINT``: a real
+    ``kill -9`` at a deterministic point), then ``COMMAND --resume OUT`` in this process; returns
+    the resumed run's output. The child gets this process's intra-op thread count: CPU kernels
+    are bit-reproducible per thread count."""
     from typer.testing import CliRunner
 
     from scorealign.cli import app
+    from scorealign.train.checkpoint import KILL_ENV
+
+    env = {**os.environ, KILL_ENV: str(at), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-m", "scorealign.cli", command, "--out", str(out),
+                           *args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (out / "final").exists()
+    if after_kill is not None:
+        after_kill(out)
+    res = CliRunner().invoke(app, [command, "--resume", str(out)])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="session")
+def kill9_then_resume():
+    """``run(out, args, epoch) -> output``: a ``scorealign finetune`` run killed after the
+    checkpoint of ``epoch`` and resumed, which must report continuing from ``epoch``."""
+    def run(out: Path, args: list[str], epoch: int) -> str:
+        output = _kill9_then_resume("finetune", out, args, epoch)
+        assert f"from epoch {epoch}" in output, output
+        return output
+
+    return run
+
+
+@pytest.fixture
+def pretrain_killed_and_resumed(tmp_path):
+    """``run(config, sets, kill_at) -> (killed_dir, reference_dir)``: a ``scorealign pretrain``
+    run killed after the checkpoint of step ``kill_at`` and resumed, and the same config run
+    uninterrupted, both with one thread."""
     from scorealign.config import load_config
-    from scorealign.train.checkpoint import KILL_ENV, latest_checkpoint
+    from scorealign.train.checkpoint import latest_checkpoint
     from scorealign.train.pretrain import PretrainConfig, pretrain
     from scorealign.train.rundir import RunDir
 
-    def run(config: str, sets: list[str], kill_at: int):
-        killed = tmp_path / "killed"
-        cmd = [sys.executable, "-m", "scorealign.cli", "pretrain", "--config", config,
-               "--out", str(killed)]
-        for s in sets:
-            cmd += ["--set", s]
-        env = {**os.environ, KILL_ENV: str(kill_at), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-        assert latest_checkpoint(killed / "checkpoints").name == f"step_{kill_at:06d}"
-        assert not (killed / "final").exists()
-        cfg = load_config(config, PretrainConfig, sets)
+    def killed_at_step(out: Path) -> None:
+        assert latest_checkpoint(out / "checkpoints").name == f"step_{kill_at:06d}"
+
+    def run(config: str, sets: list[str], at: int):
+        nonlocal kill_at
+        kill_at = at
+        killed, ref = tmp_path / "killed", tmp_path / "ref"
+        args = ["--config", config] + [a for s in sets for a in ("--set", s)]
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            res = CliRunner().invoke(app, ["pretrain", "--resume", str(killed)])
-            assert res.exit_code == 0, res.output
-            assert "resuming" in res.output and (killed / "report.html").is_file()
-            ref = tmp_path / "ref"
+            output = _kill9_then_resume("pretrain", killed, args, at, killed_at_step)
+            assert "resuming" in output and (killed / "report.html").is_file()
+            cfg = load_config(config, PretrainConfig, sets)
             pretrain(cfg, RunDir.create(ref, cfg))
         finally:
             torch.set_num_threads(threads)
         return killed, ref
 
+    kill_at = 0
     return run
-# --- end lead ---
 
 
-# --- issue16 fixtures ---
-import math as _math
+# -- on-policy exactness -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def assert_on_policy_exact():
+    """``check(pol, traj) -> metrics``: the recomputed log-probs equal the rollout's bit for bit
+    and PPO's importance ratio is exactly 1 with nothing clipped (one inner step, fp32)."""
+    from scorealign.rl.losses import ppo_clip
 
-import pytest as _pytest
-
-
-@_pytest.fixture(scope="session")
-def lq_policy():
-    """Factory: ``lq_policy(pi)`` is a degree-1 ``GaussianPolicy`` on the 1-D LQ problem with the
-    weights (h, k) and std s of the closed-form policy ``pi`` (a ``lq.LinearGaussian``)."""
-    import torch
-
-    from scorealign.control.policy import GaussianPolicy
-
-    def make(pi):
-        p = GaussianPolicy(1, 1, 1, _math.log(pi.s))
+    def check(pol, traj):
         with torch.no_grad():
-            p.W.copy_(torch.tensor([[pi.h, pi.k]], dtype=torch.float64))
-        return p
+            logp = pol.log_prob(traj)
+        assert torch.equal(logp, traj.log_probs)
+        m = ppo_clip(logp, traj.log_probs, torch.randn(traj.batch_size)).metrics
+        assert m["policy/ratio_mean"].item() == 1.0 and m["policy/ratio_max"].item() == 1.0
+        assert m["policy/clipfrac"].item() == 0.0
+        return m
 
-    return make
-# --- end issue16 ---
+    return check
 
 
-# --- issue14 fixtures ---
-import os as _os
-import subprocess as _subprocess
-import sys as _sys
-from pathlib import Path as _Path
-
-import pytest as _pytest
-
+# -- multi-process launcher ---------------------------------------------------------------------
 _TORCHRUN_WORKER = '''
 import sys
 import torch
@@ -103,30 +129,42 @@ if ft.acc.is_main_process:
 '''
 
 
-@_pytest.fixture
+@pytest.fixture
 def torchrun_finetune(tmp_path):
     """``launch(sets, n_proc, env=None) -> dict``: fine-tune tests/rl's tiny problem
     (``tiny_config(*sets)``) in ``n_proc`` fresh CPU processes under ``torchrun`` (gloo) and
     return the main process's ``{"state", "type", "wrapper"}`` (trainable weights, accelerate's
     distributed type, the model wrapper's class name). Fresh interpreters: forking the test
     process deadlocks once its OpenMP pool has run."""
-    import torch
-
     helpers = tmp_path / "tests_rl_helpers.py"
-    helpers.write_text((_Path(__file__).parent / "rl" / "conftest.py").read_text())
+    helpers.write_text((Path(__file__).parent / "rl" / "conftest.py").read_text())
     worker = tmp_path / "torchrun_worker.py"
 
     def launch(sets: list[str], n_proc: int, env: dict[str, str] | None = None) -> dict:
         worker.write_text(_TORCHRUN_WORKER.format(helpers=str(tmp_path), sets=list(sets)))
         out = tmp_path / f"state_{n_proc}.pt"
-        full = {**_os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
-        torchrun = _Path(_sys.executable).with_name("torchrun")
-        res = _subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", str(n_proc),
-                               str(worker), str(out)], env=full, capture_output=True, text=True,
-                              timeout=300)
+        full = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+        torchrun = Path(sys.executable).with_name("torchrun")
+        res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", str(n_proc),
+                              str(worker), str(out)], env=full, capture_output=True, text=True,
+                             timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
         return torch.load(out)
 
     return launch
 
-# --- end issue14 ---
+
+# -- control ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def lq_policy():
+    """Factory: ``lq_policy(pi)`` is a degree-1 ``GaussianPolicy`` on the 1-D LQ problem with the
+    weights (h, k) and std s of the closed-form policy ``pi`` (a ``lq.LinearGaussian``)."""
+    from scorealign.control.policy import GaussianPolicy
+
+    def make(pi):
+        p = GaussianPolicy(1, 1, 1, math.log(pi.s))
+        with torch.no_grad():
+            p.W.copy_(torch.tensor([[pi.h, pi.k]], dtype=torch.float64))
+        return p
+
+    return make

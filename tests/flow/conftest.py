@@ -9,6 +9,7 @@ import torch
 from scorealign.nets import ModelConfig, build_model
 from scorealign.nets.cond import Cond
 from scorealign.policy.policy import Policy
+from scorealign.rl.setup import Setup
 from scorealign.sde.flow import FlowSDE
 
 
@@ -38,3 +39,20 @@ def _flow_policy(model, **kw) -> Policy:
 def flow_policy():
     """Factory: ``flow_policy(model, **overrides) -> Policy`` (flow, 6 flow_sde steps, CFG 2)."""
     return _flow_policy
+
+
+def _flow_setup() -> Setup:
+    import copy
+
+    cfg = ModelConfig(type="unet", cond="label", kind="v", sample_size=8,
+                      block_out_channels=(16, 32))
+    model = build_model(cfg, seed=0).eval()
+    ref = copy.deepcopy(model).requires_grad_(False)
+    return Setup(model, ref, FlowSDE(t_max=1.0), "v", (1, 8, 8), label_encode, lambda x: x,
+                 [f"digit {d}" for d in range(10)])
+
+
+@pytest.fixture(scope="session")
+def flow_setup():
+    """Factory: ``flow_setup() -> Setup``, a fresh random label-UNet flow task for the trainer."""
+    return _flow_setup

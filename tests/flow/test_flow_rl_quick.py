@@ -21,8 +21,14 @@ def test_flow_rl_quick(tmp_path):
     assert len(cells) == 1
     cell = json.loads(cells[0].read_text())
     assert cell["epochs"][0]["cost/model_evals_grad"] > 0
-    assert set(cell["eval_end"]) == {"eval/reward", "eval/gold"}
+    assert {"eval/reward", "eval/gold"} <= set(cell["eval_end"])
+    assert [e["epoch"] for e in cell["evals"]] == [0, 1]
+    assert 0 < cell["evals"][0]["cpu_s"] <= cell["evals"][1]["cpu_s"] == cell["cpu_s"]
+    assert cell["evals"][1]["queries"] == 4  # P·K rollouts of one epoch
     assert "Flow-GRPO-Fast" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "per_seed.csv").read_text().splitlines()[1].startswith("Flow-GRPO-Fast,")
+    assert (tmp_path / "figures" / "reward_vs_queries.png").is_file()
+    assert (tmp_path / "figures" / "reward_vs_cpu.png").is_file()
     mtime = cells[0].stat().st_mtime
     assert mod.main(["--quick", "--results", str(tmp_path)]) == 0  # cached: not re-run
     assert cells[0].stat().st_mtime == mtime

@@ -96,11 +96,7 @@ def test_nan_reward_exits_2_with_the_reward_named_and_keeps_checkpoints(tmp_path
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_is_bit_identical(tmp_path):
-    import os
-    import subprocess
-    import sys
-
+def test_kill_9_then_resume_is_bit_identical(tmp_path, kill9_then_resume):
     import torch
 
     from scorealign.nets import ModelConfig, build_model, save_pretrained
@@ -115,14 +111,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     args = [a for s in sets for a in ("--set", s)]
     full = runner.invoke(app, ["finetune", "--out", str(tmp_path / "full"), *args])
     assert full.exit_code == 0, full.output
-    # the same intra-op thread count as this process: CPU kernels are bit-reproducible per count
-    env = {**os.environ, "SCOREALIGN_KILL_AFTER_CHECKPOINT": "2",
-           "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    killed = subprocess.run([sys.executable, "-m", "scorealign.cli", "finetune", "--out",
-                             str(tmp_path / "cut"), *args], env=env, capture_output=True)
-    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-    res = runner.invoke(app, ["finetune", "--resume", str(tmp_path / "cut")])
-    assert res.exit_code == 0 and "from epoch 2" in res.output, res.output
+    kill9_then_resume(tmp_path / "cut", args, epoch=2)  # tests/conftest.py
     a = load_checkpoint(latest_checkpoint(tmp_path / "full" / "checkpoints"))[0]
     b = load_checkpoint(latest_checkpoint(tmp_path / "cut" / "checkpoints"))[0]
     for name in ("model", "advantage"):

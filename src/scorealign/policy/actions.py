@@ -19,14 +19,20 @@ action set are sampled deterministically and carry no log-probability:
 ``fraction:f``     DDPO's ``train.timestep_fraction``: the ``auto`` steps are all sampled
                    stochastically, each row trains a random ⌈f·n⌉ of them (per-row seed)
                    [kvablack/ddpo-pytorch ``config/base.py``: ``timestep_fraction = 1.0``].
-``window:w``       MixGRPO: a random contiguous window of w ``auto`` steps per epoch is
-                   stochastic and trained; every other step is deterministic (ODE).
+``window:w``       MixGRPO's ``random`` strategy: a random contiguous window of w ``auto``
+                   steps per epoch is stochastic and trained; every other step is ODE.
+``slide:w[:e[:s]]`` MixGRPO's default ``progressive`` strategy: a window of w ``auto`` steps
+                   that starts at the first one and advances by s steps every e epochs,
+                   back to the start after the last position (:func:`slide_window_start`;
+                   defaults e = 25, s = 1 from Tencent-Hunyuan/MixGRPO
+                   ``scripts/finetune/finetune_flux_grpo_MixGRPO.sh``).
 ``branch:n``       Flow-GRPO-Fast: n ∈ {1, 2} random branching steps per epoch, rest ODE.
 ``steps:i,j,…``    an explicit set of grid indices.
 =================  ==========================================================================
 
 Random choices derive from ``(run seed, epoch)`` (window, branch) or the row seed, itself
-derived from ``(run seed, epoch, row)`` (fraction), so a resumed run draws the same sets.
+derived from ``(run seed, epoch, row)`` (fraction), and the sliding window's position is a
+function of the epoch alone (slide), so a resumed run draws the same sets.
 
 Plug-in: the ``auto`` rule needs only the per-step kernel std σ_k, obtained by calling the
 registered step function once per step on a zero state (:func:`kernel_stds`); any sampler that
@@ -46,8 +52,12 @@ from scorealign.rng import generator
 from scorealign.samplers.steps import SAMPLERS
 from scorealign.sde.base import SDE
 
-MODES = ("auto", "all", "fraction", "window", "branch", "steps")
+MODES = ("auto", "all", "fraction", "window", "slide", "branch", "steps")
 AUTO_TAU = 0.1
+# MixGRPO's sliding window: scripts/finetune/finetune_flux_grpo_MixGRPO.sh iters_per_group=25,
+# prog_overlap_step=1 (with --prog_overlap and --roll_back), group_size=4 (the window size).
+SLIDE_EVERY = 25
+SLIDE_STRIDE = 1
 
 
 @dataclass(frozen=True)
@@ -57,17 +67,25 @@ class ActionSpec:
     mode: str
     value: float | None = None
     steps: tuple[int, ...] = ()
+    every: int = SLIDE_EVERY
+    stride: int = SLIDE_STRIDE
 
     @property
     def per_epoch_random(self) -> bool:
         """Whether the stochastic set itself is drawn each epoch (window, branch)."""
         return self.mode in ("window", "branch")
 
+    @property
+    def per_epoch(self) -> bool:
+        """Whether the stochastic set depends on the epoch (window, slide, branch)."""
+        return self.mode in ("window", "slide", "branch")
+
 
 def parse_action_steps(spec: str) -> ActionSpec:
-    """Parse ``auto``, ``auto:τ``, ``all``, ``fraction:f``, ``window:w``, ``branch:n``,
-    ``steps:i,j``. Raises ValueError with the accepted forms on anything else."""
-    forms = "auto | auto:TAU | all | fraction:F | window:W | branch:1|2 | steps:I,J,..."
+    """Parse ``auto``, ``auto:τ``, ``all``, ``fraction:f``, ``window:w``, ``slide:w[:e[:s]]``,
+    ``branch:n``, ``steps:i,j``. Raises ValueError with the accepted forms on anything else."""
+    forms = ("auto | auto:TAU | all | fraction:F | window:W | slide:W[:EVERY[:STRIDE]] | "
+             "branch:1|2 | steps:I,J,...")
     if not isinstance(spec, str):
         raise ValueError(f"must be a string ({forms}), got {spec!r}")
     mode, _, arg = spec.partition(":")
@@ -94,6 +112,16 @@ def parse_action_steps(spec: str) -> ActionSpec:
             if w < 1:
                 raise ValueError(f"window needs w >= 1, got {w}")
             return ActionSpec("window", float(w))
+        if mode == "slide":
+            parts = arg.split(":")
+            if not 1 <= len(parts) <= 3:
+                raise ValueError("slide takes W[:EVERY[:STRIDE]]")
+            w, every, stride = (int(x) for x in parts + [str(SLIDE_EVERY),
+                                                          str(SLIDE_STRIDE)][len(parts) - 1:])
+            if w < 1 or every < 1 or stride < 1:
+                raise ValueError(f"slide needs W, EVERY, STRIDE >= 1, got {w}, {every}, "
+                                 f"{stride}")
+            return ActionSpec("slide", float(w), every=every, stride=stride)
         if mode == "branch":
             n = int(arg)
             if n not in (1, 2):
@@ -137,6 +165,23 @@ def auto_steps(stds: Tensor, tau: float, score_action: bool) -> Tensor:
     return keep
 
 
+def slide_window_start(epoch: int, n: int, every: int = SLIDE_EVERY,
+                       stride: int = SLIDE_STRIDE) -> int:
+    """Start (index into the n candidate steps) of MixGRPO's progressive window in ``epoch``.
+
+    Closed form of Tencent-Hunyuan/MixGRPO ``fastvideo/utils/grpo_states.py``
+    ``GRPOTrainingStates.update_iteration`` (``progressive``, ``prog_overlap``, ``roll_back``),
+    called once per training iteration (an epoch here): the start advances by ``stride`` every
+    ``every`` iterations and rolls back to 0 once it passes the last position. Differences: the
+    authors' last position (start = max_timesteps) gives an empty window
+    (``get_current_timesteps`` is ``range(start, min(start + w, max_timesteps))``); here the
+    positions are 0, s, 2s, … ≤ n − 1, each with at least one step (the window is cut at the
+    end as theirs is). A function of the epoch only: a resumed run is at the same position.
+    """
+    positions = max((n - 1) // stride + 1, 1)
+    return ((epoch // every) % positions) * stride
+
+
 def stochastic_steps(spec: ActionSpec, stds: Tensor, *, score_action: bool,
                      run_seed: int = 0, epoch: int = 0) -> Tensor:
     """The steps sampled stochastically (with log-probs) this epoch, ``[S]`` bool."""
@@ -153,9 +198,14 @@ def stochastic_steps(spec: ActionSpec, stds: Tensor, *, score_action: bool,
         return m
     base = auto_steps(stds, AUTO_TAU if spec.mode != "auto" else float(spec.value),
                       score_action)
-    if not spec.per_epoch_random:
+    if not spec.per_epoch:
         return base
     idx = base.nonzero().flatten()
+    if spec.mode == "slide":
+        start = slide_window_start(epoch, len(idx), spec.every, spec.stride)
+        out = torch.zeros(s, dtype=torch.bool)
+        out[idx[start:start + int(spec.value)]] = True
+        return out
     g = generator(run_seed, "action-steps", epoch)
     out = torch.zeros(s, dtype=torch.bool)
     n = len(idx)

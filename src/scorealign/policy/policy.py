@@ -47,7 +47,7 @@ from scorealign.nets.cond import guided
 from scorealign.policy.actions import (kernel_stds, parse_action_steps, stochastic_steps,
                                        trained_mask)
 from scorealign.policy.trajectory import Trajectory
-from scorealign.rng import randn_per_sample
+from scorealign.rng import derive_seed, randn_per_sample
 from scorealign.samplers import SAMPLERS, gaussian_log_prob, make_grid, sample
 from scorealign.samplers.loop import _is_stochastic
 from scorealign.samplers.steps import model_time
@@ -75,13 +75,15 @@ class Policy:
         action_steps: which steps are actions (:mod:`scorealign.policy.actions`; ``"auto"``).
         clip_sample: clamp x̂₀ to ±clip_sample in every step (ddim/ddpm, pixel space; None: off).
             Log-probs stay exact (the kernel is Gaussian given x_k); see ``ddim_step``.
+        init_same_noise: the rows of one prompt group start from the same x_T, drawn from
+            (run seed, epoch, group id) (:meth:`_group_x_T`); the step noise stays per row.
     """
 
     def __init__(self, model: Model, sde: SDE, *, kind: str, shape: Sequence[int],
                  sampler: str = "ddim", steps: int = 20, eta: float | None = 1.0,
                  grid: str = "uniform", guidance: float = 1.0, exploration: float = 0.0,
                  encode: Callable[[list[str]], Any] | None = None, action_steps: str = "auto",
-                 clip_sample: float | None = None):
+                 clip_sample: float | None = None, init_same_noise: bool = False):
         SAMPLERS.get(sampler)
         if exploration < 0:
             raise ValueError(f"exploration must be ≥ 0, got {exploration}")
@@ -91,7 +93,7 @@ class Policy:
         self.model, self.sde, self.kind, self.shape = model, sde, kind, tuple(shape)
         self.sampler, self.steps, self.eta, self.grid = sampler, steps, eta, grid
         self.guidance, self.exploration, self.encode = guidance, exploration, encode
-        self.clip_sample = clip_sample
+        self.clip_sample, self.init_same_noise = clip_sample, init_same_noise
         self.action_spec = parse_action_steps(action_steps)
         self.action_steps = action_steps
         self.ts = make_grid(sde, steps, grid)
@@ -126,6 +128,15 @@ class Policy:
         x_T = z[:, 0] * self.sde.prior_std
         return x_T, z[:, 1:S + 1].transpose(0, 1).contiguous(), z[:, S + 1:]
 
+    def _group_x_T(self, ids: Tensor, run_seed: int, epoch: int) -> Tensor:
+        """One x_T per group id, shared by its rows ``[B, *D]``: DanceGRPO's ``init_same_noise``
+        (XueZeyue/DanceGRPO ``fastvideo/train_grpo_flux.py``: one ``torch.randn`` latent for
+        the whole group when ``args.init_same_noise``; scripts/finetune/finetune_flux_grpo.sh
+        sets it, as does MixGRPO's script). Keyed by (run seed, epoch, id), so it does not depend
+        on chunking, process count or resume."""
+        seeds = [derive_seed(run_seed, "group-x_T", epoch, int(i)) for i in ids.tolist()]
+        return randn_per_sample(seeds, self.shape, "policy-rollout-group") * self.sde.prior_std
+
     def rollout(self, prompts: Sequence[str], k: int = 1, *, seeds: Tensor,
                 prompt_ids: Tensor | None = None, device: torch.device | str = "cpu",
                 run_seed: int = 0, epoch: int = 0, keep_graph: bool = False) -> Trajectory:
@@ -137,7 +148,8 @@ class Policy:
             seeds: ``[P·K]`` int64 per-row seeds (all of a row's randomness derives from it).
             prompt_ids: ``[P·K]`` group ids (default: the prompt's position, repeated K times).
             device: where the model runs.
-            run_seed, epoch: key of the epoch's random action steps (window, branch modes).
+            run_seed, epoch: key of the epoch's random action steps (window, branch modes) and
+                of the shared initial noise (``init_same_noise``).
             keep_graph: evaluate the model with autograd at the steps any row trains and return
                 those steps' log-probs with their graphs in ``Trajectory.logp_graph`` (states
                 detached between steps, so each step's graph is that of one model call, as in
@@ -160,6 +172,8 @@ class Policy:
             cond = self.cond_for(rows)
         cond = cond.to(device) if cond is not None else None
         x_T, noise, act_noise = self._noise(seeds, device)
+        if self.init_same_noise:
+            x_T = self._group_x_T(ids, run_seed, epoch).to(x_T)
         base, lam = self.pred_fn(cond), self.exploration
         rand = self.stochastic_steps(run_seed, epoch)
         mask = trained_mask(self.action_spec, rand, seeds.cpu())

@@ -59,8 +59,12 @@ class PolicyConfig:
         "space); log-probs stay exact, the clipped pixels' x0 gets no gradient; null: off"))
     action_steps: str = field(default="auto", metadata=_h(
         "which steps are actions (trained, clipped, KL'd): auto | auto:TAU | all | fraction:F "
-        "(DDPO) | window:W (MixGRPO) | branch:1|2 (Flow-GRPO-Fast) | steps:I,J "
-        "(policy/actions.py)"))
+        "(DDPO) | window:W (MixGRPO random) | slide:W[:EVERY[:STRIDE]] (MixGRPO progressive: "
+        "the window advances STRIDE steps every EVERY epochs) | branch:1|2 (Flow-GRPO-Fast) | "
+        "steps:I,J (policy/actions.py)"))
+    init_same_noise: bool = field(default=False, metadata=_h(
+        "the K rollouts of a prompt group start from one x_T (DanceGRPO/MixGRPO "
+        "--init_same_noise); groups and epochs differ"))
 
     def __post_init__(self) -> None:
         from scorealign.policy.actions import parse_action_steps

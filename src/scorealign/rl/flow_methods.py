@@ -13,15 +13,19 @@ method             sampler            ``policy.action_steps``
 Flow-GRPO          ``flow_sde`` a=0.7  every SDE step (``auto``/``all``)
 Flow-GRPO-Fast     ``flow_sde``        ``branch:1``/``branch:2``: ODE trajectory, SDE at 1–2
                                       random steps per epoch, only those trained
-MixGRPO            ``flow_sde``        ``window:w``: a sliding SDE window, ODE elsewhere
-DanceGRPO          ``dance_sde`` η=0.3 ``fraction:0.6`` and shared initial noise per group
+MixGRPO            ``flow_sde``        ``slide:w:e:s``: an SDE window sliding s steps every e
+                                      epochs, ODE elsewhere (``window:w``: random window);
+                                      ``policy.init_same_noise``
+DanceGRPO          ``dance_sde`` η=0.3 ``fraction:0.6``, ``policy.init_same_noise`` (one x_T
+                                      per prompt group)
 =================  =================  =======================================================
 
 DiffusionNFT trains on the forward process instead: the final samples x_0 of any solver are
 re-noised, x_t = (1 − t) x_0 + t ε, and the current velocity v_θ and the rollout ("old")
 velocity v_old form the implicit positive and negative policies
 v⁺ = β v_θ + (1 − β) v_old, v⁻ = (1 + β) v_old − β v_θ, each regressed on the flow-matching target
-with the reward-derived weight r ∈ [0, 1] (:func:`diffusion_nft`, :func:`nft_loss`).
+with the reward-derived weight r ∈ [0, 1] (:func:`diffusion_nft`, :func:`nft_loss`); the old
+model draws the rollouts and is soft-updated toward θ after each epoch (:class:`OldModel`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ DANCE_GRPO_BETA = 0.0
 NFT_BETA = 1.0
 NFT_KL_BETA = 1e-4
 ADV_CLIP_MAX = 5.0
+# The old (sampling) model's soft update old ← d·old + (1 − d)·θ after every epoch, d =
+# min(uprate·(step − flat), uphold) at optimizer step `step` (0 before `flat`):
+# scripts/train_nft_sd3.py return_decay(step, decay_type) → (flat, uprate, uphold); config/nft.py
+# _get_config: config.decay_type = 1 (sd3_ocr: 2).
+NFT_DECAY_SCHEDULES = {0: (0, 0.0, 0.0), 1: (0, 0.001, 0.5), 2: (75, 0.0075, 0.999)}
+NFT_DECAY_TYPE = 1
 
 
 def _grpo_entry(name: str, paper: str, equation: str, beta: float, note: str):
@@ -85,7 +95,8 @@ flow_grpo_fast = _grpo_entry(
 mixgrpo = _grpo_entry(
     "mixgrpo", "Li+25 (MixGRPO), arXiv:2507.21802",
     "GRPO on a sliding SDE window of a mixed ODE-SDE trajectory (eq. number not verified)",
-    FLOW_GRPO_BETA, "Use policy.action_steps=window:w (ODE outside the window).")
+    FLOW_GRPO_BETA, "Use policy.action_steps=slide:w:e:s (or window:w; ODE outside the "
+    "window) and policy.init_same_noise.")
 dance_grpo = _grpo_entry(
     "dance_grpo", "Xue+25 (DanceGRPO), arXiv:2505.07818",
     "GRPO with flux_step (XueZeyue/DanceGRPO fastvideo/train_grpo_flux.py), no KL",
@@ -111,7 +122,7 @@ def nft_weight(adv: Tensor, adv_clip_max: float = ADV_CLIP_MAX) -> Tensor:
 def diffusion_nft(v: Tensor, v_old: Tensor, v_target: Tensor, t: Tensor, adv: Tensor,
                   v_ref: Tensor | None = None, *, beta: float = NFT_BETA,
                   kl_beta: float = NFT_KL_BETA, adv_clip_max: float = ADV_CLIP_MAX,
-                  adaptive: bool = True) -> LossOut:
+                  adaptive: bool = True, decay_type: int = NFT_DECAY_TYPE) -> LossOut:
     r"""DiffusionNFT's loss on forward-noised samples.
 
         v⁺ = β v_θ + (1 − β) v_old,   v⁻ = (1 + β) v_old − β v_θ,
@@ -139,11 +150,16 @@ def diffusion_nft(v: Tensor, v_old: Tensor, v_target: Tensor, t: Tensor, adv: Te
         kl_beta: weight of the velocity KL to the reference.
         adv_clip_max: m.
         adaptive: use the adaptive weights w± (the authors' default); False: w± = 1.
+        decay_type: schedule of the old model's soft update (:func:`nft_decay`), applied by
+            the trainer after each epoch (:class:`OldModel`); it does not enter this value.
     Returns:
         LossOut with ``loss/policy``, ``loss/kl``, ``nft/r_mean``, ``nft/old_deviate``.
     """
     if not beta > 0:
         raise ValueError(f"diffusion_nft needs beta > 0, got {beta}")
+    if decay_type not in NFT_DECAY_SCHEDULES:
+        raise ValueError(f"decay_type must be one of {sorted(NFT_DECAY_SCHEDULES)}, "
+                         f"got {decay_type}")
     v, v_old, v_target = v.float(), v_old.float().detach(), v_target.float()
     tt = t.float().view(-1, *([1] * (v.dim() - 1)))
     r = nft_weight(adv, adv_clip_max)
@@ -174,20 +190,63 @@ def diffusion_nft(v: Tensor, v_old: Tensor, v_target: Tensor, t: Tensor, adv: Te
 DEFAULT_ADVANTAGE["diffusion_nft"] = "group"
 
 
-def _old_model(ft: "Finetuner"):
-    """The rollout weights of this epoch (a frozen copy taken before its first update).
+def nft_decay(step: int, decay_type: int = NFT_DECAY_TYPE) -> float:
+    """d(step) of the old model's soft update: 0 before ``flat``, then min(uprate·(step − flat),
+    uphold) [NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py`` ``return_decay``]."""
+    flat, uprate, uphold = NFT_DECAY_SCHEDULES[decay_type]
+    if step < flat:
+        return 0.0
+    return min((step - flat) * uprate, uphold)
 
-    DiffusionNFT keeps an "old" adapter that samples and gives v_old, moved toward θ after
-    each epoch by old ← d·old + (1 − d)·θ (``return_decay``); d = 0 (``decay_type = 0``) is
-    this snapshot: old = the weights that drew the epoch's samples.
+
+class OldModel:
+    """DiffusionNFT's old model: it draws the rollouts and gives v_old, and after each epoch
+    moves toward the trained weights, old ← d·old + (1 − d)·θ with d = :func:`nft_decay` of the
+    optimizer steps taken so far [NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``: the
+    ``"old"`` adapter samples (``set_adapter("old")``), and after the epoch
+    ``tgt.copy_(tgt·decay + src·(1 − decay))``]. It starts equal to the initial weights. The step
+    count derives from the epoch and the config; the old weights are checkpointed
+    (``nft_old``), so a resumed run continues bit for bit.
     """
-    import copy
 
-    cache = getattr(ft, "_nft_old", None)
-    if cache is None or cache[0] != ft.epoch:
-        model = copy.deepcopy(ft.acc.unwrap_model(ft.model)).requires_grad_(False).eval()
-        ft._nft_old = cache = (ft.epoch, model)
-    return cache[1]
+    def __init__(self, ft: "Finetuner"):
+        import copy
+
+        model = ft.acc.unwrap_model(ft.model)
+        self.names = [k for k, p in model.named_parameters() if p.requires_grad]
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
+        self.policy = ft.setup.policy(ft.cfg, self.model)
+        self.decay_type = ft.cfg.algo.loss_kwargs.get("decay_type", NFT_DECAY_TYPE)
+        if self.decay_type not in NFT_DECAY_SCHEDULES:
+            raise ValueError(f"algo.loss_kwargs.decay_type: must be one of "
+                             f"{sorted(NFT_DECAY_SCHEDULES)}, got {self.decay_type!r}")
+        t, p = ft.cfg.train, ft.cfg.prompts
+        self.steps_per_epoch = t.inner_epochs * (p.per_epoch * p.k // t.minibatch_size)
+
+    def _params(self) -> dict[str, Tensor]:
+        params = dict(self.model.named_parameters())
+        return {k: params[k] for k in self.names}
+
+    def state(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self._params().items()}
+
+    @torch.no_grad()
+    def load(self, state: dict[str, Tensor]) -> None:
+        params = self._params()
+        if set(state) != set(params):
+            raise ValueError(f"checkpoint field nft_old: {len(state)} tensors, the model has "
+                             f"{len(params)} trainable ones")
+        for k, v in state.items():
+            params[k].copy_(v)
+
+    @torch.no_grad()
+    def soft_update(self, ft: "Finetuner") -> dict[str, float]:
+        """After epoch ``ft.epoch`` (0-based) has taken its optimizer steps."""
+        d = nft_decay((ft.epoch + 1) * self.steps_per_epoch, self.decay_type)
+        src = dict(ft.acc.unwrap_model(ft.model).named_parameters())
+        for k, tgt in self._params().items():
+            tgt.copy_(tgt.detach() * d + src[k].detach().clone() * (1.0 - d))
+        return {"nft/old_decay": d}
 
 
 def nft_loss(ft: "Finetuner", sub: "Trajectory", adv: Tensor) -> LossOut:
@@ -204,7 +263,7 @@ def nft_loss(ft: "Finetuner", sub: "Trajectory", adv: Tensor) -> LossOut:
     pol, sde = ft.policy, ft.policy.sde
     kw = {k: v for k, v in ft.cfg.algo.loss_kwargs.items()}
     kl_beta = float(kw.get("kl_beta", NFT_KL_BETA))
-    old = _old_model(ft)
+    old = ft.old.model
     x0 = sub.x0
     S = sub.num_steps
     eps_all = randn_per_sample(sub.seeds.tolist(), (S, *x0.shape[1:]), "nft-noise").to(x0)
@@ -233,5 +292,5 @@ def nft_loss(ft: "Finetuner", sub: "Trajectory", adv: Tensor) -> LossOut:
     return LossOut(total / S, metrics)
 
 
-__all__ = ["ADV_CLIP_MAX", "CLIP_RANGE", "dance_grpo", "diffusion_nft", "flow_grpo",
-           "flow_grpo_fast", "mixgrpo", "nft_loss", "nft_weight"]
+__all__ = ["ADV_CLIP_MAX", "CLIP_RANGE", "OldModel", "dance_grpo", "diffusion_nft", "flow_grpo",
+           "flow_grpo_fast", "mixgrpo", "nft_decay", "nft_loss", "nft_weight"]

@@ -62,7 +62,7 @@ class Setup:
                       shape=self.shape, sampler=p.sampler, steps=p.steps, eta=p.eta,
                       grid=p.grid, guidance=p.guidance, exploration=p.exploration,
                       encode=self.encode, action_steps=p.action_steps,
-                      clip_sample=p.clip_sample)
+                      clip_sample=p.clip_sample, init_same_noise=p.init_same_noise)
 
 
 def _digits(cfg: FinetuneConfig) -> Setup:

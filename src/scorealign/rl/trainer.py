@@ -32,7 +32,7 @@ from accelerate import Accelerator
 from scorealign.rewards.compose import build_reward_set
 from scorealign.rl.advantages import build_advantage
 from scorealign.rl.config import FinetuneConfig
-from scorealign.rl.flow_methods import nft_loss
+from scorealign.rl.flow_methods import OldModel, nft_loss
 from scorealign.rl.losses import RL_LOSSES, split_signature
 from scorealign.rl.setup import Setup, build_setup
 from scorealign.rl.updates import (backprop_loss, cat_trajectories, chunked_policy_loss,
@@ -92,6 +92,8 @@ class Finetuner:
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
         self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
         self.epoch = 0
+        # DiffusionNFT's old (sampling) model, soft-updated after each epoch (flow_methods.py)
+        self.old = OldModel(self) if "forward_process" in self.entry.properties else None
         x0_design = self.value is not None and cfg.algo.value.design == "x0"
         self.extra_queries_per_row = cfg.policy.steps if x0_design else 0
 
@@ -105,6 +107,8 @@ class Finetuner:
             st["advantage"] = self.estimator.state_dict()
         if self.value is not None:
             st.update(self.value.state_dicts())
+        if self.old is not None:
+            st["nft_old"] = self.old.state()
         return st
 
     def resume(self) -> int:
@@ -120,6 +124,8 @@ class Finetuner:
             self.estimator.load_state_dict(states.get("advantage", {}))
         if self.value is not None:
             self.value.load_state_dicts(states)
+        if self.old is not None:
+            self.old.load(states.get("nft_old", {}))
         self.epoch = int(extra["epoch"])
         self.run.truncate_metrics(self.epoch)
         return self.epoch
@@ -134,6 +140,7 @@ class Finetuner:
         trajs, futures, scored = [], [], []
         pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.cfg.reward.background \
             else None
+        policy = self.policy if self.old is None else self.old.policy
         self.model.eval()
         if self.cfg.train.reuse_rollout_graph and world > 1:
             raise ValueError("train.reuse_rollout_graph needs one process (the update's rows "
@@ -141,7 +148,7 @@ class Finetuner:
         try:
             for s in range(0, len(rows), chunk):
                 r = rows[s:s + chunk]
-                traj = self.policy.rollout(row_prompts[s:s + chunk], 1, seeds=seeds[r],
+                traj = policy.rollout(row_prompts[s:s + chunk], 1, seeds=seeds[r],
                                            prompt_ids=ids[r], device=self.acc.device,
                                            run_seed=self.cfg.train.seed, epoch=self.epoch,
                                            keep_graph=self.cfg.train.reuse_rollout_graph)
@@ -174,7 +181,8 @@ class Finetuner:
                                                        len(seeds)).mean().item()
         if cfg.train.log_kl:
             with torch.no_grad():
-                on_policy = cfg.policy.exploration == 0  # θ's kernels were recorded
+                # θ's kernels were recorded (not with DiffusionNFT's old sampling model)
+                on_policy = cfg.policy.exploration == 0 and self.old is None
                 kl_steps = self.policy.kl(self.ref_policy, traj, recorded=on_policy)
             metrics.update(kl_metrics(acc.gather(kl_steps), traj.random_steps[0]))
         if cfg.algo.loss == "reward_backprop":
@@ -200,6 +208,8 @@ class Finetuner:
             target = r_all if r_x0 is None else r_all[:, None] - r_x0
             metrics.update(self.value.fit(traj, target))
         metrics.update(self.update(traj, adv))
+        if self.old is not None:
+            metrics.update(self.old.soft_update(self))
         metrics["time/epoch_s"] = time.time() - t0
         return metrics
 

@@ -67,6 +67,12 @@ def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor, logp: Tensor | No
         data["dt"] = sub.dt.to(logp.device).float()
     if "kl" in names:
         data["kl"] = kl if kl is not None or not needs_kl(ft) else step_kl(ft, sub, fold=fold)
+        if data["kl"] is not None and "flow_family" in ft.entry.properties and \
+                cfg.ratio_units == "per_dim":
+            # the Flow-GRPO family's β weighs the KL averaged over dimensions, like the ratio:
+            # yifan123/flow_grpo scripts/train_sd3.py kl_loss = ((μ − μ_ref)²).mean(dim=(1,2,3))
+            # / (2σ²) beside log_prob.mean(dims) (flow_grpo/diffusers_patch/sd3_sde_with_logprob.py)
+            data["kl"] = data["kl"] / math.prod(ft.policy.shape)
     return ft.entry.fn(**{n: data[n] for n in names if n in data}, **kw)
 
 
