@@ -70,12 +70,10 @@ def pretrain_killed_and_resumed(tmp_path):
     from scorealign.train.pretrain import PretrainConfig, pretrain
     from scorealign.train.rundir import RunDir
 
-    def killed_at_step(out: Path) -> None:
-        assert latest_checkpoint(out / "checkpoints").name == f"step_{kill_at:06d}"
-
     def run(config: str, sets: list[str], at: int):
-        nonlocal kill_at
-        kill_at = at
+        def killed_at_step(out: Path) -> None:
+            assert latest_checkpoint(out / "checkpoints").name == f"step_{at:06d}"
+
         killed, ref = tmp_path / "killed", tmp_path / "ref"
         args = ["--config", config] + [a for s in sets for a in ("--set", s)]
         threads = torch.get_num_threads()
@@ -89,7 +87,6 @@ def pretrain_killed_and_resumed(tmp_path):
             torch.set_num_threads(threads)
         return killed, ref
 
-    kill_at = 0
     return run
 
 
