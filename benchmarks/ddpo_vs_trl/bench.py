@@ -401,9 +401,10 @@ def main(argv: list[str] | None = None) -> None:
             allres[setting] = json.loads(f.read_text())
             print(f"[{setting}] cached: {f}")
         else:
-            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype,
-                                          partial=a.out / f"partial_{setting}.json")
+            partial = a.out / f"partial_{setting}.json"
+            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial)
             f.write_text(json.dumps(allres[setting], indent=1))
+            partial.unlink(missing_ok=True)  # the finished summary replaces it
         r = allres[setting]
         print(f"[{setting}] median TRL {r['median_s']['trl']:.3f} s, scorealign "
               f"{r['median_s']['ours']:.3f} s, scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
