@@ -63,6 +63,9 @@ SETTINGS = {
                  prompts_per_epoch=4, ours=["train.fold_steps=true"]),
     "compute": dict(size="compute", steps=10, cfg=5.0, batch=4, num_batches=1, train_batch=4,
                     micro=4, prompts_per_epoch=1, ours=["train.reuse_rollout_graph=true"]),
+    "compute_hd32": dict(size="compute_hd32", steps=10, cfg=5.0, batch=4, num_batches=1,
+                         train_batch=4, micro=4, prompts_per_epoch=1,
+                         ours=["train.reuse_rollout_graph=true"]),
     "sd15": dict(size="sd15", steps=10, cfg=5.0, batch=8, num_batches=1, train_batch=8, micro=2,
                  prompts_per_epoch=2, ours=["train.step_chunk=1"], ours_micro=8),
 }
@@ -78,6 +81,24 @@ def jpeg_kb(images) -> list[float]:
         Image.fromarray(arr).save(buf, format="JPEG", quality=95)
         out.append(buf.tell() / 1000.0)
     return out
+
+
+def aesthetic(images) -> list[float]:
+    """``aesthetic_proxy`` (``rewards/image.py``: std(u) − |mean(u) − 0.5|) of images in [0, 1]:
+    the same numbers scorealign's registry reward gives the same images in [−1, 1]."""
+    u = images.detach().float().clamp(0, 1).flatten(1)
+    return (u.std(1, unbiased=False) - (u.mean(1) - 0.5).abs()).tolist()
+
+
+# the reward of a run: TRL's reward_fn on [0, 1] images and scorealign's registry name; both
+# score the same decoded images (TRL: ``postprocess`` clamp to [0, 1]; scorealign: the
+# sample clamped to [−1, 1], u = (x + 1)/2)
+REWARDS = {"jpeg": (lambda ims: [-x for x in jpeg_kb(ims)], "jpeg_compressibility"),
+           "aesthetic": (aesthetic, "aesthetic_proxy"),
+           # mean brightness − 1 = aesthetic_proxy with no contrast term and target 1
+           "brightness": (lambda ims: (ims.detach().float().clamp(0, 1).flatten(1).mean(1) - 1
+                                       ).tolist(),
+                          "{name: aesthetic_proxy, contrast_weight: 0.0, target_brightness: 1.0}")}
 
 
 def pipe_dir(size: str) -> Path:
@@ -122,7 +143,8 @@ def _pandas_for_trl() -> None:
         sys.modules["pandas"] = _Absent("pandas")
 
 
-def trl_epoch_fn(s: dict, device: str, dtype: str):
+def trl_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: int = 0,
+                 extra: list[str] | None = None):
     import torch
     _pandas_for_trl()
     from accelerate import PartialState
@@ -141,9 +163,11 @@ def trl_epoch_fn(s: dict, device: str, dtype: str):
                      per_prompt_stat_tracking_buffer_size=16,
                      per_prompt_stat_tracking_min_count=4, save_freq=10_000,
                      logdir=str(ROOT / ".cache" / "trl-ddpo-logs"),
-                     accelerator_kwargs={"cpu": cpu})
+                     accelerator_kwargs={"cpu": cpu}, seed=seed,
+                     **{k: json.loads(v) for k, v in (e.split("=", 1) for e in extra or [])})
     pipe = DefaultDDPOStableDiffusionPipeline(str(pipe_dir(s["size"])), use_lora=True)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
+    score = REWARDS[reward][0]
 
     def prompt_fn():
         return PROMPTS[int(torch.randint(len(PROMPTS), (1,), generator=g))], {}
@@ -151,7 +175,7 @@ def trl_epoch_fn(s: dict, device: str, dtype: str):
     state = {"epoch": 0, "step": 0, "rewards": []}
 
     def reward_fn(images, prompts, metadata):
-        r = [-x for x in jpeg_kb(images)]
+        r = score(images)
         state["rewards"] += r
         return torch.tensor(r), {}
 
@@ -165,7 +189,8 @@ def trl_epoch_fn(s: dict, device: str, dtype: str):
     return run
 
 
-def ours_epoch_fn(s: dict, device: str, dtype: str):
+def ours_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: int = 0,
+                  extra: list[str] | None = None):
     import copy
 
     import torch
@@ -186,10 +211,10 @@ def ours_epoch_fn(s: dict, device: str, dtype: str):
             f"train.sample_batch_size={s['batch']}", f"train.minibatch_size={s['train_batch']}",
             f"train.grad_accum={s['train_batch'] // s.get('ours_micro', s['micro'])}",
             "train.log_kl=false", *s.get("ours", []),
-            "lora.rank=4", "lora.alpha=4.0", "reward.optimized=jpeg_compressibility",
+            "lora.rank=4", "lora.alpha=4.0", f"reward.optimized={REWARDS[reward][1]}",
             "reward.gold=null", "algo.loss=ppo_clip", "algo.advantage=per_prompt",
             "algo.advantage_kwargs={buffer_size: 16, min_count: 4}", f"device={device}",
-            "train.epochs=10000", "base.type=sd_tiny"]
+            "train.epochs=10000", "base.type=sd_tiny", f"train.seed={seed}", *(extra or [])]
     cfg = load_config(None, FinetuneConfig, sets)
     pipe = StableDiffusionPipeline.from_pretrained(str(pipe_dir(s["size"])),
                                                    safety_checker=None,
@@ -210,13 +235,15 @@ def ours_epoch_fn(s: dict, device: str, dtype: str):
     return run
 
 
-def serve(which: str, setting: str, device: str, dtype: str) -> None:
+def serve(which: str, setting: str, device: str, dtype: str, reward: str = "jpeg",
+          seed: int = 0, extra: list[str] | None = None, warmup: bool = True) -> None:
     import resource
 
     import torch
 
     s = SETTINGS[setting]
-    run = (trl_epoch_fn if which == "trl" else ours_epoch_fn)(s, device, dtype)
+    run = (trl_epoch_fn if which == "trl" else ours_epoch_fn)(s, device, dtype, reward, seed,
+                                                              extra)
     cuda = device.startswith("cuda")
 
     def timed() -> dict:
@@ -238,7 +265,8 @@ def serve(which: str, setting: str, device: str, dtype: str) -> None:
             out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
 
-    timed()  # warm-up epoch
+    if warmup:
+        timed()  # warm-up epoch
     print("RESULT " + json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if line.strip() != "epoch":
@@ -249,13 +277,17 @@ def serve(which: str, setting: str, device: str, dtype: str) -> None:
 class Worker:
     """A worker process driven over stdin/stdout."""
 
-    def __init__(self, which: str, setting: str, device: str, dtype: str):
+    def __init__(self, which: str, setting: str, device: str, dtype: str, reward: str = "jpeg",
+                 seed: int = 0, extra: list[str] | None = None, warmup: bool = True):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TRL_DIR),
                                               os.environ.get("PYTHONPATH", "")])}
         self.which = which
         self.p = subprocess.Popen([sys.executable, __file__, "--worker", which, "--setting",
-                                   setting, "--device", device, "--dtype", dtype], env=env,
+                                   setting, "--device", device, "--dtype", dtype,
+                                   "--reward", reward, "--seed", str(seed),
+                                   "--extra", json.dumps(extra or []),
+                                   *([] if warmup else ["--no-warmup"])], env=env,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.read()
 
@@ -336,43 +368,129 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
     return summarize(setting, res, rounds, device, dtype)
 
 
-def time_to_reward(setting: str, device: str = "cpu", dtype: str = "float32",
-                   trl_epochs: int = 10, max_epochs: int = 30, window: int = 3,
-                   log=print) -> dict:
-    """Wall time for scorealign to reach TRL's reward after ``trl_epochs`` epochs.
+# -- time to TRL's reward ---------------------------------------------------------------------
+# scorealign methods of the study (overrides on top of the setting's): DDPO is TRL's algorithm
+# on scorealign's trainer; LOOP [Gupta+25] takes the same 16 samples as 4 prompts × K = 4 with a
+# leave-one-out baseline, either in TRL's schedule (two minibatches of 8) or on-policy (one
+# minibatch of 16, one optimizer step, rollout graphs reused: train.reuse_rollout_graph).
+TTR_METHODS = {
+    "ddpo": [],
+    "loop": ["algo.loss=loop", "algo.advantage=leave_one_out", "algo.advantage_kwargs={}"],
+    "loop_onpolicy": ["algo.loss=loop", "algo.advantage=leave_one_out",
+                      "algo.advantage_kwargs={}", "train.minibatch_size=16", "train.grad_accum=1",
+                      "train.fold_steps=false", "train.reuse_rollout_graph=true"],
+    # ablation, not in the study: DDPO training every step, the last (σ ≈ 0.01) one included,
+    # as TRL does
+    "ddpo_all_steps": ["policy.action_steps=all"],
+}
+TTR_STUDY = ("ddpo", "loop", "loop_onpolicy")
+# lr grid of every arm; TRL 0.23's default train_learning_rate is 3e-4 (trl/trainer/ddpo_config.py)
+TTR_LRS = [3e-4, 3e-3, 3e-2, 1e-1]
 
-    TRL trains ``trl_epochs`` epochs; its target is the mean epoch reward (JPEG
-    compressibility) of its last ``window`` epochs. scorealign trains the same setting until
-    the mean of its last ``window`` epoch rewards reaches the target (at most ``max_epochs``).
-    Both start after their warm-up epoch; times are sums of the timed epochs.
+
+def _lr_override(which: str, lr: float) -> list[str]:
+    return [f"train_learning_rate={lr}"] if which == "trl" else [f"train.lr={lr}"]
+
+
+def ttr_cell(cache: Path, which: str, method: str, setting: str, reward: str, seed: int,
+             lr: float, epochs: int, target: float | None = None, window: int = 3,
+             device: str = "cpu", dtype: str = "float32", log=print) -> dict:
+    """One run of the time-to-reward study, cached in ``cache``: ``epochs`` epochs, or, with
+    ``target``, until the mean reward of the last ``window`` epochs reaches it (at most
+    ``epochs``). No untimed warm-up epoch: every epoch trained is counted."""
+    tag = "" if target is None else "_to_target"
+    f = cache / f"{which}_{method}_{reward}_{setting}_lr{lr:g}_s{seed}_e{epochs}{tag}.json"
+    if f.is_file():
+        return json.loads(f.read_text())
+    extra = TTR_METHODS[method] if which == "ours" else []
+    w = Worker(which, setting, device, dtype, reward, seed, extra + _lr_override(which, lr),
+               warmup=False)
+    eps: list[dict] = []
+    try:
+        while len(eps) < epochs:
+            eps.append(w.epoch())
+            r = [e["reward"] for e in eps]
+            if target is not None and len(r) >= window and sum(r[-window:]) / window >= target:
+                break
+    finally:
+        w.close()
+    r = [e["reward"] for e in eps]
+    smooth = [sum(r[max(0, i + 1 - window):i + 1]) / min(window, i + 1) for i in range(len(r))]
+    out = {"which": which, "method": method, "setting": setting, "reward": reward, "seed": seed,
+           "lr": lr, "epochs": len(eps), "window": window, "target": target,
+           "rewards": r, "smoothed": smooth, "epoch_s": [e["s"] for e in eps],
+           "total_s": sum(e["s"] for e in eps),
+           "reached": None if target is None else smooth[-1] >= target}
+    cache.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(out, indent=1))
+    log(f"[ttr] {which}/{method} lr {lr:g} seed {seed}: {len(eps)} epochs, "
+        f"{out['total_s']:.1f} s, smoothed {smooth[-1]:.4f}"
+        + ("" if target is None else f" (target {target:.4f}, reached {out['reached']})"))
+    return out
+
+
+def time_to_reward(setting: str = "tiny", reward: str = "brightness", device: str = "cpu",
+                   dtype: str = "float32", seeds: tuple[int, ...] = (0, 1, 2, 3, 4),
+                   tune_seed: int = 100, lrs: tuple[float, ...] = tuple(TTR_LRS),
+                   methods: tuple[str, ...] = TTR_STUDY, trl_epochs: int = 10,
+                   max_epochs: int = 30, window: int = 3, cache: Path | None = None,
+                   log=print) -> dict:
+    """Time for scorealign to reach TRL's reward after ``trl_epochs`` epochs.
+
+    1. lr per method (TRL included) from ``lrs`` on ``tune_seed``: the highest mean reward over
+       the last ``window`` of ``trl_epochs`` epochs.
+    2. For each seed: TRL trains ``trl_epochs`` epochs at its lr; its target is the mean
+       reward of its last ``window`` epochs, and its time the sum of its epoch times. Each
+       scorealign method trains at its lr from the same seed until the mean of its last
+       ``window`` epoch rewards reaches that target (at most ``max_epochs``).
+    Epoch times as in the speed benchmark (CPU time of the worker on CPU, synchronized wall
+    time on a GPU), model loading excluded, no warm-up epoch excluded. Reported per method: the
+    seeds that reached, and the per-seed ratio of times (scorealign / TRL) with its median.
     """
     ensure_trl()
     ensure_pipeline(SETTINGS[setting]["size"])
-    out: dict = {"setting": setting, "device": device, "dtype": dtype,
-                 "trl_epochs": trl_epochs, "window": window, "max_epochs": max_epochs}
-    for which in ("trl", "ours"):
-        w = Worker(which, setting, device, dtype)
-        eps: list[dict] = []
-        try:
-            while True:
-                eps.append(w.epoch())
-                r = [e["reward"] for e in eps]
-                smooth = sum(r[-window:]) / len(r[-window:])
-                if which == "trl" and len(eps) == trl_epochs:
-                    out["target_reward"] = smooth
-                    break
-                if which == "ours" and ((len(eps) >= window and smooth >= out["target_reward"])
-                                        or len(eps) == max_epochs):
-                    out["ours_reached"] = smooth >= out["target_reward"]
-                    break
-        finally:
-            w.close()
-        out[which] = {"epochs": len(eps), "epoch_s": [e["s"] for e in eps],
-                      "rewards": [e["reward"] for e in eps],
-                      "total_s": sum(e["s"] for e in eps)}
-        log(f"[{setting}] {which}: {len(eps)} epochs, {out[which]['total_s']:.2f} s")
-    out["time_ratio_ours_over_trl"] = out["ours"]["total_s"] / out["trl"]["total_s"]
-    return out
+    cache = cache or HERE / "ttr_cells"
+    kw = dict(setting=setting, reward=reward, device=device, dtype=dtype, window=window, log=log)
+    arms = [("trl", "ddpo")] + [("ours", m) for m in methods]
+    tuning = {}
+    for which, m in arms:
+        runs = {lr: ttr_cell(cache, which, m, seed=tune_seed, lr=lr, epochs=trl_epochs, **kw)
+                for lr in lrs}
+        best = max(lrs, key=lambda lr: runs[lr]["smoothed"][-1])
+        tuning[f"{which}/{m}"] = {"lr": best, "final_smoothed": {f"{lr:g}": runs[lr]["smoothed"]
+                                                                 [-1] for lr in lrs}}
+    lr_trl = tuning["trl/ddpo"]["lr"]
+    per_seed = []
+    for seed in seeds:
+        trl = ttr_cell(cache, "trl", "ddpo", seed=seed, lr=lr_trl, epochs=trl_epochs, **kw)
+        target = trl["smoothed"][-1]
+        row = {"seed": seed, "target": target, "trl_s": trl["total_s"],
+               "trl_gain": target - trl["smoothed"][window - 1], "ours": {}}
+        for m in methods:
+            o = ttr_cell(cache, "ours", m, seed=seed, lr=tuning[f"ours/{m}"]["lr"],
+                         epochs=max_epochs, target=target, **kw)
+            row["ours"][m] = {"reached": o["reached"], "epochs": o["epochs"], "s": o["total_s"],
+                              "ratio": o["total_s"] / trl["total_s"] if o["reached"] else None}
+        per_seed.append(row)
+    summary = {}
+    for m in methods:
+        ratios = [r["ours"][m]["ratio"] for r in per_seed if r["ours"][m]["reached"]]
+        summary[m] = {"reached": f"{len(ratios)}/{len(per_seed)}",
+                      "median_time_ratio_ours_over_trl": statistics.median(ratios)
+                      if ratios else None,
+                      "time_ratios": ratios,
+                      "epochs_to_target": [r["ours"][m]["epochs"] for r in per_seed]}
+    ablation = {}
+    if "ddpo" in methods:  # why a high lr works here and not in TRL: the final step
+        lr = tuning["ours/ddpo"]["lr"]
+        for m in ("ddpo", "ddpo_all_steps"):
+            c = ttr_cell(cache, "ours", m, seed=tune_seed, lr=lr, epochs=trl_epochs, **kw)
+            ablation[m] = {"lr": lr, "seed": tune_seed, "first_window": c["smoothed"][window - 1],
+                           "final_smoothed": c["smoothed"][-1]}
+    return {"setting": setting, "reward": reward, "device": device, "dtype": dtype,
+            "ablation_action_steps": ablation, "trl_epochs": trl_epochs, "max_epochs": max_epochs, "window": window,
+            "tune_seed": tune_seed, "lrs": list(lrs), "tuning": tuning, "methods":
+            {m: TTR_METHODS[m] for m in methods}, "per_seed": per_seed, "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -385,15 +503,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--force", action="store_true", help="rerun settings with a results file")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--reward", default="jpeg", choices=sorted(REWARDS))
+    ap.add_argument("--time-to-reward", action="store_true",
+                    help="the time-to-TRL-reward study (tiny setting, brightness reward) instead")
+    ap.add_argument("--seed", type=int, default=0, help="run seed (worker)")
+    ap.add_argument("--extra", default="[]", help="worker: JSON list of scorealign overrides")
+    ap.add_argument("--no-warmup", action="store_true", help="worker: no untimed first epoch")
     ap.add_argument("--plain", action="store_true",
                     help="scorealign without its speed options (SETTINGS[...]['ours']): ablation")
     a = ap.parse_args(argv)
     if a.plain:
         os.environ["SCOREALIGN_BENCH_PLAIN"] = "1"
     if a.worker:
-        serve(a.worker, a.setting[0], a.device, a.dtype)
+        serve(a.worker, a.setting[0], a.device, a.dtype, a.reward, a.seed, json.loads(a.extra),
+              not a.no_warmup)
         return
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.time_to_reward:
+        res = time_to_reward(device=a.device, dtype=a.dtype, cache=a.out / "ttr_cells")
+        (a.out / "results_time_to_reward.json").write_text(json.dumps(res, indent=1))
+        for m, v in res["summary"].items():
+            print(f"[ttr] {m}: reached {v['reached']}, median time ratio "
+                  f"{v['median_time_ratio_ours_over_trl']}")
+        return
     allres = {}
     for setting in a.setting:
         f = a.out / f"results_{setting}.json"
@@ -409,7 +541,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{setting}] median TRL {r['median_s']['trl']:.3f} s, scorealign "
               f"{r['median_s']['ours']:.3f} s, scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
               f"(rounds {r['spread']['min']:.3f}–{r['spread']['max']:.3f})", flush=True)
-    (a.out / "results.json").write_text(json.dumps(allres, indent=1))
+    every = a.out / "results.json"  # all settings measured so far, these updated
+    merged = json.loads(every.read_text()) if every.is_file() else {}
+    every.write_text(json.dumps({**merged, **allres}, indent=1))
 
 
 if __name__ == "__main__":

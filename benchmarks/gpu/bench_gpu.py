@@ -65,11 +65,19 @@ def ddpo_settings(smoke: bool, device: str, rounds: int) -> dict:
 
 
 def time_to_reward(smoke: bool, device: str) -> dict:
-    """Wall time for scorealign's DDPO to reach TRL's 10-epoch reward (tiny setting, fp32)."""
+    """Time for scorealign's methods to reach TRL's 10-epoch reward (tiny setting, fp32,
+    brightness reward; ``bench.time_to_reward``), cells cached beside this file."""
+    import tempfile
+
     import bench
 
-    return bench.time_to_reward("tiny", device, "float32", trl_epochs=2 if smoke else 10,
-                                max_epochs=3 if smoke else 30, window=1 if smoke else 3,
+    if smoke:
+        return bench.time_to_reward("tiny", "brightness", device, "float32", seeds=(0,),
+                                    lrs=(3e-3,), methods=("loop_onpolicy",), trl_epochs=2,
+                                    max_epochs=3, window=1, cache=Path(tempfile.mkdtemp()),
+                                    log=lambda m: print(m, flush=True))
+    return bench.time_to_reward("tiny", "brightness", device, "float32",
+                                cache=HERE / "ttr_cells_cuda",
                                 log=lambda m: print(m, flush=True))
 
 

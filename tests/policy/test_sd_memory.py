@@ -112,6 +112,12 @@ def test_pipeline_sizes_and_bad_dtype():
     with torch.no_grad():
         img = parts.decode(torch.zeros(1, *parts.shape))
     assert img.shape == (1, 3, 64, 64)
+    # head dim = channels / heads (diffusers' attention_head_dim is the head count): 8 and 32
+    attn = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    assert attn.heads == 8 and attn.inner_dim // attn.heads == 8
+    hd32 = build_tiny_sd_pipeline(0, size="compute_hd32").unet
+    attn = hd32.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    assert attn.heads == 2 and attn.inner_dim // attn.heads == 32
     with pytest.raises(ValueError, match="unknown pipeline size"):
         build_tiny_sd_pipeline(0, size="xl")
     with pytest.raises(ValueError, match="dtype"):

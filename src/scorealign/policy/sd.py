@@ -61,16 +61,18 @@ def _seeded(seed: int, build):
 # with a small text encoder and VAE of matching widths (UNet config from
 # runwayml/stable-diffusion-v1-5 unet/config.json).
 def _size(latent: int, channels: tuple[int, int], groups: int, width: int,
-          attn_first: bool, vae_size: int) -> dict:
+          attn_first: bool, vae_size: int, heads: int | tuple[int, int] = 8) -> dict:
     """A two-level SD-shaped size: UNet with one cross-attention level (the first or the
-    second), CLIP text encoder of hidden size ``width``, VAE 32–64 for ``vae_size`` images."""
+    second), CLIP text encoder of hidden size ``width``, VAE 32–64 for ``vae_size`` images.
+    ``heads``: attention heads per level (diffusers' legacy ``attention_head_dim`` of
+    ``UNet2DConditionModel`` is the head count; SD 1.5 has 8, i.e. head dim 40–160)."""
     down = ("CrossAttnDownBlock2D", "DownBlock2D") if attn_first else \
         ("DownBlock2D", "CrossAttnDownBlock2D")
     up = ("UpBlock2D", "CrossAttnUpBlock2D") if attn_first else \
         ("CrossAttnUpBlock2D", "UpBlock2D")
     return dict(unet=dict(sample_size=latent, layers_per_block=1, block_out_channels=channels,
                           norm_num_groups=groups, cross_attention_dim=width,
-                          attention_head_dim=8, down_block_types=down, up_block_types=up),
+                          attention_head_dim=heads, down_block_types=down, up_block_types=up),
                 text=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
                           num_attention_heads=4),
                 vae=dict(block_out_channels=(32, 64), sample_size=vae_size))
@@ -79,6 +81,8 @@ def _size(latent: int, channels: tuple[int, int], groups: int, width: int,
 SIZES = {
     "tiny": _size(8, (32, 64), 8, 32, attn_first=False, vae_size=16),
     "compute": _size(32, (64, 128), 32, 64, attn_first=True, vae_size=64),
+    # "compute" with head dim 32 (2 and 4 heads) instead of 8: nearer SD 1.5's 40
+    "compute_hd32": _size(32, (64, 128), 32, 64, attn_first=True, vae_size=64, heads=(2, 4)),
     "sd15": dict(unet=dict(sample_size=64, layers_per_block=2,
                            block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32,
                            cross_attention_dim=768, attention_head_dim=8,
@@ -98,7 +102,8 @@ def build_tiny_sd_pipeline(seed: int = 0, size: str = "tiny"):
     Args:
         seed: seed of every component's initialization.
         size: ``"tiny"`` (16×16 images, 8×8 latents: tests), ``"compute"`` (64×64 images,
-            32×32 latents, UNet channels 64–128: CPU benchmarks) or ``"sd15"`` (SD 1.5's UNet,
+            32×32 latents, UNet channels 64–128: CPU benchmarks; ``"compute_hd32"`` the same
+            with attention head dim 32 instead of 8) or ``"sd15"`` (SD 1.5's UNet,
             64×64 latents: GPU benchmarks); see :data:`SIZES`.
     Returns:
         ``StableDiffusionPipeline`` in eval mode, no safety checker, ``DDIMScheduler`` with SD's

@@ -28,9 +28,10 @@ class BaseConfig:
     seed: int = field(default=0, metadata=_h("*_tiny: initialization seed of the pipeline"))
     latent_size: int = field(default=8, metadata=_h(
         "sd3 / flux / *_tiny: latent height = width of the flow pipeline's samples"))
-    size: Literal["tiny", "compute", "sd15"] = field(default="tiny", metadata=_h(
+    size: Literal["tiny", "compute", "compute_hd32", "sd15"] = field(default="tiny", metadata=_h(
         "sd_tiny: pipeline size (policy/sd.py SIZES): tiny 8x8 latents, compute 32x32 latents "
-        "with UNet channels 64-128, sd15 SD 1.5's UNet (GPU)"))
+        "with UNet channels 64-128 (head dim 8; compute_hd32: head dim 32), sd15 SD 1.5's "
+        "UNet (GPU)"))
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata=_h(
         "sd_tiny: dtype of the UNet/VAE/text-encoder weights; latents, log-probs, ratios and KL "
         "stay fp32 and LoRA adapters fp32"))
