@@ -4,6 +4,13 @@ Noise comes from the caller, either pre-drawn per step (``noise`` [S, B, *D], e.
 :func:`scorealign.rng.randn_per_sample`, which makes every sample's draws independent of batch
 size and order) or from a ``torch.Generator``. With ``record=True`` the trajectory keeps every
 state, kernel mean/std and the exact step log-probabilities.
+
+Host↔device traffic: the model's time grid is copied to x's device once per call
+(:func:`~scorealign.samplers.steps.model_times`); the step times stay on the CPU, so the
+affine steps take their one-time fast path (``samplers.steps``) and return their std as a host
+number, with which the step log-probability is computed without reading the device. Per step,
+nothing is copied to the device and nothing waits on it (tests/samplers/test_fast_kernels.py
+runs the loop on the ``meta`` device, where any such read fails).
 """
 
 from __future__ import annotations

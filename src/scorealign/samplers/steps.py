@@ -26,16 +26,17 @@ x (fp64 coefficients rounded to fp32 once, error ≈ fp32 rounding of A x and B 
 fp64 x (error ≈ 1e-16 relative to |A x| + |B pred|). No time tensor is copied to the device and
 nothing waits on the device; the returned step carries its std as a host number
 (``GaussianStep.std_value``). Per-row times, times on the device, ``clip_x0`` (nonlinear) and
-Heun (a second model call) take the general path.
+Heun (a second model call) and the Langevin corrector take the general path. Measured on one
+CPU thread (batch 8 of 4×64×64): the same two-op update costs ~0.1 ms in fp32 and ~0.8–1.6 ms
+in fp64, hence fp32 elementwise work for fp32 inputs (as diffusers' schedulers do).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -76,6 +77,7 @@ def _finish(x: Tensor, mean: Tensor, std: Tensor, noise: Tensor | None) -> Gauss
 _PROBING = threading.local()
 _COEFS: OrderedDict = OrderedDict()
 _COEFS_MAX = 4096
+_COEFS_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -117,9 +119,10 @@ def affine_step_coefs(fn: Callable, kind: str, t: float, t_next: float, sde: SDE
         st = fn(x, 1.0 - x, kind, tt, ttn, sde, noise=None, **kw)
     mean = st.mean.reshape(-1).tolist()
     coefs = (mean[0], mean[1], float(st.std[0]))
-    _COEFS[key] = (sde, coefs)  # holding sde keeps its id from being reused
-    if len(_COEFS) > _COEFS_MAX:
-        _COEFS.popitem(last=False)
+    with _COEFS_LOCK:
+        _COEFS[key] = (sde, coefs)  # holding sde keeps its id from being reused
+        if len(_COEFS) > _COEFS_MAX:
+            _COEFS.popitem(last=False)
     return coefs
 
 
@@ -136,7 +139,9 @@ def _fast_step(fn: Callable, x: Tensor, pred: Tensor, kind: str, t: Tensor, t_ne
         return None
     a, b, std = affine_step_coefs(fn, kind, t0, t1, sde, **kw)
     dt = log_prob_dtype(x.dtype)
-    mean = torch.add(x.to(dt) * a, pred.to(dt), alpha=b)
+    xd = x.to(dt)
+    # A = 1 (flow Euler, ...): x·1 = x exactly, so skipping the product keeps the same bits
+    mean = torch.add(xd if a == 1.0 else xd * a, pred.to(dt), alpha=b)
     x_next = mean if noise is None or std == 0.0 else torch.add(mean, noise.to(dt), alpha=std)
     std_t = torch.full((x.shape[0],), std, dtype=dt, device=x.device)
     return GaussianStep(x_next.to(x.dtype), mean.to(x.dtype), std_t, std_value=std)
