@@ -196,13 +196,14 @@ def sampler_overhead(smoke: bool, device: str) -> dict:
     sched.set_timesteps(10)
     k = int(sched.timesteps[3])
     sde = DiscreteVP.from_scheduler(sched)
-    t = sde.timestep_to_t(torch.full((b,), k)).to(device)
-    tn = sde.timestep_to_t(torch.full((b,), k - 100)).to(device)
+    # the times stay on the CPU, as the sampling loop and the policy pass them (ts[i].expand(B))
+    t = sde.timestep_to_t(torch.full((b,), k))
+    tn = sde.timestep_to_t(torch.full((b,), k - 100))
     ddim = SAMPLERS.get("ddim").fn
 
     def ours_ddim():
         st = ddim(x, pred, "eps", t, tn, sde, eta=1.0, noise=z)
-        gaussian_log_prob(st.x_next, st.mean, st.std)
+        gaussian_log_prob(st.x_next, st.mean, st.std, std_value=st.std_value)
 
     def diffusers_ddim():
         sched.step(pred, k, x, eta=1.0, variance_noise=z)
@@ -212,7 +213,7 @@ def sampler_overhead(smoke: bool, device: str) -> dict:
     fk = fsched.timesteps[3]
     fsde = build_sde("flow")
     sig, sig_n = float(fsched.sigmas[3]), float(fsched.sigmas[4])
-    ft, ftn = torch.full((b,), sig, device=device), torch.full((b,), sig_n, device=device)
+    ft, ftn = torch.full((b,), sig), torch.full((b,), sig_n)
 
     def ours_flow():
         ddim(x, pred, "v", ft, ftn, fsde, eta=0.0)

@@ -50,7 +50,7 @@ from scorealign.policy.trajectory import Trajectory
 from scorealign.rng import derive_seed, randn_per_sample
 from scorealign.samplers import SAMPLERS, gaussian_log_prob, make_grid, sample
 from scorealign.samplers.loop import _is_stochastic
-from scorealign.samplers.steps import model_time
+from scorealign.samplers.steps import model_time, model_times
 from scorealign.sde.base import SDE, bcast
 from scorealign.sde.param import convert, to_eps, to_score
 
@@ -255,11 +255,8 @@ class Policy:
                 cond = type(cond).cat([cond] * len(ks))
             return list(self.pred_fn(cond, model)(x, model_time(t, x)).split(b))
         fn = self.pred_fn(traj.cond, model)
-        out = []
-        for k in ks:
-            x = traj.xs[:, k]
-            out.append(fn(x, model_time(traj.ts[k].expand(x.shape[0]), x)))
-        return out
+        mts = model_times(traj.ts, traj.xs[:, 0]) if ks else None  # one copy, not one per step
+        return [fn(traj.xs[:, k], mts[k]) for k in ks]
 
     def log_prob(self, traj: Trajectory, steps: Sequence[int] | None = None,
                  model: Model | None = None, fold: bool = False) -> Tensor:
@@ -283,16 +280,24 @@ class Policy:
                                  "no recorded actions")
             preds = self.step_preds(traj, ks, model, fold)
             # the rollout converted with the model's (fp32) time: same arithmetic, same bits
-            eps = torch.stack([to_eps(p, self.kind, traj.xs[:, k], model_time(traj.ts[k].expand(
-                traj.batch_size), traj.xs[:, k]), self.sde) for p, k in zip(preds, ks)], 1)
+            mts = model_times(traj.ts, traj.xs[:, 0])
+            eps = torch.stack([to_eps(p, self.kind, traj.xs[:, k], mts[k], self.sde)
+                               for p, k in zip(preds, ks)], 1)
             return self._action_log_prob(traj.actions[:, ks], eps)
-        return torch.stack([gaussian_log_prob(traj.xs[:, k + 1], m, s) for k, (m, s) in
-                            zip(ks, self.kernels(traj, ks, model, fold))], 1)
+        return torch.stack([gaussian_log_prob(traj.xs[:, k + 1], st.mean, st.std,
+                                              std_value=st.std_value) for k, st in
+                            zip(ks, self.kernel_steps(traj, ks, model, fold))], 1)
 
     def kernels(self, traj: Trajectory, steps: Sequence[int], model: Model | None = None,
                 fold: bool = False) -> list[tuple[Tensor, Tensor]]:
         """(mean, std) of each step's Gaussian kernel at the recorded states (transition policy).
         ``fold``: the steps' first model calls as one batch (:meth:`step_preds`)."""
+        return [(st.mean, st.std) for st in self.kernel_steps(traj, steps, model, fold)]
+
+    def kernel_steps(self, traj: Trajectory, steps: Sequence[int], model: Model | None = None,
+                     fold: bool = False) -> list:
+        """Each step's :class:`~scorealign.samplers.kernel.GaussianStep` (``x_next = mean``) at
+        the recorded states, as :meth:`kernels` (which returns its (mean, std))."""
         fn_step = SAMPLERS.get(self.sampler).fn
         fn = self.pred_fn(traj.cond, model)
         kw = {} if self.eta is None else {"eta": self.eta}
@@ -304,8 +309,7 @@ class Policy:
         for k, pred in zip(steps, preds):
             x = traj.xs[:, k]
             t, tn = traj.ts[k].expand(x.shape[0]), traj.ts[k + 1].expand(x.shape[0])
-            st = fn_step(x, pred, self.kind, t, tn, self.sde, noise=None, pred_fn=fn, **kw)
-            out.append((st.mean, st.std))
+            out.append(fn_step(x, pred, self.kind, t, tn, self.sde, noise=None, pred_fn=fn, **kw))
         return out
 
     # -- divergences to a reference ----------------------------------------------------------

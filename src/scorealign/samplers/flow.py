@@ -16,7 +16,10 @@ per-step log-probabilities (summed over dimensions; the authors average them ove
 ``stochastic_if_eta``: at ``eta = 0`` it is deterministic, which is how ``policy.action_steps``
 (issue 10) makes the non-action steps of a mixed ODE/SDE trajectory (MixGRPO windows,
 Flow-GRPO-Fast branching): the same function at η = 0. ``flow_sde`` and ``dance_sde`` at η = 0
-return exactly the bits of ``euler_ode``.
+return exactly the bits of ``euler_ode``. All three steps are affine in (x, pred) and take the
+one-time fast path of ``samplers.steps`` (same coefficients, read off the general path), where
+the η = 0 coefficients are those of ``euler_ode`` exactly, so the bit-for-bit identity holds on
+both paths.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from torch import Tensor
 
 from scorealign.samplers.grids import GRIDS, uniform_grid
 from scorealign.samplers.kernel import GaussianStep
-from scorealign.samplers.steps import SAMPLERS, PredFn, _finish, _times, pf_ode_velocity
+from scorealign.samplers.steps import (SAMPLERS, PredFn, _fast_step, _finish, _times,
+                                       pf_ode_velocity)
 from scorealign.sde.base import SDE, bcast
 from scorealign.sde.flow import FlowSDE
 
@@ -88,6 +92,9 @@ def flow_sde_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor,
         flow_grpo averages the log-density over dimensions; we keep the exact sum.
     """
     _check_flow(sde, "flow_sde")
+    fast = _fast_step(flow_sde_step, x, pred, kind, t, t_next, sde, noise, eta=eta)
+    if fast is not None:  # one time for all rows: the affine fast path (samplers.steps)
+        return fast
     t, tn = _times(x, t, t_next)
     dt = tn - t
     v, eps = _velocity_and_noise(x, pred, kind, t, sde)
@@ -120,6 +127,9 @@ def flow_cps_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor,
         dropped ("remove all constants"), a rescaled quantity; here it is the exact Gaussian.
     """
     _check_flow(sde, "flow_cps")
+    fast = _fast_step(flow_cps_step, x, pred, kind, t, t_next, sde, noise, eta=eta)
+    if fast is not None:  # one time for all rows: the affine fast path (samplers.steps)
+        return fast
     t, tn = _times(x, t, t_next)
     v, x1 = _velocity_and_noise(x, pred, kind, t, sde)
     x0 = x.to(_F64) - bcast(t, x) * v
@@ -146,6 +156,9 @@ def dance_sde_step(x: Tensor, pred: Tensor, kind: str, t: Tensor, t_next: Tensor
     η = 0 is ``euler_ode`` bit for bit.
     """
     _check_flow(sde, "dance_sde")
+    fast = _fast_step(dance_sde_step, x, pred, kind, t, t_next, sde, noise, eta=eta)
+    if fast is not None:  # one time for all rows: the affine fast path (samplers.steps)
+        return fast
     t, tn = _times(x, t, t_next)
     dt = tn - t
     v = pf_ode_velocity(x, pred, kind, t, sde)

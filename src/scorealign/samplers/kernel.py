@@ -25,24 +25,31 @@ class GaussianStep:
         mean: kernel mean, [B, *D].
         std: kernel standard deviation per sample, [B]; zeros for a deterministic step (then the
             step has no log-density and :func:`gaussian_log_prob` raises).
+        std_value: the std as a host float when it is the same for every row and known on the
+            host (the samplers' one-time fast path); None otherwise. Lets callers decide
+            "deterministic?" without reading the device.
     """
 
     x_next: Tensor
     mean: Tensor
     std: Tensor
+    std_value: float | None = None
 
     @property
     def deterministic(self) -> bool:
         """True when every std is zero."""
+        if self.std_value is not None:
+            return self.std_value == 0.0
         return bool((self.std == 0).all())
 
     def log_prob(self, x_next: Tensor | None = None, reduce: str = "sum") -> Tensor:
         """log N(x_next; mean, std² I) [B] of ``x_next`` (default: this step's own sample)."""
         return gaussian_log_prob(self.x_next if x_next is None else x_next, self.mean, self.std,
-                                 reduce=reduce)
+                                 reduce=reduce, std_value=self.std_value)
 
 
-def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, reduce: str = "sum") -> Tensor:
+def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, reduce: str = "sum",
+                      std_value: float | None = None) -> Tensor:
     r"""Exact isotropic Gaussian log-density, reduced over the non-batch dimensions, in fp32.
 
     log N(x; μ, σ² I) = Σ_d [−(x_d − μ_d)²/(2σ²) − log σ − ½ log 2π]  [Ho+20, Eq. 1 kernel]
@@ -66,7 +73,7 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, reduce: str = "sum")
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     dtype = log_prob_dtype(torch.promote_types(x.dtype, mean.dtype))
     std = torch.as_tensor(std, device=x.device).to(dtype)
-    if bool((std == 0).any()):
+    if (std_value == 0.0) if std_value is not None else bool((std == 0).any()):
         raise ValueError("gaussian_log_prob: std == 0 (a deterministic step has no log-density)")
     sd = bcast(std, x) if std.dim() == 1 and x.dim() > 1 else std
     z = (x.to(dtype) - mean.to(dtype)) / sd

@@ -4,6 +4,13 @@ Noise comes from the caller, either pre-drawn per step (``noise`` [S, B, *D], e.
 :func:`scorealign.rng.randn_per_sample`, which makes every sample's draws independent of batch
 size and order) or from a ``torch.Generator``. With ``record=True`` the trajectory keeps every
 state, kernel mean/std and the exact step log-probabilities.
+
+Host↔device traffic: the model's time grid is copied to x's device once per call
+(:func:`~scorealign.samplers.steps.model_times`); the step times stay on the CPU, so the
+affine steps take their one-time fast path (``samplers.steps``) and return their std as a host
+number, with which the step log-probability is computed without reading the device. Per step,
+nothing is copied to the device and nothing waits on it (tests/samplers/test_fast_kernels.py
+runs the loop on the ``meta`` device, where any such read fails).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from torch import Tensor
 
 from scorealign.samplers.grids import make_grid
 from scorealign.samplers.kernel import GaussianStep, gaussian_log_prob
-from scorealign.samplers.steps import SAMPLERS, langevin_corrector_step, model_time
+from scorealign.samplers.steps import SAMPLERS, langevin_corrector_step, model_times
 from scorealign.sde.base import SDE, log_prob_dtype
 
 PredFn = Callable[[Tensor, Tensor], Tensor]
@@ -78,7 +85,17 @@ def _noise_source(noise: Tensor | None, generator: torch.Generator | None, x: Te
 
 
 def _step_log_prob(st: GaussianStep) -> Tensor:
-    """log p(x_next | x) [B], NaN where the step is deterministic."""
+    """log p(x_next | x) [B], NaN where the step is deterministic.
+
+    With the std known on the host (``std_value``) nothing waits on the device: the same call on
+    the whole batch as the masked one below when every row is stochastic (the case there too).
+    """
+    if st.std_value is not None:
+        if st.std_value == 0.0:
+            return torch.full(st.std.shape, float("nan"), dtype=log_prob_dtype(st.mean.dtype),
+                              device=st.mean.device)
+        lp = gaussian_log_prob(st.x_next.detach(), st.mean, st.std, std_value=st.std_value)
+        return lp.to(log_prob_dtype(st.mean.dtype))
     out = torch.full(st.std.shape, float("nan"), dtype=log_prob_dtype(st.mean.dtype),
                      device=st.mean.device)
     ok = st.std > 0
@@ -151,18 +168,21 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
     if deterministic is not None and tuple(deterministic.shape) != (steps,):
         raise ValueError(f"deterministic must be [S]=[{steps}], got {list(deterministic.shape)}")
     x, trace = x_T, []
+    b = x.shape[0]
+    # the model's times [S + 1, B] on x's device, copied once (not once per model call)
+    mts = model_times(ts, x)
+    det_host = None if deterministic is None else deterministic.cpu().tolist()
     for i in range(steps):
-        t, tn = ts[i].expand(x.shape[0]), ts[i + 1].expand(x.shape[0])
+        t, tn = ts[i].expand(b), ts[i + 1].expand(b)
         for c in range(corrector_steps):
-            pred = counted(x, model_time(t, x))
+            pred = counted(x, mts[i])
             x = langevin_corrector_step(x, pred, kind, t, sde, snr=snr, noise=draw(i, 1 + c)).x_next
-        det = deterministic is not None and bool(deterministic[i])
+        det = det_host is not None and bool(det_host[i])
         z = draw(i, 0) if stochastic and not det else None
         kw_i = {**kw, "eta": 0.0} if det and has_eta else kw
-        st = fn(x, counted(x, model_time(t, x)), kind, t, tn, sde, noise=z, pred_fn=counted,
-                **kw_i)
+        st = fn(x, counted(x, mts[i]), kind, t, tn, sde, noise=z, pred_fn=counted, **kw_i)
         if det and not has_eta:  # the kernel mean: record the step as deterministic
-            st = GaussianStep(st.mean, st.mean, torch.zeros_like(st.std))
+            st = GaussianStep(st.mean, st.mean, torch.zeros_like(st.std), std_value=0.0)
         if record:
             trace.append((x, st, _step_log_prob(st)))
         x = st.x_next.detach() if detach_states else st.x_next
