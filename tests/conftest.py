@@ -33,8 +33,8 @@ def _kill9_then_resume(command: str, out: Path, args: list[str], at: int,
     are bit-reproducible per thread count."""
     from typer.testing import CliRunner
 
-    from scorealign.cli import app
-    from scorealign.train.checkpoint import KILL_ENV
+    from scorealign.cli.app import app
+    from scorealign.run.checkpoint import KILL_ENV
 
     env = {**os.environ, KILL_ENV: str(at), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([sys.executable, "-m", "scorealign.cli", command, "--out", str(out),
@@ -66,9 +66,9 @@ def pretrain_killed_and_resumed(tmp_path):
     run killed after the checkpoint of step ``kill_at`` and resumed, and the same config run
     uninterrupted, both with one thread."""
     from scorealign.config import load_config
-    from scorealign.train.checkpoint import latest_checkpoint
+    from scorealign.run.checkpoint import latest_checkpoint
     from scorealign.train.pretrain import PretrainConfig, pretrain
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.rundir import RunDir
 
     def run(config: str, sets: list[str], at: int):
         def killed_at_step(out: Path) -> None:

@@ -6,7 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from scorealign.cli import app
+from scorealign.cli.app import app
 
 runner = CliRunner()
 

@@ -84,7 +84,7 @@ def worker_ours(args, tmp: Path) -> dict:
     from scorealign.config import load_config
     from scorealign.preference.config import DPOConfig
     from scorealign.preference.trainer import train
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.rundir import RunDir
 
     data = tmp / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_records(args.records)))

@@ -44,7 +44,7 @@ from scorealign.nets import ModelConfig  # noqa: E402
 from scorealign.sde import build_sde  # noqa: E402
 from scorealign.train.evaluate import balanced_labels, load_run  # noqa: E402
 from scorealign.train.pretrain import PretrainConfig, TrainConfig, pretrain  # noqa: E402
-from scorealign.train.rundir import RunDir  # noqa: E402
+from scorealign.run.rundir import RunDir  # noqa: E402
 from scorealign.train.task import DataConfig, SDEConfig  # noqa: E402
 
 # family → (horizon parameter, grid); the middle value is the registered default.

@@ -118,7 +118,7 @@ def part_b(out: Path, cd_path: str, epochs: int, per_epoch: int, k: int,
     """LOOP on the 2-step consistency policy vs the 10-step teacher; per-epoch reward/time."""
     from scorealign.rl.config import FinetuneConfig
     from scorealign.rl.trainer import finetune
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.rundir import RunDir
 
     common = [f"train.epochs={epochs}", f"prompts.per_epoch={per_epoch}", f"prompts.k={k}",
               f"train.minibatch_size={per_epoch * k}", f"train.sample_batch_size={per_epoch * k}",

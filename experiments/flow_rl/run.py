@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.pretrain_out:
         if a.text_cache:
             install_text_cache(a.text_cache)
-        from scorealign.cli import app
+        from scorealign.cli.app import app
         app(["pretrain", "--config", str(ROOT / "configs" / "pretrain" / "digits_flow.yaml"),
              "--out", str(a.pretrain_out)], standalone_mode=False)
         return 0

@@ -43,7 +43,7 @@ from scorealign.config import load_config
 from scorealign.preference.config import DPOConfig
 from scorealign.preference.stats import mean_ci
 from scorealign.preference.trainer import train
-from scorealign.train.rundir import RunDir
+from scorealign.run.rundir import RunDir
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "configs" / "dpo" / "demo.yaml"

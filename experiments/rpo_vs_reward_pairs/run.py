@@ -76,7 +76,7 @@ def _write(path: Path, data: dict) -> None:
 def draw(args, seed: int, base, budget: dict) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """The seed's prompts and two base samples A, B per prompt (shared by every verifier)."""
     from scorealign.data.digits import prompt_for
-    from scorealign.rpo.base import generate, hash_seed
+    from scorealign.preference.rpo.base import generate, hash_seed
 
     prompts = [prompt_for(i % 10) for i in range(budget["prompts"])]
     gen = dict(steps=budget["gen_steps"], guidance=args.guidance)
@@ -89,12 +89,12 @@ def build_arms(args, seed: int, verifier: str, drawn: tuple, base, budget: dict,
                work: Path) -> dict:
     """RPO and reward pair datasets for the same prompts (module docstring), one verifier."""
     from scorealign.rewards import build_reward
-    from scorealign.rpo.build import write_dataset
-    from scorealign.rpo.digits_critic import DigitsCritic
-    from scorealign.rpo.editors import digits_editor
-    from scorealign.rpo.instructions import DigitsInstructionExtractor
-    from scorealign.rpo.pipeline import build_reward_pairs, build_rpo_pairs
-    from scorealign.rpo.verifier import CritiqueVerifier
+    from scorealign.preference.rpo.build import write_dataset
+    from scorealign.preference.rpo.digits_critic import DigitsCritic
+    from scorealign.preference.rpo.editors import digits_editor
+    from scorealign.preference.rpo.instructions import DigitsInstructionExtractor
+    from scorealign.preference.rpo.pipeline import build_reward_pairs, build_rpo_pairs
+    from scorealign.preference.rpo.verifier import CritiqueVerifier
 
     size = base.task.model_cfg.sample_size
     prompts, a, b = drawn
@@ -132,7 +132,7 @@ def build_arms(args, seed: int, verifier: str, drawn: tuple, base, budget: dict,
 
 
 def eval_config(args, budget: dict):
-    from scorealign.rpo.config import DiffusionEvalConfig, GenerationConfig
+    from scorealign.preference.rpo.config import DiffusionEvalConfig, GenerationConfig
 
     return DiffusionEvalConfig(num_samples=budget["eval_samples"], judge_seed=1, seed=1234,
                                generation=GenerationConfig(steps=budget["gen_steps"],
@@ -143,10 +143,10 @@ def curve(args, seed: int, name: str, data: str, lr: float, sft: float, base, bu
           work: Path) -> list[dict]:
     """Diffusion-DPO on one arm's pairs; judged every eval_every steps (step 0 is the base)."""
     from scorealign.config import config_from_dict, load_config
-    from scorealign.rpo.config import DiffusionDPOConfig
-    from scorealign.rpo.dpo_train import train
-    from scorealign.rpo.evaluate import evaluate_policy
-    from scorealign.train.rundir import RunDir
+    from scorealign.preference.rpo.config import DiffusionDPOConfig
+    from scorealign.preference.diffusion_dpo import train
+    from scorealign.preference.rpo.evaluate import evaluate_policy
+    from scorealign.run.rundir import RunDir
 
     shipped = load_config(ROOT / "configs/dpo/digits_rpo.yaml", DiffusionDPOConfig,
                           [f"data.path={data}"])
@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     variants = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in variants if v not in VARIANTS]:
         ap.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    from scorealign.rpo.base import load_base
-    from scorealign.rpo.config import DEFAULT_BASE
+    from scorealign.preference.rpo.base import load_base
+    from scorealign.preference.rpo.config import DEFAULT_BASE
 
     args.base = args.base or DEFAULT_BASE
     q = "quick-" if args.quick else ""
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
 def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path, work: Path,
               base) -> None:
     """Every missing cell: base evaluation, lr sweep (per arm), then variants × seeds × arms."""
-    from scorealign.rpo.evaluate import evaluate_policy
+    from scorealign.preference.rpo.evaluate import evaluate_policy
 
     base_cell = cells / f"{prefix}-base.json"
     if not base_cell.is_file():

@@ -89,7 +89,7 @@ def _digits_from_dir(final: Path, task: Any, fallback: Callable[[], Any]) -> Any
     from safetensors import SafetensorError
 
     from scorealign.nets import load_pretrained
-    from scorealign.train.checkpoint import CheckpointError
+    from scorealign.run.checkpoint import CheckpointError
 
     if (final / "model.safetensors").is_file():
         try:
@@ -121,8 +121,8 @@ def _load(run_dir: Path, device: str) -> Loaded:
     if kind == "finetune":
         return _load_finetune(run_dir, device)
     if kind == "diffusion_dpo":
-        from scorealign.rpo.base import load_base
-        from scorealign.rpo.config import DiffusionDPOConfig
+        from scorealign.preference.rpo.base import load_base
+        from scorealign.preference.rpo.config import DiffusionDPOConfig
         from scorealign.train.task import SamplingConfig
         cfg = read_run_config(run_dir, DiffusionDPOConfig)
         base = load_base(cfg.base.path, cfg.base.sde)
@@ -242,9 +242,9 @@ def finetune(config: str | Path | None = None, *, reward: Callable | str | None 
         out: the new run directory; resume: continue this run instead (its config.yaml).
         set: ``--set`` overrides, e.g. ``["train.epochs=2"]``.
     """
-    from scorealign.cli_common import find_config
+    from scorealign.cli.common import find_config
     from scorealign.config import load_config
-    from scorealign.rl.cli import run_finetune
+    from scorealign.cli.finetune import run_finetune
     from scorealign.rl.config import FinetuneConfig
 
     sets = list(set or [])

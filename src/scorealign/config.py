@@ -8,6 +8,8 @@ float, got 'abc'``. ``dump_config`` writes the resolved tree back to YAML for th
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import dataclasses
 import types
 import typing
@@ -17,7 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 
-class ConfigError(ValueError):
+class ConfigError(ScorealignError, ValueError):
     """A config that cannot be built; the message names the file, line and dotted field."""
 
 
@@ -35,7 +37,7 @@ RENAMED: dict[str, str] = {
 }
 
 
-class FieldError(ValueError):
+class FieldError(ScorealignError, ValueError):
     """Raised by a config dataclass's ``__post_init__`` for a bad value of one (dotted) field.
 
     The loader reports it as ``file:line: <path>.<field>: message`` with the line of that field.
@@ -75,7 +77,7 @@ def check_param_types(params: dict[str, Any], defaults: dict[str, Any],
             raise FieldError(f"{prefix}.{key}", f"expected {want}, got {value!r}")
 
 
-#: The ``tracker`` field every command's config carries (``scorealign.train.trackers``).
+#: The ``tracker`` field every command's config carries (``scorealign.run.trackers``).
 Tracker = Literal["none", "tensorboard", "wandb", "trackio"]
 
 

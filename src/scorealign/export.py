@@ -20,6 +20,8 @@ failed export leaves the previous ``final/`` (or none), never a half-written one
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import copy
 import os
 import shutil
@@ -34,7 +36,7 @@ from torch import nn
 RUN_KINDS = ("pretrain", "finetune", "dpo", "diffusion_dpo", "control")
 
 
-class ExportError(RuntimeError):
+class ExportError(ScorealignError, RuntimeError):
     """A run that cannot be exported; the message names the run or file."""
 
 
@@ -220,7 +222,7 @@ def export_lm(model: nn.Module, tokenizer: Any, dest: str | Path) -> Path:
 
 # -- from a run directory --------------------------------------------------------------------------
 def _checkpoint(run_dir: Path, checkpoint: str | Path | None) -> tuple[dict, dict]:
-    from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+    from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
 
     if checkpoint is not None:
         ck = Path(checkpoint)

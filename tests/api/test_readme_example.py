@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from scorealign.cli import app
+from scorealign.cli.app import app
 
 from scorealign.nets import ModelConfig, build_model, save_pretrained
 

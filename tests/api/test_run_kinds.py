@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import scorealign
-from scorealign.cli import app
+from scorealign.cli.app import app
 from scorealign.nets import ModelConfig, build_model, save_pretrained
 
 runner = CliRunner()

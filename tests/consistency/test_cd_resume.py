@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from scorealign.cli import app
+from scorealign.cli.app import app
 from scorealign.config import load_config
 from scorealign.nets import load_pretrained
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
 from scorealign.train.pretrain import PretrainConfig, pretrain
-from scorealign.train.rundir import RunDir
+from scorealign.run.rundir import RunDir
 
 SETS = ["train.objective=cd", "consistency.teacher=exact", "consistency.solver=heun_ode",
         "consistency.scale_mode=progressive", "consistency.target_ema_mode=adaptive",

@@ -8,10 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from scorealign.cli import app
+from scorealign.cli.app import app
 from scorealign.config import ConfigError, load_config
 from scorealign.control.train import AlgoConfig, ControlConfig, train_control, ControlTrainConfig
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
 
 CONFIGS = sorted(Path(__file__).resolve().parents[2].joinpath("configs/control").glob("*.yaml"))
 TINY = dict(n_paths=16, horizon=1.0, dt=0.1, eval_every=2,

@@ -12,7 +12,7 @@ from scorealign.policy.actions import parse_action_steps, slide_window_start, st
 from scorealign.rl.config import FinetuneConfig
 from scorealign.rl.flow_methods import nft_decay
 from scorealign.rl.trainer import Finetuner, epoch_rows
-from scorealign.train.rundir import RunDir
+from scorealign.run.rundir import RunDir
 
 PROMPTS = ["digit 3", "digit 7", "digit 0"]
 BASE = ["policy.sampler=flow_sde", "policy.eta=0.7", "policy.steps=5", "policy.guidance=1.5",

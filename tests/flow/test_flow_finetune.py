@@ -12,7 +12,7 @@ import torch
 from scorealign.config import load_config
 from scorealign.rl.config import FinetuneConfig
 from scorealign.rl.trainer import Finetuner
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
 

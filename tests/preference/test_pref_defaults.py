@@ -68,7 +68,7 @@ def test_mixing_with_alpha_one_and_bad_values_are_errors():
 
 
 def test_cli_names_the_field_of_an_invalid_combination(tmp_path):
-    from scorealign.cli import app
+    from scorealign.cli.app import app
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("data: {source: demo}\nloss:\n  name: rainbowpo\n"
@@ -122,7 +122,7 @@ def test_trainer_resolves_auto_from_the_reference_cache(pairs_file, tmp_path):
     from scorealign.config import load_config
     from scorealign.preference.config import DPOConfig
     from scorealign.preference.trainer import train
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.rundir import RunDir
 
     cfg_file = tmp_path / "m.yaml"
     cfg_file.write_text(
@@ -197,7 +197,7 @@ def test_diffusion_dpo_beta_defaults_to_the_authors_5000():
     import inspect
 
     from scorealign.preference.diffusion_logratio import diffusion_dpo_loss
-    from scorealign.rpo.config import DiffusionLossConfig
+    from scorealign.preference.rpo.config import DiffusionLossConfig
 
     assert DiffusionLossConfig().beta == 5000.0
     assert inspect.signature(diffusion_dpo_loss).parameters["beta"].default == 5000.0

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from scorealign.config import load_config
 from scorealign.preference.config import DPOConfig
 from scorealign.preference.trainer import train
-from scorealign.train.checkpoint import KILL_ENV, latest_checkpoint, load_checkpoint
-from scorealign.train.rundir import RunDir
+from scorealign.run.checkpoint import KILL_ENV, latest_checkpoint, load_checkpoint
+from scorealign.run.rundir import RunDir
 
 BASE = """\
 device: cpu
@@ -112,7 +112,7 @@ def test_dpo_training_raises_implicit_reward_accuracy(cfg_file, tmp_path):
 
 
 def _cli(args):
-    from scorealign.cli import app
+    from scorealign.cli.app import app
 
     return CliRunner().invoke(app, ["dpo", *args])
 
@@ -139,11 +139,11 @@ def test_cli_bad_data_line_exits_2_naming_file_and_line(cfg_file, pairs_file, tm
 
 def test_cli_delegates_diffusion_configs(tmp_path, monkeypatch):
     calls = []
-    pkg, mod = types.ModuleType("scorealign.rpo"), types.ModuleType("scorealign.rpo.dpo_cli")
+    pkg, mod = types.ModuleType("scorealign.preference.rpo"), types.ModuleType("scorealign.cli.diffusion_dpo")
     mod.diffusion_dpo_cmd = lambda *a: calls.append(a)
     pkg.dpo_cli = mod
-    monkeypatch.setitem(sys.modules, "scorealign.rpo", pkg)
-    monkeypatch.setitem(sys.modules, "scorealign.rpo.dpo_cli", mod)
+    monkeypatch.setitem(sys.modules, "scorealign.preference.rpo", pkg)
+    monkeypatch.setitem(sys.modules, "scorealign.cli.diffusion_dpo", mod)
     cfg = tmp_path / "d.yaml"
     cfg.write_text("task: diffusion\nanything: [not, a, DPOConfig, field]\n")
     res = _cli(["--config", str(cfg), "--set", "a.b=1", "--out", str(tmp_path / "o"), "--dry-run"])
@@ -184,7 +184,7 @@ def test_kill_9_then_resume_is_bit_identical(cfg_file, tmp_path):
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "dpo").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_lm_configs_load_strictly(path):
-    from scorealign.preference.cli import config_task
+    from scorealign.cli.dpo import config_task
 
     if config_task(path, None) is not None:  # task: diffusion configs belong to Diffusion-DPO
         pytest.skip("delegated config")

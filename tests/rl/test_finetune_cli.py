@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from scorealign.cli import app
+from scorealign.cli.app import app
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "finetune").glob("*.yaml"))
 runner = CliRunner()
@@ -66,7 +66,7 @@ def test_sd_tiny_lora_finetune_end_to_end(tmp_path):
                               "prompts.per_epoch=2", "--set", "train.ckpt_every=1",
                               "--set", "device=cpu"])
     assert res.exit_code == 0, res.output
-    from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+    from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
     states, extra = load_checkpoint(latest_checkpoint(out / "checkpoints"))
     assert extra["epoch"] == 2 and states["model"] and all("lora" in k for k in states["model"])
     assert (out / "report.html").is_file() and (out / "samples" / "after.png").is_file()
@@ -74,7 +74,7 @@ def test_sd_tiny_lora_finetune_end_to_end(tmp_path):
 
 def test_nan_reward_exits_2_with_the_reward_named_and_keeps_checkpoints(tmp_path, monkeypatch):
     from scorealign.nets import ModelConfig, build_model, save_pretrained
-    from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+    from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
     cfg_m = ModelConfig(type="unet", cond="label", sample_size=8, block_out_channels=(16, 32))
     save_pretrained(build_model(cfg_m, seed=0), tmp_path / "base")
     (tmp_path / "nan_reward_mod.py").write_text(
@@ -100,7 +100,7 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, kill9_then_resume):
     import torch
 
     from scorealign.nets import ModelConfig, build_model, save_pretrained
-    from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+    from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
     cfg_m = ModelConfig(type="unet", cond="label", sample_size=8, block_out_channels=(16, 32))
     save_pretrained(build_model(cfg_m, seed=0), tmp_path / "base")
     sets = [f"base.path={tmp_path / 'base'}", "reward.gold=null", "policy.steps=3",

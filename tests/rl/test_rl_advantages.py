@@ -112,7 +112,7 @@ def test_per_prompt_matches_ddpo_loop_version():
 
 
 def test_per_prompt_state_round_trip_is_exact(tmp_path):
-    from scorealign.train.checkpoint import load_checkpoint, save_checkpoint
+    from scorealign.run.checkpoint import load_checkpoint, save_checkpoint
 
     batches = _batches(4, seed=5)
     full = A.build_advantage("per_prompt", buffer_size=5, min_count=3, adv_clip=5.0)

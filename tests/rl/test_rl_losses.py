@@ -136,7 +136,7 @@ def test_score_as_action_td_rates_telescope_for_any_step_count(grid):
 
 
 def test_score_as_action_rates_are_controls_td_rates_and_constant_baseline_is_summed_ppo():
-    from scorealign.rl.ct import advantage_rates, td_q_rate
+    from scorealign.ct import advantage_rates, td_q_rate
     v = torch.tensor([[0.5, 0.7, 1.1]], dtype=torch.float64)
     r, dt = torch.tensor([2.0], dtype=torch.float64), torch.tensor([0.5, 0.3, 0.2],
                                                                    dtype=torch.float64)

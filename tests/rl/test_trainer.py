@@ -10,8 +10,8 @@ import torch
 
 from scorealign.rewards.base import RewardError
 from scorealign.rl.trainer import Finetuner
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
-from scorealign.train.rundir import RunDir
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
+from scorealign.run.rundir import RunDir
 
 
 def _fit(cfg, setup, run=None):

@@ -20,7 +20,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture()
 def tiny_base(tiny_model_dir):
-    """A fresh :class:`~scorealign.rpo.base.Base` on the tiny model (VP SDE)."""
-    from scorealign.rpo.base import load_base
+    """A fresh :class:`~scorealign.preference.rpo.base.Base` on the tiny model (VP SDE)."""
+    from scorealign.preference.rpo.base import load_base
 
     return load_base(tiny_model_dir)

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from scorealign.config import config_from_dict, load_config
-from scorealign.rpo.base import load_base
-from scorealign.rpo.config import DEFAULT_BASE, BuildPairsConfig, DiffusionDPOConfig
-from scorealign.rpo.dataset import read_pairs
-from scorealign.rpo.dpo_train import build_policy, dpo_loss_step, pair_batch, train
-from scorealign.train.rundir import RunDir
+from scorealign.preference.rpo.base import load_base
+from scorealign.preference.rpo.config import DEFAULT_BASE, BuildPairsConfig, DiffusionDPOConfig
+from scorealign.preference.rpo.dataset import read_pairs
+from scorealign.preference.diffusion_dpo import build_policy, dpo_loss_step, pair_batch, train
+from scorealign.run.rundir import RunDir
 
 CONFIGS = ["configs/dpo/digits_rpo.yaml", "configs/dpo/diffusion_reward.yaml",
            "configs/dpo/diffusion_lora.yaml"]
@@ -33,7 +33,7 @@ def digits_base():
 
 @pytest.fixture(scope="module")
 def digits_pairs(tmp_path_factory, digits_base):
-    from scorealign.rpo.build import build_pairs
+    from scorealign.preference.rpo.build import build_pairs
 
     cfg = config_from_dict({"seed": 0, "method": "reward", "base": {"path": DEFAULT_BASE},
                             "prompts": {"n": 24}, "generation": {"steps": 6}}, BuildPairsConfig)

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from scorealign.rpo.dataset import (DatasetError, IncompleteDatasetError, PairWriter, quantize,
+from scorealign.preference.rpo.dataset import (DatasetError, IncompleteDatasetError, PairWriter, quantize,
                                     read_pairs)
 
 
@@ -47,7 +47,7 @@ def test_killed_writer_is_detected(tmp_path):
     path = tmp_path / "killed"
     code = f"""
 import os, signal, torch
-from scorealign.rpo.dataset import PairWriter
+from scorealign.preference.rpo.dataset import PairWriter
 w = PairWriter({str(path)!r})
 for i in range(3):
     w.add("a handwritten 1", torch.zeros(1, 8, 8), torch.ones(1, 8, 8), "rpo")

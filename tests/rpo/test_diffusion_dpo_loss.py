@@ -126,7 +126,7 @@ def test_shape_errors_are_clear(tiny_base):
 
 def test_eps_reaches_the_robust_link_and_bad_link_params_are_config_errors(tmp_path):
     from scorealign.config import ConfigError, config_from_dict
-    from scorealign.rpo.config import DiffusionDPOConfig
+    from scorealign.preference.rpo.config import DiffusionDPOConfig
 
     beta = 7.0
     plain = diffusion_dpo_loss(**E, link="robust", beta=beta).losses

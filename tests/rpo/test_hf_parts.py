@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scorealign.rpo.hf_parts import (InstructPix2PixEditor, TextInstructionExtractor, VLMCritic,
+from scorealign.preference.rpo.hf_parts import (InstructPix2PixEditor, TextInstructionExtractor, VLMCritic,
                                      parse_findings)
-from scorealign.rpo.records import Critique, Finding, Instruction, StageError
+from scorealign.preference.rpo.records import Critique, Finding, Instruction, StageError
 
 
 def test_parse_findings_reads_codes_and_sentences():

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("scorealign.policy.sd")
 from scorealign.policy.sd import build_tiny_sd_pipeline  # noqa: E402
-from scorealign.rpo.sd_dpo import SDDiffusionDPO  # noqa: E402
+from scorealign.preference.sd_dpo import SDDiffusionDPO  # noqa: E402
 
 PROMPTS = ["a red square", "a blue circle"]
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from scorealign.data.digits import load_digits
-from scorealign.rpo.digits_critic import (DigitsCritic, ImageThresholds, centre_offset, contrast,
+from scorealign.preference.rpo.digits_critic import (DigitsCritic, ImageThresholds, centre_offset, contrast,
                                           fragment_fraction)
-from scorealign.rpo.editors import ImageOpsEditor, RoutingEditor, SDEditEditor, shift
-from scorealign.rpo.instructions import DigitsInstructionExtractor
-from scorealign.rpo.pipeline import build_rpo_pairs
-from scorealign.rpo.records import Critique, Finding, Instruction, StageError
-from scorealign.rpo.verifier import CritiqueVerifier
+from scorealign.preference.rpo.editors import ImageOpsEditor, RoutingEditor, SDEditEditor, shift
+from scorealign.preference.rpo.instructions import DigitsInstructionExtractor
+from scorealign.preference.rpo.pipeline import build_rpo_pairs
+from scorealign.preference.rpo.records import Critique, Finding, Instruction, StageError
+from scorealign.preference.rpo.verifier import CritiqueVerifier
 
 
 class FakeClassifier(torch.nn.Module):

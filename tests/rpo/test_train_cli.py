@@ -9,9 +9,9 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from scorealign.cli import app
-from scorealign.rpo.dataset import read_pairs
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
+from scorealign.cli.app import app
+from scorealign.preference.rpo.dataset import read_pairs
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
 
 runner = CliRunner()
 
@@ -123,9 +123,9 @@ def test_train_callback_sees_the_checkpointed_weights(reward_pairs, tiny_model_d
     that step holds (the RPO experiment evaluates along training this way); export_final=False
     writes no ``final/``."""
     from scorealign.config import load_config
-    from scorealign.rpo.config import DiffusionDPOConfig
-    from scorealign.rpo.dpo_train import train
-    from scorealign.train.rundir import RunDir
+    from scorealign.preference.rpo.config import DiffusionDPOConfig
+    from scorealign.preference.diffusion_dpo import train
+    from scorealign.run.rundir import RunDir
 
     cfg = load_config(_config(tmp_path, reward_pairs, base={"path": str(tiny_model_dir)}),
                       DiffusionDPOConfig, ["train.keep_checkpoints=10"])

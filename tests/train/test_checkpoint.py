@@ -2,7 +2,7 @@
 
 import torch
 
-from scorealign.train.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
+from scorealign.run.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint,
                                          save_checkpoint)
 import pytest
 

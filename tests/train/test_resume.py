@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
-from scorealign.train.rundir import RunDir
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
+from scorealign.run.rundir import RunDir
 
 SETS = ["train.steps=12", "train.ckpt_every=5", "train.batch_size=64", "train.log_every=2",
         "model.hidden=32", "model.depth=2", "data.num_train=512", "sample.num_eval=64",

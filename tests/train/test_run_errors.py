@@ -13,8 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 import scorealign
-from scorealign.cli import app
-from scorealign.train import checkpoint as C
+from scorealign.cli.app import app
+from scorealign.run import checkpoint as C
 
 runner = CliRunner()
 CONTROL = ["control", "--config", "ct_pg", "--set", "train.steps=4", "--set", "n_paths=8",

@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from scorealign.cli import app
+from scorealign.cli.app import app
 
 SETS = ["data.name=gaussians", "model.type=mlp", "train.steps=6", "train.log_every=2",
         "train.ckpt_every=6", "sample.num_eval=50", "sample.steps=4", "device=cpu"]

@@ -37,7 +37,7 @@ from torch import Tensor
 from scorealign.control.estimators import PolicyBatch
 from scorealign.control.policy import GaussianPolicy, gaussian_kl
 from scorealign.registry import Registry
-from scorealign.rl.ct import clipped_surrogate
+from scorealign.ct import clipped_surrogate
 
 ALGOS = Registry("control algorithm")
 _CT, _DT = frozenset({"continuous_time"}), frozenset({"discrete_time"})

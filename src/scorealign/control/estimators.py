@@ -28,7 +28,7 @@ from torch import Tensor
 from scorealign.control.policy import (GaussianPolicy, LinearCritic, gaussian_entropy,
                                        monomial_exponents, q_features, q_features_mean)
 from scorealign.control.simulate import Rollout, occupation_weights
-from scorealign.rl.ct import gae, td_q_rate  # the CT estimator shared with diffusion RL
+from scorealign.ct import gae, td_q_rate  # the CT estimator shared with diffusion RL
 
 
 @dataclass(frozen=True)

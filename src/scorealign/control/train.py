@@ -31,9 +31,9 @@ from scorealign.control.estimators import build_ct_batch, build_dt_batch, discou
 from scorealign.control.policy import GaussianPolicy, LinearCritic
 from scorealign.control.simulate import simulate
 from scorealign.rng import generator
-from scorealign.train.progress import track  # issue 11: one progress library
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scorealign.train.rundir import RunDir
+from scorealign.run.progress import track  # issue 11: one progress library
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.run.rundir import RunDir
 
 
 def _check_registered(registry, name: str) -> None:

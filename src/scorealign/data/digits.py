@@ -11,6 +11,8 @@ Reference: Alpaydin & Kaynak 1998, UCI "Optical Recognition of Handwritten Digit
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import re
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -32,7 +34,7 @@ Split = Literal["train", "test", "all"]
 Upsample = Literal["bilinear", "bicubic", "nearest"]
 
 
-class PromptError(ValueError):
+class PromptError(ScorealignError, ValueError):
     """A prompt from which no single digit 0–9 can be read."""
 
 

@@ -11,6 +11,8 @@ chosen rows then rejected rows (paired), or matched rows then mismatched rows (K
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 Kind = Literal["paired", "unpaired"]
 
 
-class DataError(ValueError):
+class DataError(ScorealignError, ValueError):
     """A record that cannot be used; the message names the file and line (or dataset row)."""
 
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 
-from scorealign.train.progress import track  # issue 11: one progress library
+from scorealign.run.progress import track  # issue 11: one progress library
 from scorealign.preference.components import rso_pairs
 from scorealign.preference.data import PreferencePair, read_jsonl, write_jsonl
 from scorealign.preference.logratio import sequence_logps
 from scorealign.preference.tiny import char_tokenizer, sample, tiny_gpt2
 from scorealign.rng import generator
-from scorealign.train.checkpoint import load_weights
+from scorealign.run.checkpoint import load_weights
 
 LETTERS = "abcdefgh"
 ALPHABET = LETTERS + ":"

@@ -20,6 +20,8 @@ All inputs are expected in fp32.
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,7 +35,7 @@ PAIRWISE = Registry("pairwise loss")
 OBJECTIVES = Registry("preference objective")
 
 
-class ParamError(ValueError):
+class ParamError(ScorealignError, ValueError):
     """An invalid objective parameter or combination; ``param`` names the offending parameter."""
 
     def __init__(self, param: str, message: str):

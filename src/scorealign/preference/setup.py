@@ -17,8 +17,8 @@ import torch
 from scorealign.preference import data as D
 from scorealign.preference import reference as R
 from scorealign.preference.tiny import char_tokenizer, disable_dropout, load_tokenizer, tiny_gpt2
-from scorealign.train.progress import progress_calls  # issue 11: one progress library
-from scorealign.train.checkpoint import load_weights
+from scorealign.run.progress import progress_calls  # issue 11: one progress library
+from scorealign.run.checkpoint import load_weights
 
 
 @dataclass

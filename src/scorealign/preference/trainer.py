@@ -22,8 +22,8 @@ from scorealign.preference.logratio import concatenated_logps, pair_entropy
 from scorealign.preference.losses import PairLogps, kto_reference_point
 from scorealign.preference.mallows import auto_dispersion_scale
 from scorealign.rng import generator
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scorealign.train.rundir import RunDir
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.run.rundir import RunDir
 
 
 def batch_indices(n: int, seed: int, step: int, micro: int, grad_accum: int, bs: int) -> list[int]:
@@ -119,7 +119,7 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
     metrics of many short runs).
     """
     from accelerate import Accelerator
-    from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
+    from scorealign.run.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=t.mixed_precision)

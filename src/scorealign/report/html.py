@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from scorealign.report.figures import constant_series, plot_metrics, plot_step_kl
-from scorealign.train.rundir import RunDir
+from scorealign.run.rundir import RunDir
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -199,7 +199,7 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     parts.append("<h2>Config</h2><pre>" + html.escape(run.config_file.read_text()) + "</pre>")
     parts.append("</body></html>")
     if run.tracker != "none":  # the sample grids, at the last logged step, then flush
-        from scorealign.train.trackers import close_tracker, log_image_files
+        from scorealign.run.trackers import close_tracker, log_image_files
         log_image_files(run.path, run.tracker, samples, int(_last(rows, "step") or 0))
         close_tracker(run.path)
     out = run.path / "report.html"

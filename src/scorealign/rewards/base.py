@@ -11,6 +11,8 @@ composite so that a bad value names the reward that produced it.
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import importlib
 import inspect
 from collections.abc import Mapping
@@ -25,7 +27,7 @@ from scorealign.registry import Registry
 REWARDS = Registry("reward")
 
 
-class RewardError(ValueError):
+class RewardError(ScorealignError, ValueError):
     """A reward that cannot be built or returned an invalid value; the message names it."""
 
 

@@ -371,7 +371,7 @@ def score_as_action(logp: Tensor, logp_old: Tensor, adv: Tensor, dt: Tensor,
         At ρ = 1 the policy term is −(1/B) Σ_b Σ_k δ_{b,k} = −(1/B) Σ_b (r_b − V_0^b) for any
         grid (telescoping): the estimator does not grow with the number of steps.
     """
-    from scorealign.rl.ct import advantage_rates, clipped_surrogate
+    from scorealign.ct import advantage_rates, clipped_surrogate
 
     log_ratio = _log_ratio(logp, logp_old)
     ratio = log_ratio.exp()

@@ -95,8 +95,7 @@ def _digits(cfg: FinetuneConfig) -> Setup:
 def resolve_base_path(path: str) -> Path:
     """``pretrained:<name>`` → shipped ``scorealign/assets/pretrained/<name>``; else the path."""
     if path.startswith("pretrained:"):
-        import scorealign
-        shipped = Path(scorealign.__file__).parent / "assets" / "pretrained" / path.split(":", 1)[1]
+        shipped = Path(__file__).resolve().parents[1] / "assets" / "pretrained" / path.split(":", 1)[1]
         if not shipped.is_dir():
             raise FileNotFoundError(f"base.path {path!r}: no shipped model at {shipped}; give a "
                                     f"pretraining run directory (scorealign pretrain --out DIR)")

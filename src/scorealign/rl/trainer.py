@@ -39,10 +39,10 @@ from scorealign.rl.updates import (backprop_loss, cat_trajectories, chunked_poli
                                    policy_loss)
 from scorealign.rl.value import ValueBaseline, x0_rewards
 from scorealign.rng import derive_seed, generator
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from scorealign.train.pretrain import make_accelerator
-from scorealign.train.progress import progress_bar
-from scorealign.train.rundir import RunDir
+from scorealign.run.progress import progress_bar
+from scorealign.run.rundir import RunDir
 
 def epoch_rows(cfg: FinetuneConfig, prompts: list[str], epoch: int
                ) -> tuple[list[str], torch.Tensor, torch.Tensor]:

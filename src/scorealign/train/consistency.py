@@ -52,7 +52,7 @@ from scorealign.sde.consistency import ConsistencyFunction
 
 if TYPE_CHECKING:
     from scorealign.train.pretrain import PretrainConfig
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.rundir import RunDir
 
 PredFn = Callable[[Tensor, Tensor], Tensor]
 SOLVERS = ("heun_ode", "euler_ode", "ddim")
@@ -249,9 +249,9 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
     The checkpoint holds the student θ, its EMA (exported to ``final/``, as DSM runs export
     theirs), the target θ⁻ and the optimizer.
     """
-    from scorealign.train.loop import end_of_step, export_final, optimizer_step, resume_states
+    from scorealign.run.loop import end_of_step, export_final, optimizer_step, resume_states
     from scorealign.train.pretrain import lr_at, make_accelerator, update_ema
-    from scorealign.train.progress import progress_bar
+    from scorealign.run.progress import progress_bar
     from scorealign.train.task import build_task
 
     tc, cc = cfg.train, cfg.consistency

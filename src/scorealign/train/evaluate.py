@@ -21,8 +21,8 @@ from scorealign.data.toys import DATASETS
 from scorealign.nets import build_model, load_pretrained
 from scorealign.report.figures import save_image_grid, save_scatter
 from scorealign.rng import generator
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint
-from scorealign.train.rundir import RunDir
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
+from scorealign.run.rundir import RunDir
 from scorealign.train.task import SamplingConfig, Task, build_task
 
 
@@ -46,7 +46,7 @@ def load_run(run_dir: str | Path) -> tuple["PretrainConfig", Task, nn.Module]:  
     if (final / "model.safetensors").is_file():
         from safetensors import SafetensorError
 
-        from scorealign.train.checkpoint import CheckpointError
+        from scorealign.run.checkpoint import CheckpointError
         try:
             model = load_pretrained(final)
         except (SafetensorError, OSError, RuntimeError) as e:

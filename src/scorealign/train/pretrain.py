@@ -21,9 +21,9 @@ from scorealign.nets import ModelConfig
 from scorealign.rng import generator
 from scorealign.sde.dsm import dsm_loss, sample_t
 from scorealign.train.consistency import ConsistencyConfig, consistency_pretrain
-from scorealign.train.loop import end_of_step, export_final, optimizer_step, resume_states
-from scorealign.train.progress import progress_bar
-from scorealign.train.rundir import RunDir
+from scorealign.run.loop import Cadence, export_final, optimizer_step, resume_states, run_steps
+from scorealign.run.loop import lr_at as schedule_lr
+from scorealign.run.rundir import RunDir
 from scorealign.train.task import (DataConfig, SamplingConfig, SDEConfig, Task, build_task,
                                    check_task)
 
@@ -89,13 +89,9 @@ class PretrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at ``step``: linear warm-up, then constant or cosine decay to 10%."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.decay == "constant":
-        return cfg.lr
-    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * frac)).item()))
+    """Learning rate at ``step``: linear warm-up, then constant or cosine decay to 10%
+    (:func:`scorealign.run.loop.lr_at` with ``floor=0.1``)."""
+    return schedule_lr(step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.decay, floor=0.1)
 
 
 def make_accelerator(device: str) -> Accelerator:
@@ -146,20 +142,21 @@ def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> Path:
     model, opt = acc.prepare(model, opt)
     ema = {k: v.to(acc.device) for k, v in ema.items()}
     tc = cfg.train
-    with progress_bar("pretrain", total=tc.steps, start=start, disable=not acc.is_main_process) as bar:
-        for step in range(start, tc.steps):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc)
-            x0, cond, t, noise = train_step_batch(task, tc, step, acc.process_index, acc.num_processes)
-            x0, t, noise = x0.to(acc.device), t.to(acc.device), noise.to(acc.device)
-            cond = task.cond_to(cond, acc.device)
-            loss = dsm_loss(model, task.sde, x0, t, noise, cond=cond, kind=task.kind,
-                            weighting=tc.weighting).mean()
-            gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
-            update_ema(ema, acc.unwrap_model(model), tc.ema_decay, step)
-            end_of_step(acc, run, tc, step + 1,
-                        {"loss/dsm": loss.item(), "opt/lr": lr_at(step, tc)}, gnorm,
-                        lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
-                                 "optimizer": opt.state_dict()})
-            bar.advance(loss=loss.item())
+
+    def step(i: int) -> dict[str, float | None]:
+        x0, cond, t, noise = train_step_batch(task, tc, i, acc.process_index, acc.num_processes)
+        x0, t, noise = x0.to(acc.device), t.to(acc.device), noise.to(acc.device)
+        cond = task.cond_to(cond, acc.device)
+        loss = dsm_loss(model, task.sde, x0, t, noise, cond=cond, kind=task.kind,
+                        weighting=tc.weighting).mean()
+        gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
+        update_ema(ema, acc.unwrap_model(model), tc.ema_decay, i)
+        return {"loss/dsm": loss.item(), "opt/lr": lr_at(i, tc), "opt/grad_norm": gnorm}
+
+    run_steps(run=run, acc=acc, cadence=Cadence(tc.steps, tc.log_every, tc.ckpt_every,
+                                                 tc.keep_checkpoints),
+              start=start, step=step, label="pretrain", lr=lambda i: lr_at(i, tc),
+              optimizers=opt, bar_field="loss/dsm",
+              states=lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
+                              "optimizer": opt.state_dict()})
     return export_final(acc, run, task, ema)

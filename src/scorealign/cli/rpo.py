@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from scorealign.cli_common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, SET_OPT, default_out,
+from scorealign.cli.common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, SET_OPT, default_out,
                                    fail, resolve_config)
 
 rpo_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -22,10 +22,10 @@ def build_pairs_cmd(config: Optional[Path] = CONFIG_OPT, sets: Optional[list[str
                                                    help="Replace a complete dataset at --out.")
                     ) -> None:
     """Sample the base model and write pairs.jsonl + PNGs + manifest (configs/rpo/)."""
-    from scorealign.rpo.build import build_pairs
-    from scorealign.rpo.config import BuildPairsConfig
-    from scorealign.rpo.dataset import DatasetError
-    from scorealign.rpo.records import StageError
+    from scorealign.preference.rpo.build import build_pairs
+    from scorealign.preference.rpo.config import BuildPairsConfig
+    from scorealign.preference.rpo.dataset import DatasetError
+    from scorealign.preference.rpo.records import StageError
 
     cfg = resolve_config(BuildPairsConfig, config, sets, None, dry_run, help_config)
     target = out or default_out(f"pairs-{cfg.method}")

@@ -12,16 +12,16 @@ from typing import Sequence
 
 from torch import Tensor
 
-from scorealign.rpo.records import Critique, Instruction, StageError, Verdict, check_images, \
+from scorealign.preference.rpo.records import Critique, Instruction, StageError, Verdict, check_images, \
     check_prompts
-from scorealign.rpo.stages import Critic, check_critiques
+from scorealign.preference.rpo.stages import Critic, check_critiques
 
 
 class CritiqueVerifier:
     """Verify edits by critiquing the edited image again.
 
     Args:
-        critic: the critic that found the problems (any :class:`~scorealign.rpo.stages.Critic`).
+        critic: the critic that found the problems (any :class:`~scorealign.preference.rpo.stages.Critic`).
         min_change: smallest max-abs pixel change that counts as an edit.
     """
 

@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 from scorealign.data.digits import load_digits, prompt_for
-from scorealign.rpo.base import Base, generate
-from scorealign.rpo.config import DiffusionEvalConfig
-from scorealign.rpo.records import FINDING_CODES
+from scorealign.preference.rpo.base import Base, generate
+from scorealign.preference.rpo.config import DiffusionEvalConfig
+from scorealign.preference.rpo.records import FINDING_CODES
 
 
 @lru_cache(maxsize=4)
 def _judge(size: int, seed: int):
     from scorealign.eval.classifier import load_classifier
-    from scorealign.rpo.digits_critic import DigitsCritic
+    from scorealign.preference.rpo.digits_critic import DigitsCritic
 
     clf = load_classifier(size=size, seed=seed)
     return clf, DigitsCritic.calibrated(size=size, classifier=clf)

@@ -9,6 +9,8 @@ checkpoint or the new one, never a half-written one that a resume would pick up.
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import json
 import os
 import shutil
@@ -23,7 +25,7 @@ from safetensors.torch import load_file, save_file
 _LATEST = "latest"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ScorealignError, RuntimeError):
     """A checkpoint that cannot be read; the message names the file."""
 
 

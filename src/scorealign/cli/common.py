@@ -34,7 +34,7 @@ def fail(message: str, code: int = 2) -> None:
 def configs_root() -> Path:
     """The shipped configs: ``scorealign/configs`` in an installed wheel (the repository's
     ``configs/``, mapped in at build time by setup.py), else ``configs/`` of this checkout."""
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parents[1]
     installed = pkg / "configs"
     return installed if installed.is_dir() else pkg.parents[1] / "configs"
 
@@ -106,7 +106,7 @@ def resolve_config(schema: type, config: Path | None, sets: list[str] | None,
 def open_run(cfg: Any, out: Path | None, resume: Path | None, command: str):
     """The run directory: ``resume`` reopened, or a new one at ``out`` (default
     ``runs/<command>-<time>``) holding ``cfg``; exits 2 when it exists already or is missing."""
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.rundir import RunDir
     try:
         return RunDir.open(resume) if resume else RunDir.create(out or default_out(command), cfg)
     except (FileExistsError, FileNotFoundError) as e:

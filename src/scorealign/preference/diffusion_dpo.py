@@ -27,12 +27,12 @@ from torch import Tensor, nn
 from scorealign.preference.diffusion_logratio import diffusion_dpo_loss, pair_denoising_errors
 from scorealign.preference.trainer import batch_indices
 from scorealign.rng import generator
-from scorealign.rpo.base import Base, load_base
-from scorealign.rpo.config import DiffusionDPOConfig
-from scorealign.rpo.dataset import PairDataset, read_pairs
+from scorealign.preference.rpo.base import Base, load_base
+from scorealign.preference.rpo.config import DiffusionDPOConfig
+from scorealign.preference.rpo.dataset import PairDataset, read_pairs
 from scorealign.sde.dsm import sample_t
-from scorealign.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scorealign.train.rundir import RunDir
+from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.run.rundir import RunDir
 
 
 def _inner_unet(model: nn.Module) -> nn.Module:
@@ -129,7 +129,7 @@ def _write_json(path, data: dict) -> None:
 def _evaluate(cfg: DiffusionDPOConfig, base: Base, policy: nn.Module, run: RunDir, step: int,
               tag: str) -> dict[str, float]:
     from scorealign.report.figures import save_image_grid
-    from scorealign.rpo.evaluate import evaluate_policy
+    from scorealign.preference.rpo.evaluate import evaluate_policy
 
     metrics, x = evaluate_policy(base, policy, cfg.eval)
     run.log(step, **metrics)
@@ -149,7 +149,7 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     e.g. to evaluate along training without reloading checkpoints; ``export_final=False`` skips
     the exported ``final/`` model.
     """
-    from scorealign.train.progress import TqdmLike as tqdm  # issue 11: one progress library
+    from scorealign.run.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
     device = _device(cfg.device)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from scorealign.data.digits import NUMBER_WORDS, label_from_prompt, prompt_for
-from scorealign.rpo.records import Critique, Instruction, StageError
+from scorealign.preference.rpo.records import Critique, Instruction, StageError
 
 _ORDER = ("wrong_digit", "broken_stroke", "off_centre", "low_contrast")
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from scorealign.cli_common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
+from scorealign.cli.common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
                                    default_out, fail, resolve_config)
 
 
@@ -16,7 +16,7 @@ def control_cmd(config: Optional[Path] = CONFIG_OPT, set_: Optional[list[str]] =
                 dry_run: bool = DRY_OPT, help_config: bool = HELP_CFG_OPT) -> None:
     """Train a policy on a controlled SDE (ct_pg, ct_trpo, ct_ppo[_penalty]; dt_pg, dt_ppo)."""
     from scorealign.control.train import ControlConfig, train_control
-    from scorealign.train.checkpoint import CheckpointError
+    from scorealign.run.checkpoint import CheckpointError
 
     cfg = resolve_config(ControlConfig, config, set_, resume, dry_run, help_config)
     path = resume or out or default_out("control")

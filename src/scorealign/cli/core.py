@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from scorealign.cli_common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
+from scorealign.cli.common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
                                    configs_root, fail, open_run, resolve_config)
 
 DEMO_CONFIG = configs_root() / "pretrain" / "digits.yaml"
@@ -188,7 +188,7 @@ def eval_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any co
     and of the base model. dpo: the demo's win rate, else preference accuracy on the data.
     control: J(π)."""
     from scorealign.train.evaluate import evaluate, evaluate_run, write_eval
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.rundir import RunDir
 
     loaded = _load_any(run_dir)
     if loaded.kind == "pretrain":
@@ -222,7 +222,7 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
     Uses ``configs/finetune/demo.yaml``; pretrains a small base first when no shipped checkpoint
     is present. A killed demo continues where it stopped.
     """
-    from scorealign.rl.cli import run_demo
+    from scorealign.cli.finetune import run_demo
     typer.echo(f"report: {run_demo(out, set_) / 'report.html'}")
 
 
@@ -231,7 +231,7 @@ def _load_any(run_dir: Path):
     from scorealign.api import load
     from scorealign.config import ConfigError
     from scorealign.export import ExportError
-    from scorealign.train.checkpoint import CheckpointError
+    from scorealign.run.checkpoint import CheckpointError
     try:
         return load(run_dir)
     except (FileNotFoundError, ConfigError, CheckpointError, ExportError, ValueError,
@@ -249,7 +249,7 @@ def export_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any 
     transformers/peft directory, control policy), from any checkpoint."""
     from scorealign.config import ConfigError
     from scorealign.export import ExportError, export_run
-    from scorealign.train.checkpoint import CheckpointError
+    from scorealign.run.checkpoint import CheckpointError
     try:
         path = export_run(run_dir, to, checkpoint)
     except (FileNotFoundError, ConfigError, CheckpointError, ExportError, ValueError) as e:
@@ -261,7 +261,7 @@ def export_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any 
 
 def configs_cmd() -> None:
     """List the shipped configs (give a name to --config, e.g. --config digits_loop)."""
-    from scorealign.cli_common import configs_root, shipped_configs
+    from scorealign.cli.common import configs_root, shipped_configs
     typer.echo(f"# {configs_root()}")
     for name, path in shipped_configs().items():
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines()

@@ -2,7 +2,7 @@
 model) from a YAML config.
 
 A config (or a resumed run's ``config.yaml``) whose top level has ``task: diffusion`` is handed,
-unparsed, to ``scorealign.rpo.dpo_cli.diffusion_dpo_cmd`` (Diffusion-DPO); every other config is
+unparsed, to ``scorealign.cli.diffusion_dpo.diffusion_dpo_cmd`` (Diffusion-DPO); every other config is
 parsed strictly into :class:`~scorealign.preference.config.DPOConfig`.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from scorealign.cli_common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
+from scorealign.cli.common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
                                    fail, open_run, resolve_config)
 
 
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
             help_config: bool = HELP_CFG_OPT) -> None:
         """Train with DPO / IPO / SimPO / ORPO / KTO / RainbowPO / Mallows-DPO (configs/dpo/)."""
         if config_task(config, resume) == "diffusion":
-            from scorealign.rpo.dpo_cli import diffusion_dpo_cmd
+            from scorealign.cli.diffusion_dpo import diffusion_dpo_cmd
 
             diffusion_dpo_cmd(config, list(sets or []), out, resume, dry_run, help_config)
             return

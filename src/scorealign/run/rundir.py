@@ -8,6 +8,8 @@ on resume, lines logged after the checkpoint being resumed are dropped so the lo
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import json
 import math
 import os
@@ -17,14 +19,13 @@ from typing import Any
 from scorealign.config import dump_config
 
 
-class RunDirError(OSError):
+class RunDirError(ScorealignError, OSError):
     """A run directory that cannot be created or written; the message names the path."""
 
 
 def _refuse_package_dir(path: Path) -> None:
     """Runs never go inside the installed package (its assets are read-only inputs)."""
-    import scorealign
-    pkg = Path(scorealign.__file__).resolve().parent
+    pkg = Path(__file__).resolve().parents[1]  # the scorealign package
     try:
         Path(path).resolve().relative_to(pkg)
     except ValueError:
@@ -85,14 +86,14 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
         if self.tracker != "none":
-            from scorealign.train.trackers import log_scalars
+            from scorealign.run.trackers import log_scalars
             log_scalars(self.path, self.tracker, row, step)
 
     @property
     def tracker(self) -> str:
         """The config's ``tracker`` (none | tensorboard | wandb | trackio), read once."""
         if self._tracker is None:
-            from scorealign.train.trackers import tracker_kind
+            from scorealign.run.trackers import tracker_kind
             self._tracker = tracker_kind(self.config_file)
         return self._tracker
 

@@ -21,11 +21,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Align diffusion and language models with rewards and preferences.")
 
 _COMMAND_MODULES = (
-    "scorealign.train.cli",        # pretrain, sample, eval, report
-    "scorealign.preference.cli",   # dpo
-    "scorealign.control.cli",      # control
-    "scorealign.rl.cli",           # finetune
-    "scorealign.rpo.cli",          # rpo build-pairs
+    "scorealign.cli.core",      # pretrain, sample, eval, report, export, demo, configs
+    "scorealign.cli.dpo",       # dpo
+    "scorealign.cli.control",   # control
+    "scorealign.cli.finetune",  # finetune
+    "scorealign.cli.rpo",       # rpo build-pairs
 )
 
 for _name in _COMMAND_MODULES:
@@ -48,10 +48,10 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from scorealign.cli_common import fail
+        from scorealign.cli.common import fail
         from scorealign.config import ConfigError
-        from scorealign.train.checkpoint import CheckpointError
-        from scorealign.train.rundir import RunDirError
+        from scorealign.run.checkpoint import CheckpointError
+        from scorealign.run.rundir import RunDirError
         try:
             return fn(*args, **kwargs)
         except (CheckpointError, RunDirError, ConfigError) as e:

@@ -8,9 +8,9 @@ pairs through the shared pairwise links (``dpo_train.py``; the log-ratio surroga
 ``scorealign.preference.diffusion_logratio``).
 """
 
-from scorealign.rpo.records import (FINDING_CODES, Critique, Finding, Instruction, StageError,
+from scorealign.preference.rpo.records import (FINDING_CODES, Critique, Finding, Instruction, StageError,
                                     Verdict)
-from scorealign.rpo.stages import Critic, Editor, InstructionExtractor, Verifier
+from scorealign.preference.rpo.stages import Critic, Editor, InstructionExtractor, Verifier
 
 __all__ = ["FINDING_CODES", "Critic", "Critique", "Editor", "Finding", "Instruction",
            "InstructionExtractor", "StageError", "Verdict", "Verifier"]

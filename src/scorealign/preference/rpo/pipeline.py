@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from scorealign.rpo.records import StageError, check_images, check_prompts
-from scorealign.rpo.stages import (Critic, Editor, InstructionExtractor, Verifier, check_critiques,
+from scorealign.preference.rpo.records import StageError, check_images, check_prompts
+from scorealign.preference.rpo.stages import (Critic, Editor, InstructionExtractor, Verifier, check_critiques,
                                    check_instruction_lists, check_verdicts)
 
 

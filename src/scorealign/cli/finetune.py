@@ -10,10 +10,10 @@ from typing import Optional
 import torch
 import typer
 
-from scorealign.cli_common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
-                                   default_out, fail, resolve_config)
+from scorealign.cli.common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
+                                   configs_root, default_out, fail, resolve_config)
 
-CONFIGS = __import__("scorealign.cli_common").cli_common.configs_root() / "finetune"  # issue 11
+CONFIGS = configs_root() / "finetune"
 DEMO_CONFIG = CONFIGS / "demo.yaml"
 
 
@@ -33,8 +33,8 @@ def run_finetune(cfg, out: Path | None, resume: Path | None, title: str | None =
     from scorealign.report.html import write_report
     from scorealign.rewards.base import RewardError
     from scorealign.rl.trainer import Finetuner
-    from scorealign.train.checkpoint import CheckpointError
-    from scorealign.train.rundir import RunDir
+    from scorealign.run.checkpoint import CheckpointError
+    from scorealign.run.rundir import RunDir
 
     try:
         run = RunDir.open(resume) if resume else RunDir.create(out or default_out("finetune"), cfg)
@@ -101,8 +101,8 @@ def run_demo(out: Path, sets: list[str] | None) -> Path:
 
 def pretrain_demo_base(path: Path, steps: int = 500) -> Path:
     """A text-conditional digits model (``configs/pretrain/digits.yaml``, ``steps`` steps)."""
-    from scorealign.train.cli import DEMO_CONFIG as PRETRAIN_CONFIG
-    from scorealign.train.cli import run_pretrain
+    from scorealign.cli.core import DEMO_CONFIG as PRETRAIN_CONFIG
+    from scorealign.cli.core import run_pretrain
     from scorealign.train.pretrain import PretrainConfig
     if (path / "final" / "model.safetensors").is_file():
         return path

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from scorealign.cli_common import fail
+from scorealign.cli.common import fail
 
 
 def diffusion_dpo_cmd(config: Optional[Path], sets: Optional[list[str]], out: Optional[Path],
@@ -17,12 +17,12 @@ def diffusion_dpo_cmd(config: Optional[Path], sets: Optional[list[str]], out: Op
     Exits 2 with a message naming the file on a bad config, dataset or base model.
     """
     from scorealign.config import ConfigError
-    from scorealign.preference.cli import start_run
+    from scorealign.cli.dpo import start_run
     from scorealign.report.html import write_report
-    from scorealign.rpo.config import DiffusionDPOConfig
-    from scorealign.rpo.dataset import DatasetError
-    from scorealign.rpo.dpo_train import train
-    from scorealign.train.checkpoint import CheckpointError
+    from scorealign.preference.rpo.config import DiffusionDPOConfig
+    from scorealign.preference.rpo.dataset import DatasetError
+    from scorealign.preference.diffusion_dpo import train
+    from scorealign.run.checkpoint import CheckpointError
 
     cfg, run = start_run(DiffusionDPOConfig, "configs/dpo/diffusion_*.yaml", config, sets, out,
                          resume, dry_run, help_config)

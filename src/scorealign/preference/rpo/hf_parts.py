@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from scorealign.rpo.records import (Critique, Finding, Instruction, StageError, check_images,
+from scorealign.preference.rpo.records import (Critique, Finding, Instruction, StageError, check_images,
                                     check_prompts)
 
 # finding code → phrases that signal it in a critique (lower case, regular expressions).
@@ -166,7 +166,7 @@ class InstructPix2PixEditor:
     def edit(self, images: Tensor, prompts: Sequence[str],
              instructions: Sequence[Instruction]) -> Tensor:
         """Edited images with the shape and channels of ``images``, in [-1, 1]."""
-        from scorealign.rpo.editors import check_edit_args
+        from scorealign.preference.rpo.editors import check_edit_args
 
         images, prompts, instructions = check_edit_args(images, prompts, instructions, self.name)
         g = torch.Generator().manual_seed(self.seed + self._calls)

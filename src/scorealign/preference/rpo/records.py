@@ -10,6 +10,8 @@ field, never later and elsewhere.
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,7 @@ from torch import Tensor
 FINDING_CODES = ("wrong_digit", "broken_stroke", "off_centre", "low_contrast")
 
 
-class StageError(ValueError):
+class StageError(ScorealignError, ValueError):
     """Malformed input to (or output of) a pipeline stage; the message names the stage."""
 
 

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from scorealign.rng import generator
-from scorealign.rpo.base import Base
-from scorealign.rpo.digits_critic import ink
-from scorealign.rpo.records import Instruction, StageError, check_images, check_prompts
+from scorealign.preference.rpo.base import Base
+from scorealign.preference.rpo.digits_critic import ink
+from scorealign.preference.rpo.records import Instruction, StageError, check_images, check_prompts
 from scorealign.samplers import sample
 from scorealign.sde.base import bcast
 

@@ -1,7 +1,7 @@
 """An offline critic for digits: the project's classifier plus image statistics.
 
 For each (image, prompt) it measures four things and writes a critique a person can read, with
-one structured :class:`~scorealign.rpo.records.Finding` per problem:
+one structured :class:`~scorealign.preference.rpo.records.Finding` per problem:
 
 * ``wrong_digit``: the classifier's probability of the prompted digit is below ``min_label_prob``
   (the text names what the image reads as instead);
@@ -26,7 +26,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from scorealign.data.digits import NUMBER_WORDS, label_from_prompt
-from scorealign.rpo.records import Critique, Finding, StageError, check_images, check_prompts
+from scorealign.preference.rpo.records import Critique, Finding, StageError, check_images, check_prompts
 
 INK_THRESHOLD = 0.5  # a pixel is stroke when its ink exceeds this share of the image's brightest
 

@@ -12,10 +12,10 @@ import torch
 from scorealign.config import to_dict
 from scorealign.data.digits import PROMPT_TEMPLATES, prompt_for
 from scorealign.rng import generator
-from scorealign.rpo.base import Base, generate, load_base
-from scorealign.rpo.config import BuildPairsConfig
-from scorealign.rpo.dataset import PairWriter
-from scorealign.rpo.pipeline import BuildStats, PairItem, build_reward_pairs, build_rpo_pairs
+from scorealign.preference.rpo.base import Base, generate, load_base
+from scorealign.preference.rpo.config import BuildPairsConfig
+from scorealign.preference.rpo.dataset import PairWriter
+from scorealign.preference.rpo.pipeline import BuildStats, PairItem, build_reward_pairs, build_rpo_pairs
 
 
 def make_prompts(cfg: BuildPairsConfig) -> list[str]:
@@ -30,7 +30,7 @@ def make_prompts(cfg: BuildPairsConfig) -> list[str]:
 
 def _gen(cfg: BuildPairsConfig, base: Base, prompts: list[str], tag: str) -> torch.Tensor:
     g = cfg.generation
-    from scorealign.rpo.base import hash_seed
+    from scorealign.preference.rpo.base import hash_seed
     return generate(base, base.model, prompts, steps=g.steps, guidance=g.guidance,
                     sampler=g.sampler, eta=g.eta, seed=hash_seed(cfg.seed, tag),
                     batch_size=g.batch_size)
@@ -38,10 +38,10 @@ def _gen(cfg: BuildPairsConfig, base: Base, prompts: list[str], tag: str) -> tor
 
 def rpo_stages(cfg: BuildPairsConfig, base: Base):
     """The digits stages named by ``cfg``: (critic, extractor, editor, verifier)."""
-    from scorealign.rpo.digits_critic import DigitsCritic
-    from scorealign.rpo.editors import digits_editor
-    from scorealign.rpo.instructions import DigitsInstructionExtractor
-    from scorealign.rpo.verifier import CritiqueVerifier
+    from scorealign.preference.rpo.digits_critic import DigitsCritic
+    from scorealign.preference.rpo.editors import digits_editor
+    from scorealign.preference.rpo.instructions import DigitsInstructionExtractor
+    from scorealign.preference.rpo.verifier import CritiqueVerifier
 
     c = cfg.critic
     critic = DigitsCritic.calibrated(size=base.task.model_cfg.sample_size,

@@ -6,7 +6,7 @@ critiques, instructions) → verdicts; writer (pairs) → a preference dataset o
 [Zhao+25 RPO, arXiv:2503.11720, Fig. 1: critique → instructions → editing → refined ≻ original].
 
 Stages are batched (one call per batch of images) because the digits editor runs the diffusion
-model; any object with the method below is a stage, and :func:`scorealign.rpo.pipeline.build_rpo_pairs`
+model; any object with the method below is a stage, and :func:`scorealign.preference.rpo.pipeline.build_rpo_pairs`
 validates what each returns, so a faulty custom stage fails at its boundary with a StageError.
 """
 
@@ -16,7 +16,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 from torch import Tensor
 
-from scorealign.rpo.records import Critique, Instruction, StageError, Verdict
+from scorealign.preference.rpo.records import Critique, Instruction, StageError, Verdict
 
 
 @runtime_checkable

@@ -16,6 +16,8 @@ Images are stored as 8-bit PNG: u8 = round((x + 1) · 127.5), read back as u8 / 
 
 from __future__ import annotations
 
+from scorealign.errors import ScorealignError
+
 import hashlib
 import json
 import os
@@ -37,7 +39,7 @@ IMAGES_DIR = "images"
 _REQUIRED = ("id", "prompt", "chosen", "rejected", "source")
 
 
-class DatasetError(ValueError):
+class DatasetError(ScorealignError, ValueError):
     """A pair dataset that cannot be used; the message names the file (and line)."""
 
 
