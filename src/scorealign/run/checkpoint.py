@@ -112,11 +112,38 @@ def save_checkpoint(ckpt_root: str | Path, step: int, state_dicts: dict[str, dic
         reason = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
         raise CheckpointWriteError(f"{root}: cannot write checkpoint {final.name}: {reason}; "
                                    f"the earlier checkpoints are kept") from None
-    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
-    for old in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(root, keep)
     _maybe_kill_after(step)
     return final
+
+
+def prune_checkpoints(ckpt_root: str | Path, keep: int) -> None:
+    """Keep the ``keep`` newest *intact* checkpoints; move damaged ones aside, named.
+
+    Checkpoints are managed by integrity, not by name: after ``--resume`` fell back from a
+    damaged step 6 to the intact step 5, saving step 7 with ``keep=2`` keeps 5 and 7, and step 6
+    goes to ``damaged_step_000006`` (a warning names it) instead of being kept as if it could be
+    resumed. ``keep <= 0`` keeps every checkpoint.
+    """
+    import sys
+
+    root = Path(ckpt_root)
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir())
+    intact = []
+    for path in steps:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            intact.append(path)
+            continue
+        aside = root / f"damaged_{path.name}"
+        n = 1
+        while aside.exists():
+            aside, n = root / f"damaged_{path.name}.{n}", n + 1
+        os.replace(path, aside)
+        print(f"warning: {problem}; moved the damaged checkpoint aside to {aside}",
+              file=sys.stderr)
+    for old in intact[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_checkpoint(tmp: Path, final: Path, step: int, state_dicts: dict[str, dict[str, Any]],
