@@ -136,23 +136,24 @@ def _axis(d: int, *coords: float) -> Tensor:
     return v
 
 
-@PROBLEMS.register("linear", paper="Gibbs tilt by e^{bᵀx/β}", equation="tilt.py identity 1")
+_GIBBS = "Gibbs tilt p₀e^{r/β}/Z [Rafailov+23 (DPO), arXiv:2305.18290]"
+
+
+@PROBLEMS.register("linear", paper=_GIBBS, equation="Eq. 4; testbed/tilt.py identity 1")
 def linear_problem(d: int = 2, beta: float = 1.0) -> Problem:
     """r(x) = bᵀx, b = (1, 1, 0, …)/√2 (every β)."""
     b = _axis(d, 1.0, 1.0) / 2**0.5
     return Problem(base_mixture(d), QuadraticReward.linear(b), beta, "linear")
 
 
-@PROBLEMS.register("quadratic", paper="Gibbs tilt by e^{−½(x−c)ᵀA(x−c)/β}",
-                   equation="tilt.py identity 1")
+@PROBLEMS.register("quadratic", paper=_GIBBS, equation="Eq. 4; testbed/tilt.py identity 1")
 def quadratic_problem(d: int = 2, beta: float = 1.0) -> Problem:
     """r(x) = −½‖x − c‖², c = (1.5, 1.5, 0, …) (every β)."""
-    return Problem(base_mixture(d), QuadraticReward.quadratic(torch.eye(d, dtype=_F64),
-                                                              _axis(d, 1.5, 1.5)), beta, "quadratic")
+    reward = QuadraticReward.quadratic(torch.eye(d, dtype=_F64), _axis(d, 1.5, 1.5))
+    return Problem(base_mixture(d), reward, beta, "quadratic")
 
 
-@PROBLEMS.register("multimodal", paper="Gaussian product identity [Matrix Cookbook Eq. 371]",
-                   equation="tilt.py identity 2")
+@PROBLEMS.register("multimodal", paper=_GIBBS, equation="Eq. 4; testbed/tilt.py identity 2")
 def multimodal_problem(d: int = 2, beta: float = 1.0) -> Problem:
     """r(x) = β log(½N(x; c₁, 0.5² I) + ½N(x; c₂, 0.5² I)), c₁,₂ = (±1.5, 1.5, 0, …); only β₀."""
     bumps = GaussianMixture.isotropic([0.5, 0.5], [_axis(d, 1.5, 1.5).tolist(),
