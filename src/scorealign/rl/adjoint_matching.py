@@ -50,7 +50,8 @@ def control_from_velocities(v_ft: Tensor, v_base: Tensor, t: Tensor) -> Tensor:
     From :func:`control_from_scores` with ∇log p_t = −(x + (1 − t) v)/t, so Δs = −(1 − t)/t · Δv and
     g Δs = sqrt(2t/(1 − t)) · (−(1 − t)/t) Δv. In the paper's time τ = 1 − t and velocity
     v_p = −v this is u = (2/σ(τ)) (v_p,θ − v_p,base), σ(τ) = sqrt(2(1 − τ)/τ). Checked against
-    :func:`control_from_scores` in tests/soc/test_memoryless.py::``test_control_from_velocities_matches_scores``. float64 [B, *D].
+    :func:`control_from_scores` in tests/soc/test_memoryless.py::test_velocity_control.
+    float64 [B, *D].
     """
     t = bcast(as_time(t, v_ft).to(v_ft.device), v_ft)
     return -(2.0 * (1.0 - t) / t).sqrt() * (v_ft.to(torch.float64) - v_base.to(torch.float64))
