@@ -1,0 +1,121 @@
+r"""Adjoint Matching [Domingo-Enrich+25, arXiv:2409.08861]: the control, the regression loss, time sampling.
+
+The loss regresses the control of the fine-tuned model on the lean adjoint (``sde.soc.lean_adjoint``):
+
+    L(θ) = E_{X ~ p^{ū}} [ ∫ ‖u_θ(X_τ, τ) + σ(τ)ᵀ ã(τ, X)‖² dτ ],   ū = stopgrad(u_θ)
+
+("Adjoint Matching" loss, Alg. 1; the paper writes ½∫, the authors' code has no ½ — we follow
+the code). Its minimizer is u*(x, τ) = −σ(τ)ᵀ E[ã(τ) | X_τ = x], the optimal control.
+
+Discrete form used by the authors (``src/trainers/am_trainer.py::compute_loss`` of
+facebookresearch/soc-fine-tuning-sd): a sampler step x' = μ_base(x) + δ σ u + sqrt(δ) σ z gives
+``control`` w = sqrt(δ) u = (μ_θ − μ_base)/std and target sqrt(δ) σ ã = std · ã with std = sqrt(δ) σ
+the step's noise scale, so the loss per step is ‖(μ_θ − μ_base)/std + std · ã‖² (the implicit
+weight δ per step is the Riemann sum of the time integral).
+
+Differences from the authors' code (docs/methods/adjoint_matching.md): the adjoint paired with
+step i → i+1 is ã_{i+1} (the state the step produces), the exact discrete fixed point
+(tests/soc/test_adjoint_matching_lq.py); the authors pair it with ã_i (an O(δ) shift).
+
+Not registered in ``rl.losses.RL_LOSSES``: its inputs are not per-step log-probabilities.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from scorealign.rl.losses import LossOut
+from scorealign.sde.base import SDE, as_time, bcast
+
+# The authors' stratified time sampling: half the indices from the first 60% of the sampler steps
+# (high noise), half from the rest (am_trainer.py::sample_time_indices, ``middle_timestep``).
+AUTHORS_SPLIT = 0.6
+
+
+def control_from_scores(score_ft: Tensor, score_base: Tensor, t: Tensor, sde: SDE) -> Tensor:
+    r"""u(x, t) = g(t) (s_θ(x, t) − s_base(x, t)), the control of a fine-tuned score model.
+
+    The memoryless generative drift in the paper's time is b = −f + g² ∇log p (the η = 1 reverse
+    drift, ``SDE.reverse_drift``, with the time reversed), σ = g, so u = (b_θ − b_base)/σ =
+    g (s_θ − s_base). float64 [B, *D].
+    """
+    g = sde.diffusion(as_time(t, score_ft)).to(score_ft.device)
+    return bcast(g, score_ft) * (score_ft.to(torch.float64) - score_base.to(torch.float64))
+
+
+def control_from_velocities(v_ft: Tensor, v_base: Tensor, t: Tensor) -> Tensor:
+    r"""u(x, t) = −sqrt(2(1 − t)/t) (v_θ − v_base) for ``FlowSDE`` (our t, our v = ε − x_0).
+
+    From :func:`control_from_scores` with ∇log p_t = −(x + (1 − t) v)/t, so Δs = −(1 − t)/t · Δv and
+    g Δs = sqrt(2t/(1 − t)) · (−(1 − t)/t) Δv. In the paper's time τ = 1 − t and velocity
+    v_p = −v this is u = (2/σ(τ)) (v_p,θ − v_p,base), σ(τ) = sqrt(2(1 − τ)/τ). Checked against
+    :func:`control_from_scores` in tests/soc/test_memoryless.py::test_velocity_control.
+    float64 [B, *D].
+    """
+    t = bcast(as_time(t, v_ft).to(v_ft.device), v_ft)
+    return -(2.0 * (1.0 - t) / t).sqrt() * (v_ft.to(torch.float64) - v_base.to(torch.float64))
+
+
+def discrete_control(mean_ft: Tensor, mean_base: Tensor, std: Tensor) -> Tensor:
+    """w = (μ_θ − μ_base)/std = sqrt(δ) u: the control of a sampler step in noise units, float64."""
+    std = std.to(torch.float64)
+    return (mean_ft.to(torch.float64) - mean_base.to(torch.float64)) / bcast(std, mean_ft)
+
+
+def sample_time_indices(steps: int, k: int, generator: torch.Generator,
+                        split: float = AUTHORS_SPLIT) -> Tensor:
+    """k distinct step indices in [0, steps), sorted: ⌊k/2⌋ from the first ``split`` of the steps.
+
+    The authors' stratified sampling (``am_trainer.py::sample_time_indices``; there index 0 is
+    the noisiest step, as here). ``k ≥ steps`` returns every step. int64 [k].
+    """
+    if k >= steps:
+        return torch.arange(steps)
+    mid = round(steps * split)
+    k1 = min(k // 2, mid)
+    k2 = k - k1
+    if k2 > steps - mid:
+        k2, k1 = steps - mid, k - (steps - mid)
+    first = torch.randperm(mid, generator=generator)[:k1]
+    second = mid + torch.randperm(steps - mid, generator=generator)[:k2]
+    return torch.cat([first, second]).sort().values
+
+
+def adjoint_matching_loss(control: Tensor, adjoint: Tensor, sigma: Tensor, *,
+                          clip: float | None = None) -> LossOut:
+    r"""Adjoint-matching regression: mean over (batch, times) of Σ_dims (u + σ ã)².
+
+    L = (1/(B K)) Σ_{b,k} ‖u_θ(X_k, t_k) + σ_k ã_k‖²   [Domingo-Enrich+25, Adjoint Matching loss,
+    Alg. 1; reduction as ``am_trainer.py::compute_loss``: sum over dims, mean over batch × times].
+
+    Args:
+        control: u [B, K, *D] with gradient (``control_from_scores`` / ``…_velocities``), or the
+            discrete w = sqrt(δ) u (``discrete_control``).
+        adjoint: ã [B, K, *D] from ``sde.soc.lean_adjoint`` (no gradient).
+        sigma: σ(t_k) [K] or [B, K] (with the discrete w: the step std, sqrt(δ) σ).
+        clip: drop the (b, k) terms whose ‖u + σ ã‖ exceeds ``clip`` (the authors' per-sample
+            quantile clipping, ``per_sample_threshold_quantile``, with the threshold — an EMA of a
+            batch quantile in their code — supplied by the caller). None: keep all.
+
+    Returns:
+        LossOut with metrics ``control_norm`` (mean ‖u‖²), ``target_norm`` (mean ‖σ ã‖²) and
+        ``clip_frac``.
+    """
+    b, k = control.shape[:2]
+    if adjoint.shape != control.shape:
+        raise ValueError(f"adjoint {list(adjoint.shape)} must match control {list(control.shape)}")
+    sig = sigma.to(control.dtype).to(control.device)
+    sig = sig.expand(b, k) if sig.dim() == 1 else sig
+    target = -bcast(sig, adjoint) * adjoint.to(control.dtype).detach()
+    err = (control - target).flatten(2).pow(2).sum(-1)  # [B, K]
+    keep = torch.ones_like(err) if clip is None else (err.detach().sqrt() < clip).to(err.dtype)
+    loss = (err * keep).mean()
+    metrics = {"control_norm": control.detach().flatten(2).pow(2).sum(-1).mean(),
+               "target_norm": target.flatten(2).pow(2).sum(-1).mean(),
+               "clip_frac": 1.0 - keep.mean()}
+    return LossOut(loss, metrics)
+
+
+__all__ = ["AUTHORS_SPLIT", "control_from_scores", "control_from_velocities", "discrete_control",
+           "sample_time_indices", "adjoint_matching_loss"]
