@@ -1,7 +1,8 @@
 """The fine-tuning problem: trainable model, frozen reference, SDE, prompts, text → cond, decoding.
 
-``build_setup(cfg)`` loads the base model named by ``cfg.base`` (a digits pretraining run or the
-shipped digits checkpoint; or the tiny SD pipeline), copies it as the frozen KL reference, adds
+``build_setup(cfg)`` loads the base model named by ``cfg.base`` (a digits base through
+``train.bases.load_base``: a pretraining run, a model directory or a shipped checkpoint; or a tiny
+SD / SD3 / FLUX pipeline), copies it as the frozen KL reference, adds
 LoRA adapters when ``cfg.lora.rank > 0`` and returns a :class:`Setup`. Only parameters with
 ``requires_grad`` are trained and checkpointed.
 """
@@ -20,6 +21,7 @@ from scorealign.policy.policy import Policy
 from scorealign.rl.config import FinetuneConfig
 from scorealign.sde.base import SDE
 from scorealign.sde.flow import FlowSDE
+from scorealign.train.bases import load_digits_base, resolve_base_path  # noqa: F401 (re-export)
 
 
 @dataclass
@@ -90,43 +92,6 @@ def _digits(cfg: FinetuneConfig) -> Setup:
         add_lora(model.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
     return Setup(model, ref, sde, model.kind, shape, encode, lambda x: x,
                  [prompt_for(d) for d in range(10)])
-
-
-def resolve_base_path(path: str) -> Path:
-    """``pretrained:<name>`` → shipped ``scorealign/assets/pretrained/<name>``; else the path."""
-    if path.startswith("pretrained:"):
-        shipped = Path(__file__).resolve().parents[1] / "assets" / "pretrained" / path.split(":", 1)[1]
-        if not shipped.is_dir():
-            raise FileNotFoundError(f"base.path {path!r}: no shipped model at {shipped}; give a "
-                                    f"pretraining run directory (scorealign pretrain --out DIR)")
-        return shipped
-    return Path(path)
-
-
-def load_digits_base(path: str):
-    """(Task, model) of a digits base: a pretraining run directory, a model directory
-    (``model.safetensors`` + ``model_config.json``, VP SDE), or ``pretrained:<name>``."""
-    from scorealign.nets import load_pretrained
-    from scorealign.train.evaluate import load_pretrained_digits, load_run
-    from scorealign.train.task import DataConfig, SDEConfig, build_task
-
-    if path == "pretrained:digits8":  # the shipped checkpoint, through its loader
-        _, task, model = load_pretrained_digits()
-        return task, model.eval()
-    d = resolve_base_path(path)
-    if path.startswith("pretrained:") and (d / "model_config.json").is_file():
-        from scorealign.train.evaluate import _read_config  # a shipped model + its config
-        cfg = _read_config(d / "config.yaml")
-        return build_task(cfg.data, cfg.sde, cfg.model), load_pretrained(d).eval()
-    if (d / "config.yaml").is_file():
-        _, task, model = load_run(d)
-        return task, model
-    if not (d / "model_config.json").is_file():
-        raise FileNotFoundError(f"base.path {path!r}: {d} is neither a run directory "
-                                f"(config.yaml) nor a model directory (model_config.json)")
-    model = load_pretrained(d).eval()
-    task = build_task(DataConfig(image_size=model.config.sample_size), SDEConfig(), model.config)
-    return task, model
 
 
 def _sd_tiny(cfg: FinetuneConfig) -> Setup:
