@@ -96,10 +96,9 @@ def _digits(cfg: FinetuneConfig) -> Setup:
 
 def _sd_tiny(cfg: FinetuneConfig) -> Setup:
     from scorealign.policy.diffusers_sd import SDParts, add_lora
-    from scorealign.policy.sd import build_tiny_sd_pipeline
 
     b = cfg.base
-    parts = SDParts(build_tiny_sd_pipeline(b.seed, size=b.size), dtype=b.dtype,
+    parts = SDParts(base_pipeline(cfg), dtype=b.dtype,
                     gradient_checkpointing=b.gradient_checkpointing,
                     cache_prompts=b.cache_prompts, compile=b.compile)
     ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
@@ -115,12 +114,7 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
     from scorealign.policy.diffusers_sd import add_lora
     from scorealign.policy import flow_pipelines as fp
 
-    t = cfg.base.type
-    if t.endswith("_tiny"):
-        build = fp.build_tiny_sd3_pipeline if t == "sd3_tiny" else fp.build_tiny_flux_pipeline
-        pipe = build(cfg.base.seed)
-    else:
-        pipe = fp.load_flow_pipeline(cfg.base.path, t)
+    pipe = base_pipeline(cfg)
     parts = fp.FlowParts(pipe, latent_size=cfg.base.latent_size)
     if cfg.policy.exploration > 0:  # ε-space score actions need t < 1 (see _digits)
         parts.sde = FlowSDE()
@@ -135,6 +129,36 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
             m.to(device)
     return Setup(parts.model, ref, parts.sde, "v", parts.shape, parts.encode, parts.decode,
                  prompts, place=place)
+
+
+def base_pipeline(cfg: FinetuneConfig) -> Any:
+    """The base diffusers pipeline of an SD-style ``cfg.base`` (the tiny SD / SD3 / FLUX ones
+    rebuilt from ``base.seed``, or a real SD3 / FLUX pipeline loaded from ``base.path``), as the
+    run's own :class:`Setup` builds it."""
+    from scorealign.policy import flow_pipelines as fp
+    from scorealign.policy.sd import build_tiny_sd_pipeline
+
+    b = cfg.base
+    if b.type == "sd_tiny":
+        return build_tiny_sd_pipeline(b.seed, size=b.size)
+    if b.type == "sd3_tiny":
+        return fp.build_tiny_sd3_pipeline(b.seed)
+    if b.type == "flux_tiny":
+        return fp.build_tiny_flux_pipeline(b.seed)
+    if b.type in ("sd3", "flux"):
+        return fp.load_flow_pipeline(b.path, b.type)
+    raise ValueError(f"base.type {b.type!r}: not a diffusers pipeline")
+
+
+def pipeline_model(cfg: FinetuneConfig, pipe: Any) -> nn.Module:
+    """``pipe``'s denoiser in the trainer's interface ``model(x, t, cond)``, wrapped as the run's
+    own :class:`Setup` wraps it (SD: ``SDParts`` in ``base.dtype``; SD3/FLUX: ``FlowParts`` at
+    ``base.latent_size``), e.g. around a pipeline with the run's exported LoRA loaded."""
+    if cfg.base.type == "sd_tiny":
+        from scorealign.policy.diffusers_sd import SDParts
+        return SDParts(pipe, dtype=cfg.base.dtype).model.eval()
+    from scorealign.policy import flow_pipelines as fp
+    return fp.FlowParts(pipe, latent_size=cfg.base.latent_size).model.eval()
 
 
 def build_setup(cfg: FinetuneConfig) -> Setup:
