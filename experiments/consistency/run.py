@@ -40,7 +40,7 @@ from scorealign.config import load_config
 from scorealign.data import load_digits
 from scorealign.eval.classifier import load_classifier
 from scorealign.eval.metrics import digits_metrics
-from scorealign.rl.setup import load_digits_base, resolve_base_path
+from scorealign.train.bases import load_digits_base, resolve_base_path
 from scorealign.train.evaluate import balanced_labels
 from scorealign.train.task import SamplingConfig
 

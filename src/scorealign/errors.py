@@ -23,4 +23,9 @@ class RunNotFoundError(ScorealignError, FileNotFoundError):
     """A path that is not a run directory (no ``config.yaml``) or a run with no model to load."""
 
 
-__all__ = ["ScorealignError", "UsageError", "RunNotFoundError"]
+class ExportError(ScorealignError, RuntimeError):
+    """A run that cannot be exported, or whose kind cannot be told; the message names the run or
+    file."""
+
+
+__all__ = ["ScorealignError", "UsageError", "RunNotFoundError", "ExportError"]

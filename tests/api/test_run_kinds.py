@@ -42,7 +42,7 @@ def finetune_run(tiny_base, tmp_path_factory):
 
 
 def test_finetune_final_is_the_merged_trained_model(finetune_run):
-    from scorealign.export import finetune_setup
+    from scorealign.commands.kind_finetune import finetune_setup
     from scorealign.nets import load_pretrained
     from scorealign.nets.cond import Cond
 

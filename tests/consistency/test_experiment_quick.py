@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scorealign.rl.setup import resolve_base_path
+from scorealign.train.bases import resolve_base_path
 
 ROOT = Path(__file__).resolve().parents[2]
 

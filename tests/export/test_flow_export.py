@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from scorealign.export import export_setup
+from scorealign.commands.kind_finetune import export_setup
 from scorealign.policy import flow_pipelines as fp
 from scorealign.policy.diffusers_sd import add_lora
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scorealign.export import export_digits, export_lm, export_sd
+from scorealign.commands.formats import export_digits, export_lm, export_sd
 
 
 def _perturb_lora(module: torch.nn.Module, seed: int = 0) -> None:

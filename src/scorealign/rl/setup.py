@@ -1,7 +1,8 @@
 """The fine-tuning problem: trainable model, frozen reference, SDE, prompts, text → cond, decoding.
 
-``build_setup(cfg)`` loads the base model named by ``cfg.base`` (a digits pretraining run or the
-shipped digits checkpoint; or the tiny SD pipeline), copies it as the frozen KL reference, adds
+``build_setup(cfg)`` loads the base model named by ``cfg.base`` (a digits base through
+``train.bases.load_base``: a pretraining run, a model directory or a shipped checkpoint; or a tiny
+SD / SD3 / FLUX pipeline), copies it as the frozen KL reference, adds
 LoRA adapters when ``cfg.lora.rank > 0`` and returns a :class:`Setup`. Only parameters with
 ``requires_grad`` are trained and checkpointed.
 """
@@ -20,6 +21,7 @@ from scorealign.policy.policy import Policy
 from scorealign.rl.config import FinetuneConfig
 from scorealign.sde.base import SDE
 from scorealign.sde.flow import FlowSDE
+from scorealign.train.bases import load_digits_base, resolve_base_path  # noqa: F401 (re-export)
 
 
 @dataclass
@@ -92,49 +94,11 @@ def _digits(cfg: FinetuneConfig) -> Setup:
                  [prompt_for(d) for d in range(10)])
 
 
-def resolve_base_path(path: str) -> Path:
-    """``pretrained:<name>`` → shipped ``scorealign/assets/pretrained/<name>``; else the path."""
-    if path.startswith("pretrained:"):
-        shipped = Path(__file__).resolve().parents[1] / "assets" / "pretrained" / path.split(":", 1)[1]
-        if not shipped.is_dir():
-            raise FileNotFoundError(f"base.path {path!r}: no shipped model at {shipped}; give a "
-                                    f"pretraining run directory (scorealign pretrain --out DIR)")
-        return shipped
-    return Path(path)
-
-
-def load_digits_base(path: str):
-    """(Task, model) of a digits base: a pretraining run directory, a model directory
-    (``model.safetensors`` + ``model_config.json``, VP SDE), or ``pretrained:<name>``."""
-    from scorealign.nets import load_pretrained
-    from scorealign.train.evaluate import load_pretrained_digits, load_run
-    from scorealign.train.task import DataConfig, SDEConfig, build_task
-
-    if path == "pretrained:digits8":  # the shipped checkpoint, through its loader
-        _, task, model = load_pretrained_digits()
-        return task, model.eval()
-    d = resolve_base_path(path)
-    if path.startswith("pretrained:") and (d / "model_config.json").is_file():
-        from scorealign.train.evaluate import _read_config  # a shipped model + its config
-        cfg = _read_config(d / "config.yaml")
-        return build_task(cfg.data, cfg.sde, cfg.model), load_pretrained(d).eval()
-    if (d / "config.yaml").is_file():
-        _, task, model = load_run(d)
-        return task, model
-    if not (d / "model_config.json").is_file():
-        raise FileNotFoundError(f"base.path {path!r}: {d} is neither a run directory "
-                                f"(config.yaml) nor a model directory (model_config.json)")
-    model = load_pretrained(d).eval()
-    task = build_task(DataConfig(image_size=model.config.sample_size), SDEConfig(), model.config)
-    return task, model
-
-
 def _sd_tiny(cfg: FinetuneConfig) -> Setup:
     from scorealign.policy.diffusers_sd import SDParts, add_lora
-    from scorealign.policy.sd import build_tiny_sd_pipeline
 
     b = cfg.base
-    parts = SDParts(build_tiny_sd_pipeline(b.seed, size=b.size), dtype=b.dtype,
+    parts = SDParts(base_pipeline(cfg), dtype=b.dtype,
                     gradient_checkpointing=b.gradient_checkpointing,
                     cache_prompts=b.cache_prompts, compile=b.compile)
     ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
@@ -150,12 +114,7 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
     from scorealign.policy.diffusers_sd import add_lora
     from scorealign.policy import flow_pipelines as fp
 
-    t = cfg.base.type
-    if t.endswith("_tiny"):
-        build = fp.build_tiny_sd3_pipeline if t == "sd3_tiny" else fp.build_tiny_flux_pipeline
-        pipe = build(cfg.base.seed)
-    else:
-        pipe = fp.load_flow_pipeline(cfg.base.path, t)
+    pipe = base_pipeline(cfg)
     parts = fp.FlowParts(pipe, latent_size=cfg.base.latent_size)
     if cfg.policy.exploration > 0:  # ε-space score actions need t < 1 (see _digits)
         parts.sde = FlowSDE()
@@ -170,6 +129,36 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
             m.to(device)
     return Setup(parts.model, ref, parts.sde, "v", parts.shape, parts.encode, parts.decode,
                  prompts, place=place)
+
+
+def base_pipeline(cfg: FinetuneConfig) -> Any:
+    """The base diffusers pipeline of an SD-style ``cfg.base`` (the tiny SD / SD3 / FLUX ones
+    rebuilt from ``base.seed``, or a real SD3 / FLUX pipeline loaded from ``base.path``), as the
+    run's own :class:`Setup` builds it."""
+    from scorealign.policy import flow_pipelines as fp
+    from scorealign.policy.sd import build_tiny_sd_pipeline
+
+    b = cfg.base
+    if b.type == "sd_tiny":
+        return build_tiny_sd_pipeline(b.seed, size=b.size)
+    if b.type == "sd3_tiny":
+        return fp.build_tiny_sd3_pipeline(b.seed)
+    if b.type == "flux_tiny":
+        return fp.build_tiny_flux_pipeline(b.seed)
+    if b.type in ("sd3", "flux"):
+        return fp.load_flow_pipeline(b.path, b.type)
+    raise ValueError(f"base.type {b.type!r}: not a diffusers pipeline")
+
+
+def pipeline_model(cfg: FinetuneConfig, pipe: Any) -> nn.Module:
+    """``pipe``'s denoiser in the trainer's interface ``model(x, t, cond)``, wrapped as the run's
+    own :class:`Setup` wraps it (SD: ``SDParts`` in ``base.dtype``; SD3/FLUX: ``FlowParts`` at
+    ``base.latent_size``), e.g. around a pipeline with the run's exported LoRA loaded."""
+    if cfg.base.type == "sd_tiny":
+        from scorealign.policy.diffusers_sd import SDParts
+        return SDParts(pipe, dtype=cfg.base.dtype).model.eval()
+    from scorealign.policy import flow_pipelines as fp
+    return fp.FlowParts(pipe, latent_size=cfg.base.latent_size).model.eval()
 
 
 def build_setup(cfg: FinetuneConfig) -> Setup:

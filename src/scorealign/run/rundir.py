@@ -1,6 +1,9 @@
 """Run directories: config.yaml, metrics.jsonl, checkpoints/, samples/, plots/, report.html.
 
-Every command that trains or evaluates writes one. ``RunDir.create`` refuses to overwrite a run
+Every command that trains or evaluates writes one. ``RunDir.create(path, cfg, kind=...)`` records
+the command's run kind in ``run.json`` (``{"kind": "finetune"}``, written atomically), which
+``scorealign.commands.kinds.kind_of`` reads back; run directories of older releases have no
+``run.json`` and are recognized by their config's keys. ``RunDir.create`` refuses to overwrite a run
 that already has checkpoints unless asked to resume; ``RunDir.open`` reopens one for ``--resume``.
 Metrics are appended one JSON object per line and flushed, so a killed run keeps what it logged;
 on resume, lines logged after the checkpoint being resumed are dropped so the log is not doubled.
@@ -17,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from scorealign.config import dump_config
+
+
+RUN_RECORD = "run.json"
 
 
 class RunDirError(ScorealignError, OSError):
@@ -43,11 +49,13 @@ class RunDir:
         self.plots = self.path / "plots"
         self.metrics_file = self.path / "metrics.jsonl"
         self.config_file = self.path / "config.yaml"
+        self.record_file = self.path / RUN_RECORD
         self._tracker: str | None = None
 
     @classmethod
-    def create(cls, path: str | Path, cfg: Any) -> "RunDir":
-        """Make a new run directory and write the resolved config into it."""
+    def create(cls, path: str | Path, cfg: Any, kind: str | None = None) -> "RunDir":
+        """Make a new run directory and write the resolved config into it; ``kind`` (the
+        command's run kind, e.g. ``"finetune"``) is recorded in ``run.json``."""
         run = cls(path)
         if run.checkpoints.exists() and any(run.checkpoints.iterdir()):
             raise FileExistsError(f"{run.path} already holds a run with checkpoints; "
@@ -58,6 +66,9 @@ class RunDir:
                 d.mkdir(parents=True, exist_ok=True)
             run.config_file.write_text(dump_config(cfg))
             run.metrics_file.write_text("")
+            if kind is not None:
+                from scorealign.run.atomic import write_json
+                write_json(run.record_file, {"kind": kind})
         except OSError as e:
             raise RunDirError(f"--out {run.path}: cannot create the run directory "
                               f"({e.strerror or e}{': ' + str(e.filename) if e.filename else ''})"
@@ -71,6 +82,17 @@ class RunDir:
         if not run.config_file.is_file():
             raise FileNotFoundError(f"{run.config_file}: not a run directory (no config.yaml)")
         return run  # creates nothing: a read-only model directory stays untouched
+
+    @property
+    def kind(self) -> str | None:
+        """The run kind recorded in ``run.json`` by :meth:`create`; None when none was recorded
+        (a run of an older release, or a broken record)."""
+        try:
+            data = json.loads(self.record_file.read_text())
+        except (OSError, ValueError):
+            return None
+        kind = data.get("kind") if isinstance(data, dict) else None
+        return kind if isinstance(kind, str) else None
 
     def log(self, step: int, **metrics: Any) -> None:
         """Append one metrics line ``{"step": step, ...}`` (floats rounded to 6 significant digits)."""

@@ -1,0 +1,35 @@
+"""``scorealign export RUN``: a run's model in its ecosystem's format (``commands.export``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from scorealign.cli.common import fail
+from scorealign.cli.sample import first_line
+
+
+def export_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any command."),
+               to: Optional[Path] = typer.Option(None, "--to", help="Target directory "
+                                                 "(default RUN/final)."),
+               checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A checkpoint "
+                                                        "(step_000020 or a path); default newest")
+               ) -> None:
+    """Export a run's model in its ecosystem's format (digits pair, diffusers LoRA or pipeline,
+    transformers/peft directory, control policy), from any checkpoint."""
+    from scorealign.commands.export import export_run
+    from scorealign.errors import ScorealignError
+    try:
+        path = export_run(run_dir, to, checkpoint)
+    except (ScorealignError, FileNotFoundError, ValueError) as e:
+        fail(first_line(e))
+    except OSError as e:
+        fail(f"--to {to}: cannot write ({e.strerror or e})")
+    typer.echo(f"exported: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` to the ``scorealign`` app."""
+    app.command("export")(export_cmd)

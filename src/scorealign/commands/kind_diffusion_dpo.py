@@ -1,0 +1,65 @@
+"""Run kind ``diffusion_dpo`` (``scorealign diffusion-dpo``): a digits diffusion model fine-tuned
+on preference pairs; exported like a digits model (LoRA merged)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scorealign.commands.kinds import EvalRequest, RunKind
+from scorealign.commands.runs import (digits_from_dir, draw_digits, read_run_config,
+                                      run_checkpoint, sample_digits, sampling_overrides)
+from scorealign.preference.rpo.config import DiffusionDPOConfig
+
+
+def trained_policy(run_dir: Path, checkpoint=None):
+    """(config, base, policy) with the checkpoint's weights (LoRA adapters unmerged)."""
+    from scorealign.preference.diffusion_dpo import build_policy
+    from scorealign.train.bases import load_base
+
+    cfg = read_run_config(run_dir, DiffusionDPOConfig)
+    base = load_base(cfg.base.path, cfg.base.sde)
+    policy = build_policy(cfg, base)[0]
+    policy.load_state_dict(run_checkpoint(run_dir, checkpoint)[0]["model"])
+    return cfg, base, policy.eval()
+
+
+def load(run_dir: Path, device: str):
+    """The trained model from ``final/`` (else the newest checkpoint, LoRA merged) beside its
+    base; sampled with the default ``SamplingConfig``."""
+    from scorealign.commands.load import Loaded
+    from scorealign.commands.formats import merged_model
+    from scorealign.train.bases import load_base
+    from scorealign.train.task import SamplingConfig
+
+    cfg = read_run_config(run_dir, DiffusionDPOConfig)
+    base = load_base(cfg.base.path, cfg.base.sde)
+    model = digits_from_dir(run_dir / "final",
+                            lambda: merged_model(trained_policy(run_dir)[2])).eval()
+    return Loaded("diffusion_dpo", cfg, model, task=base.task, sampling=SamplingConfig(),
+                  base=base.model)
+
+
+def evaluate(loaded, req: EvalRequest):
+    """Class accuracy and FD of the trained model and (``base/``) of its base, same seeds."""
+    from scorealign.train.evaluate import image_metrics
+
+    scfg = sampling_overrides(loaded.sampling, req.sampler, req.steps, req.eta, req.guidance,
+                              req.n)
+    n = req.n or scfg.num_eval
+    after = image_metrics(loaded.task, loaded.model, scfg, None, n)
+    before = image_metrics(loaded.task, loaded.base, scfg, None, n)
+    return {**after, **{f"base/{k}": v for k, v in before.items()}}, scfg
+
+
+def export(run_dir: Path, dest: Path, checkpoint=None) -> Path:
+    """The checkpoint's model, LoRA merged, as the ``save_pretrained`` pair."""
+    from scorealign.commands.formats import export_digits
+    return export_digits(trained_policy(run_dir, checkpoint)[2], dest)
+
+
+def detect(config: dict) -> bool:
+    return config.get("task") == "diffusion"
+
+
+RECORD = RunKind("diffusion_dpo", DiffusionDPOConfig, load, sample_digits, evaluate, export,
+                 detect=detect, draw=draw_digits)

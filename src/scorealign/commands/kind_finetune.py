@@ -1,0 +1,197 @@
+"""Run kind ``finetune`` (``scorealign finetune``): RL fine-tuning of a digits model or of an
+SD / SD3 / FLUX pipeline.
+
+``load`` returns the model in its ecosystem's form: a plain digits model (LoRA merged), or the
+run's base pipeline (``StableDiffusionPipeline`` / ``StableDiffusion3Pipeline`` /
+``FluxPipeline``, built as the run's own setup builds it) with the trained LoRA loaded from
+``final/`` (``load_lora_weights``) or the trained weights (a full fine-tune's pipeline directory).
+``Loaded.sample`` rolls that pipeline's denoiser out with the run's own policy (sampler, steps,
+guidance, per-row seeds), so it reproduces the run's sampler.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scorealign.commands.kinds import EvalRequest, RunKind, SampleRequest, Sampled
+from scorealign.commands.runs import (digits_from_dir, draw_digits, out_file, prompt_tag,
+                                      read_run_config, run_checkpoint, sample_digits,
+                                      sampling_overrides)
+from scorealign.errors import ExportError
+from scorealign.rl.config import FinetuneConfig
+
+FLOW_TYPES = ("sd3_tiny", "flux_tiny", "sd3", "flux")
+
+
+def finetune_setup(run_dir: str | Path, checkpoint: str | Path | None = None,
+                   trained: bool = True):
+    """(config, Setup) of a finetune run with the trained (or, ``trained=False``, base) weights."""
+    from scorealign.rl.setup import build_setup
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir, FinetuneConfig)
+    setup = build_setup(cfg)
+    if trained:
+        states, _ = run_checkpoint(run_dir, checkpoint)
+        setup.load_trainable(states.get("ema") or states["model"])
+    setup.model.eval()
+    return cfg, setup
+
+
+def export_setup(setup: Any, cfg: Any, dest: str | Path) -> Path:
+    """Export a fine-tuning :class:`~scorealign.rl.setup.Setup` (trained weights loaded)."""
+    from scorealign.commands import formats
+
+    if cfg.base.type == "digits":
+        return formats.export_digits(setup.model, dest)
+    if cfg.base.type == "sd_tiny":  # the base pipeline is rebuilt from its seed
+        from scorealign.policy.sd import build_tiny_sd_pipeline
+
+        unet = setup.model.unet
+        lora = cfg.lora.rank > 0
+        return formats.export_sd(unet if lora else copy.deepcopy(unet),
+                                 None if lora else build_tiny_sd_pipeline(cfg.base.seed), dest,
+                                 lora)
+    if cfg.base.type in FLOW_TYPES:
+        from scorealign.policy import flow_pipelines as fp
+
+        tr = setup.model.transformer
+        lora = cfg.lora.rank > 0
+        if lora:
+            base = None
+        elif cfg.base.type.endswith("_tiny"):  # the base pipeline is rebuilt from its seed
+            build = fp.build_tiny_sd3_pipeline if cfg.base.type == "sd3_tiny" \
+                else fp.build_tiny_flux_pipeline
+            base = build(cfg.base.seed)
+        else:
+            base = fp.load_flow_pipeline(cfg.base.path, cfg.base.type)
+        family = "sd3" if cfg.base.type.startswith("sd3") else "flux"
+        return formats.export_flow(tr if lora else copy.deepcopy(tr), family, base, dest, lora)
+    raise ExportError(f"base.type {cfg.base.type!r}: no export format")
+
+
+def export_finetuner(ft: Any, dest: str | Path | None = None) -> Path:
+    """``RUN/final`` of a finished :class:`~scorealign.rl.trainer.Finetuner` (main process)."""
+    dest = Path(dest) if dest is not None else ft.run.path / "final"
+    return export_setup(ft.setup, ft.cfg, dest)
+
+
+def trained_pipeline(cfg: FinetuneConfig, run_dir: Path, setup: Any) -> Any:
+    """The run's base pipeline with the trained weights: ``final/``'s diffusers LoRA weights
+    loaded into the base pipeline (``load_lora_weights``), ``final/``'s pipeline directory, or,
+    without ``final/``, the base pipeline around ``setup``'s trained denoiser."""
+    from scorealign.rl.setup import base_pipeline
+
+    final = run_dir / "final"
+    if (final / "pytorch_lora_weights.safetensors").is_file():
+        pipe = base_pipeline(cfg)
+        pipe.load_lora_weights(str(final))
+        return pipe
+    if (final / "model_index.json").is_file():
+        from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
+        if cfg.base.type == "sd_tiny":
+            return StableDiffusionPipeline.from_pretrained(str(final), local_files_only=True,
+                                                           safety_checker=None)
+        cls = StableDiffusion3Pipeline if cfg.base.type.startswith("sd3") else FluxPipeline
+        return cls.from_pretrained(str(final), local_files_only=True)
+    pipe = base_pipeline(cfg)
+    if cfg.base.type == "sd_tiny":
+        pipe.unet = setup.model.unet
+    else:
+        pipe.transformer = setup.model.transformer
+    return pipe
+
+
+def load(run_dir: Path, device: str):
+    """A digits model (``final/``, else the checkpoint with LoRA merged) with its task and base,
+    or an SD-style run's pipeline (:func:`trained_pipeline`) with the trainer's setup."""
+    from scorealign.commands.load import Loaded
+
+    cfg = read_run_config(run_dir, FinetuneConfig)
+    if cfg.base.type == "digits":
+        from scorealign.commands.formats import merged_model
+        from scorealign.train.bases import load_digits_base
+        from scorealign.train.task import SamplingConfig
+
+        task, base = load_digits_base(cfg.base.path)
+        p = cfg.policy
+        scfg = SamplingConfig(sampler=p.sampler, steps=p.steps, eta=p.eta, grid=p.grid,
+                              guidance=p.guidance)
+        model = digits_from_dir(run_dir / "final",
+                                lambda: merged_model(finetune_setup(run_dir)[1].model))
+        return Loaded("finetune", cfg, model.to(device).eval(), task=task, sampling=scfg,
+                      base=base.eval())
+    from scorealign.rl.setup import pipeline_model
+
+    _, setup = finetune_setup(run_dir)  # the trainer's setup: prompts, decoding, the base
+    pipe = trained_pipeline(cfg, run_dir, setup)
+    return Loaded("finetune", cfg, pipe, setup=setup, base=setup.ref,
+                  denoiser=pipeline_model(cfg, pipe))
+
+
+@torch.no_grad()
+def draw(loaded, prompts: list[str], n: int, seed: int, base: bool) -> torch.Tensor:
+    """Digits: the task's sampler; SD-style: the run's policy around the loaded pipeline's
+    denoiser (``base``: the frozen reference), per-row seeds ``seed + i``, decoded by the VAE."""
+    if loaded.task is not None:
+        return draw_digits(loaded, prompts, n, seed, base)
+    rows = len(prompts) * n
+    pol = loaded.setup.policy(loaded.config, loaded.setup.ref if base else loaded.denoiser)
+    traj = pol.rollout(prompts, n, seeds=torch.arange(rows) + seed)
+    return loaded.setup.decode(traj.x0).cpu()
+
+
+def sample(loaded, req: SampleRequest) -> Sampled:
+    """Digits: as a pretraining run; SD-style: a grid of ``req.n`` images per prompt."""
+    if loaded.task is not None:
+        return sample_digits(loaded, req)
+    from scorealign.report.figures import save_image_grid
+
+    prompts = list(req.prompts or loaded.setup.prompts[:4])
+    x = draw(loaded, prompts, req.n, req.seed, False)
+    path = out_file(req.out, Path(loaded.run_dir) / "samples" /
+                    f"sample_{prompt_tag(req.prompts)}_seed{req.seed}.png")
+    save_image_grid(x, path, nrow=req.n)
+    return Sampled(path)
+
+
+def evaluate(loaded, req: EvalRequest):
+    """Reward, gold reward (and on digits class accuracy and FD) of the trained model and
+    (prefixed ``base/``) of the base model, from the same seeds."""
+    from scorealign.rewards.compose import build_reward_set
+    from scorealign.train.evaluate import image_metrics
+
+    rc = loaded.config.reward
+    rewards = build_reward_set(rc.optimized, rc.gold)
+    if loaded.task is not None:
+        scfg = sampling_overrides(loaded.sampling, req.sampler, req.steps, req.eta,
+                                  req.guidance, req.n)
+        n = req.n or scfg.num_eval
+        after = image_metrics(loaded.task, loaded.model, scfg, rewards, n)
+        before = image_metrics(loaded.task, loaded.base, scfg, rewards, n)
+    else:  # SD-style: rewards of policy rollouts from the same seeds
+        scfg = None
+        prompts = loaded.setup.prompts
+        per = max(1, (req.n or 32) // len(prompts))
+        rows = [p for p in prompts for _ in range(per)]
+        after = rewards(loaded.sample(prompts, per), rows, {"epoch": -1}).metrics()
+        before = rewards(loaded.sample(prompts, per, base=True), rows, {"epoch": -1}).metrics()
+    return {**after, **{f"base/{k}": v for k, v in before.items()}}, scfg
+
+
+def export(run_dir: Path, dest: Path, checkpoint=None) -> Path:
+    """The checkpoint's model (:func:`export_setup`)."""
+    cfg, setup = finetune_setup(run_dir, checkpoint)
+    return export_setup(setup, cfg, dest)
+
+
+def detect(config: dict) -> bool:
+    return {"base", "algo", "reward"} <= set(config)
+
+
+RECORD = RunKind("finetune", FinetuneConfig, load, sample, evaluate, export, detect=detect,
+                 draw=draw)

@@ -1,0 +1,76 @@
+"""``load(RUN)``: open a run directory of any kind and return its trained model, ready to use.
+
+The run's kind is looked up once (:func:`scorealign.commands.kinds.kind_of`) and its record's
+``load`` builds the :class:`Loaded`; ``Loaded.sample`` calls the record's ``draw``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scorealign.commands.kinds import get_kind, kind_of
+from scorealign.errors import UsageError
+
+
+@dataclass
+class Loaded:
+    """A trained run, ready to use.
+
+    Attributes:
+        kind: the command that wrote the run (``scorealign.commands.kinds.run_kinds()``).
+        config: the run's resolved config (the command's dataclass).
+        model: the trained model (digits: ``model(x, t, cond)``; SD-style finetune: the diffusers
+            pipeline of the run's base with the trained LoRA or weights; dpo: a transformers
+            ``PreTrainedModel`` or peft model; control: the policy module).
+        task: digits runs: the :class:`~scorealign.train.task.Task` (SDE, conditioning, sampler).
+        tokenizer: dpo runs: the tokenizer saved beside the model.
+        sampling: digits runs: the ``SamplingConfig`` used by :meth:`sample`.
+        base: the base model for runs that fine-tune one (finetune, Diffusion-DPO), else None.
+        setup: finetune runs: the trainer's ``Setup`` (policy, rewards' decode) with the weights.
+        run_dir: the run directory.
+        denoiser: SD-style finetune runs: ``model``'s denoiser in the trainer's interface, which
+            :meth:`sample` rolls out with the run's policy.
+    """
+
+    kind: str
+    config: Any
+    model: Any
+    task: Any = None
+    tokenizer: Any = None
+    sampling: Any = None
+    base: Any = None
+    setup: Any = None
+    run_dir: Path | None = None
+    denoiser: Any = None
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str] | str, n: int = 4, seed: int = 0,
+               base: bool = False) -> Any:
+        """``n`` samples per prompt: images ``[len(prompts)·n, C, H, W]`` in [-1, 1] (diffusion
+        runs; ``base=True``: from the base model) or completions (dpo runs)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if base and self.base is None:
+            raise UsageError(f"a {self.kind} run has no base model")
+        draw = get_kind(self.kind).draw
+        if draw is None:
+            raise UsageError(f"{self.kind} runs have no prompts to sample from")
+        return draw(self, prompts, n, seed, base)
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
+    """Open ``run_dir`` (written by any scorealign command) and return its trained model.
+
+    The model comes from ``RUN/final`` when present, else from the newest checkpoint.
+    Raises RunNotFoundError/ConfigError/CheckpointError/ExportError naming the file.
+    """
+    run_dir = Path(run_dir)
+    out = get_kind(kind_of(run_dir)).load(run_dir, device)
+    out.run_dir = run_dir
+    return out
+
+
+__all__ = ["Loaded", "load"]
