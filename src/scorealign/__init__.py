@@ -12,7 +12,7 @@ raise ``scorealign.errors.ScorealignError`` subclasses on bad input.
 __version__ = "0.1.0"
 
 
-_API = ("load", "Loaded", "finetune", "pretrain", "dpo", "control", "build_pairs")
+_API = ("load", "Loaded", "finetune", "pretrain", "dpo", "build_pairs")  # control: the package
 
 
 def __getattr__(name: str):  # lazy: `import scorealign` stays light for the CLI

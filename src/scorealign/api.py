@@ -113,6 +113,10 @@ def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
     The model comes from ``RUN/final`` when present, else from the newest checkpoint.
     Raises FileNotFoundError/ConfigError/CheckpointError with a message naming the file.
     """
+    from scorealign.errors import RunNotFoundError
+    if not (Path(run_dir) / "config.yaml").is_file():  # integrator: A2's load raises this itself
+        raise RunNotFoundError(f"{Path(run_dir) / 'config.yaml'}: not a run directory (no "
+                               f"config.yaml)")
     out = _load(Path(run_dir), device)
     out.run_dir = Path(run_dir)
     return out
