@@ -67,7 +67,8 @@ def pretrain_killed_and_resumed(tmp_path):
     uninterrupted, both with one thread."""
     from scorealign.config import load_config
     from scorealign.run.checkpoint import latest_checkpoint
-    from scorealign.train.pretrain import PretrainConfig, pretrain
+    from scorealign.commands.pretrain import train_and_export as pretrain
+    from scorealign.train.pretrain import PretrainConfig
     from scorealign.run.rundir import RunDir
 
     def run(config: str, sets: list[str], at: int):

@@ -42,9 +42,10 @@ from scorealign.eval.classifier import load_classifier  # noqa: E402
 from scorealign.eval.metrics import digits_metrics  # noqa: E402
 from scorealign.nets import ModelConfig  # noqa: E402
 from scorealign.sde import build_sde  # noqa: E402
+from scorealign.commands.pretrain import train_and_export as pretrain  # noqa: E402
 from scorealign.train.bases import load_run  # noqa: E402
 from scorealign.train.evaluate import balanced_labels  # noqa: E402
-from scorealign.train.pretrain import PretrainConfig, TrainConfig, pretrain  # noqa: E402
+from scorealign.train.pretrain import PretrainConfig, TrainConfig  # noqa: E402
 from scorealign.run.rundir import RunDir  # noqa: E402
 from scorealign.train.task import DataConfig, SDEConfig  # noqa: E402
 

@@ -1,4 +1,11 @@
-"""The public Python API: ``scorealign.load(RUN)`` and ``scorealign.finetune(...)``.
+"""The public Python API: ``scorealign.load(RUN)`` and the training commands
+``scorealign.finetune(...)``, ``pretrain``, ``dpo``, ``control`` and ``build_pairs``.
+
+Each training function resolves its config like the CLI (a YAML file or a shipped config's name,
+``set`` overrides, or ``resume``'s ``config.yaml``), calls the command of
+:mod:`scorealign.commands` and returns the run directory. Bad input raises a
+:class:`~scorealign.errors.ScorealignError` subclass whose message names the file, line or
+field; no function here exits the interpreter.
 
 ``load`` opens a run directory of any command and returns a :class:`Loaded` whose ``model`` is
 ready to use (a digits diffusion model with its task, a diffusers pipeline, a transformers causal
@@ -106,6 +113,10 @@ def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
     The model comes from ``RUN/final`` when present, else from the newest checkpoint.
     Raises FileNotFoundError/ConfigError/CheckpointError with a message naming the file.
     """
+    from scorealign.errors import RunNotFoundError
+    if not (Path(run_dir) / "config.yaml").is_file():  # integrator: A2's load raises this itself
+        raise RunNotFoundError(f"{Path(run_dir) / 'config.yaml'}: not a run directory (no "
+                               f"config.yaml)")
     out = _load(Path(run_dir), device)
     out.run_dir = Path(run_dir)
     return out
@@ -213,22 +224,29 @@ def reward_path(fn: Callable) -> str:
     """``package.module:qualname`` of an importable reward callable (recorded in config.yaml).
 
     Raises:
-        ValueError: for lambdas, nested functions and functions defined in ``__main__``.
+        UsageError (a ValueError): for lambdas, nested functions and functions defined in
+            ``__main__``.
     """
     import importlib
+
+    from scorealign.errors import UsageError
 
     if isinstance(fn, str):
         return fn
     mod, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not mod or mod == "__main__" or "<" in name:
-        raise ValueError(f"reward {fn!r}: a Python reward must be importable (a module-level "
+        raise UsageError(f"reward {fn!r}: a Python reward must be importable (a module-level "
                          f"function in a module on the path) so that --resume can find it")
     obj: Any = importlib.import_module(mod)
     for part in name.split("."):
         obj = getattr(obj, part, None)
     if obj is not fn:
-        raise ValueError(f"reward {fn!r}: {mod}:{name} does not import back to it")
+        raise UsageError(f"reward {fn!r}: {mod}:{name} does not import back to it")
     return f"{mod}:{name}"
+
+
+def _path(p: str | Path | None) -> Path | None:
+    return Path(p) if p is not None else None
 
 
 def finetune(config: str | Path | None = None, *, reward: Callable | str | None = None,
@@ -241,22 +259,74 @@ def finetune(config: str | Path | None = None, *, reward: Callable | str | None 
         reward, gold: a callable (recorded by import path) or a reward name / import path.
         out: the new run directory; resume: continue this run instead (its config.yaml).
         set: ``--set`` overrides, e.g. ``["train.epochs=2"]``.
+
+    Raises:
+        ScorealignError: a bad config (ConfigError, naming file:line: field), an unusable
+            ``out`` or ``resume`` (UsageError, RunNotFoundError), a failing reward (RewardError).
     """
-    from scorealign.cli.common import find_config
-    from scorealign.config import load_config
-    from scorealign.cli.finetune import run_finetune
+    from scorealign.commands import finetune as command
+    from scorealign.commands.common import resolve_config
     from scorealign.rl.config import FinetuneConfig
 
     sets = list(set or [])
     for key, fn in (("reward.optimized", reward), ("reward.gold", gold)):
         if fn is not None:
             sets.append(f"{key}={reward_path(fn)}")
-    if resume is not None:
-        cfg = load_config(Path(resume) / "config.yaml", FinetuneConfig, sets)
-        return run_finetune(cfg, None, Path(resume))
-    path = find_config(config, "finetune") if config is not None else None
-    cfg = load_config(path, FinetuneConfig, sets)
-    return run_finetune(cfg, Path(out) if out is not None else None, None)
+    cfg = resolve_config(FinetuneConfig, config, sets, resume)
+    return command.finetune(cfg, _path(out) if resume is None else None, _path(resume))
 
 
-__all__ = ["Loaded", "load", "finetune", "reward_path"]
+def pretrain(config: str | Path | None = None, *, out: str | Path | None = None,
+             resume: str | Path | None = None, set: list[str] | None = None  # noqa: A002
+             ) -> Path:
+    """Pretrain a diffusion model (DSM or consistency); returns the run directory, which holds
+    ``final/``, ``eval.json`` and ``report.html``. Arguments as :func:`finetune`'s."""
+    from scorealign.commands import pretrain as command
+    from scorealign.commands.common import resolve_config
+    from scorealign.train.pretrain import PretrainConfig
+
+    cfg = resolve_config(PretrainConfig, config, set, resume)
+    return command.pretrain(cfg, _path(out) if resume is None else None, _path(resume))
+
+
+def dpo(config: str | Path | None = None, *, out: str | Path | None = None,
+        resume: str | Path | None = None, set: list[str] | None = None  # noqa: A002
+        ) -> Path:
+    """Preference optimization of a causal LM (DPO, IPO, SimPO, ...) or, for a config with
+    ``task: diffusion``, Diffusion-DPO; returns the run directory. A config or ``resume`` is
+    required (UsageError otherwise); the other arguments as :func:`finetune`'s."""
+    from scorealign.commands import dpo as command
+
+    cfg = command.resolve_dpo_config(config, set, resume)
+    return command.dpo(cfg, _path(out) if resume is None else None, _path(resume))["run_dir"]
+
+
+def control(config: str | Path | None = None, *, out: str | Path | None = None,
+            resume: str | Path | None = None, set: list[str] | None = None  # noqa: A002
+            ) -> Path:
+    """Continuous-time RL of a policy on a controlled SDE; returns the run directory.
+    Arguments as :func:`finetune`'s."""
+    from scorealign.commands import control as command
+    from scorealign.commands.common import resolve_config
+    from scorealign.control.train import ControlConfig
+
+    cfg = resolve_config(ControlConfig, config, set, resume)
+    return command.control(cfg, _path(out) if resume is None else None, _path(resume))
+
+
+def build_pairs(config: str | Path | None = None, *, out: str | Path | None = None,
+                set: list[str] | None = None, overwrite: bool = False  # noqa: A002
+                ) -> Path:
+    """Build a preference dataset (RPO or reward-labelled pairs) at ``out``; returns its
+    directory. ``overwrite`` replaces a complete dataset there; the other arguments as
+    :func:`finetune`'s."""
+    from scorealign.commands import rpo as command
+    from scorealign.commands.common import resolve_config
+    from scorealign.preference.rpo.config import BuildPairsConfig
+
+    cfg = resolve_config(BuildPairsConfig, config, set)
+    return command.build_pairs(cfg, _path(out), overwrite=overwrite)[0]
+
+
+__all__ = ["Loaded", "load", "finetune", "pretrain", "dpo", "control", "build_pairs",
+           "reward_path"]

@@ -15,7 +15,8 @@ from scorealign.cli.app import app
 from scorealign.config import load_config
 from scorealign.nets import load_pretrained
 from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
-from scorealign.train.pretrain import PretrainConfig, pretrain
+from scorealign.commands.pretrain import train_and_export as pretrain
+from scorealign.train.pretrain import PretrainConfig
 from scorealign.run.rundir import RunDir
 
 SETS = ["train.objective=cd", "consistency.teacher=exact", "consistency.solver=heun_ode",

@@ -1,18 +1,17 @@
-"""CLI commands of the core: ``pretrain``, ``sample``, ``eval``, ``report`` and ``demo``."""
+"""CLI commands on a finished run: ``sample``, ``eval``, ``report`` and ``export``.
+
+(Moving to A2's ``cli/sample.py``, ``cli/evaluate.py``, ``cli/report.py``, ``cli/export.py``;
+this module goes once they land.)"""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from scorealign.cli.common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, RESUME_OPT, SET_OPT,
-                                   configs_root, fail, open_run, resolve_config)
-
-DEMO_CONFIG = configs_root() / "pretrain" / "digits.yaml"
+from scorealign.cli.common import fail
 
 
 def _sampling_overrides(cfg, sampler, steps, eta, guidance, n):
@@ -24,38 +23,6 @@ def _sampling_overrides(cfg, sampler, steps, eta, guidance, n):
         return dataclasses.replace(cfg, **changes)
     except FieldError as e:
         fail(f"--{'n' if e.field == 'num_eval' else e.field}: {e}")
-
-
-def pretrain_cmd(config: Optional[Path] = CONFIG_OPT, set_: Optional[list[str]] = SET_OPT,
-                 out: Optional[Path] = OUT_OPT, resume: Optional[Path] = RESUME_OPT,
-                 dry_run: bool = DRY_OPT, help_config: bool = HELP_CFG_OPT) -> None:
-    """Pretrain a diffusion model by denoising score matching, then sample, evaluate, report."""
-    from scorealign.train.pretrain import PretrainConfig
-    cfg = resolve_config(PretrainConfig, config, set_, resume, dry_run, help_config)
-    run_pretrain(cfg, out, resume)
-
-
-def run_pretrain(cfg, out: Path | None, resume: Path | None) -> Path:
-    """Pretrain into a run directory, then write samples, eval.json and report.html."""
-    from scorealign.report.html import write_report
-    from scorealign.train.evaluate import evaluate, sample_grid, write_eval
-    from scorealign.train.pretrain import pretrain
-
-    run = open_run(cfg, out, resume, "pretrain")
-    t0 = time.time()
-    try:
-        pretrain(cfg, run, resume=resume is not None)
-    except ValueError as e:
-        fail(f"{run.config_file}: {e}")
-    from scorealign.train.evaluate import load_run
-    _, task, model = load_run(run.path)
-    sample_grid(task, model, cfg.sample, run.samples / "final.png")
-    metrics = evaluate(task, model, cfg.sample)
-    write_eval(run, {**metrics, "time/pretrain_s": round(time.time() - t0, 1)}, cfg.sample)
-    report = write_report(run.path, title=f"pretrain: {run.path.name}")
-    typer.echo("  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    typer.echo(f"report: {report}")
-    return run.path
 
 
 def _slug(text: str) -> str:
@@ -215,17 +182,6 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory.")) -> 
         fail(str(e))
 
 
-def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
-             set_: Optional[list[str]] = SET_OPT) -> None:
-    """The main job on its embedded default: LOOP fine-tuning of the shipped digits model.
-
-    Uses ``configs/finetune/demo.yaml``; pretrains a small base first when no shipped checkpoint
-    is present. A killed demo continues where it stopped.
-    """
-    from scorealign.cli.finetune import run_demo
-    typer.echo(f"report: {run_demo(out, set_) / 'report.html'}")
-
-
 def _load_any(run_dir: Path):
     """``scorealign.load(run_dir)``; exits 2 with one line on a missing or broken run."""
     from scorealign.api import load
@@ -259,22 +215,9 @@ def export_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any 
     typer.echo(f"exported: {path}")
 
 
-def configs_cmd() -> None:
-    """List the shipped configs (give a name to --config, e.g. --config digits_loop)."""
-    from scorealign.cli.common import configs_root, shipped_configs
-    typer.echo(f"# {configs_root()}")
-    for name, path in shipped_configs().items():
-        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines()
-                      if ln.startswith("#")), "")
-        typer.echo(f"{name:40s} {first}"[:120].rstrip())
-
-
 def register(app: typer.Typer) -> None:
-    """Add the core commands to the ``scorealign`` app."""
-    app.command("pretrain")(pretrain_cmd)
+    """Add ``sample``, ``eval``, ``report`` and ``export`` to the ``scorealign`` app."""
     app.command("sample")(sample_cmd)
     app.command("eval")(eval_cmd)
     app.command("report")(report_cmd)
-    app.command("demo")(demo_cmd)
     app.command("export")(export_cmd)
-    app.command("configs")(configs_cmd)

@@ -1,4 +1,5 @@
-"""``scorealign dpo --config X`` for configs with ``task: diffusion`` (delegated from preference/cli.py)."""
+"""``scorealign dpo --config X`` for configs with ``task: diffusion`` (delegated from cli/dpo.py):
+the options of :func:`scorealign.commands.dpo.diffusion_dpo`."""
 
 from __future__ import annotations
 
@@ -7,32 +8,21 @@ from typing import Optional
 
 import typer
 
-from scorealign.cli.common import fail
-
 
 def diffusion_dpo_cmd(config: Optional[Path], sets: Optional[list[str]], out: Optional[Path],
                       resume: Optional[Path], dry_run: bool, help_config: bool) -> dict:
     """Diffusion-DPO from a config: run dir, checkpoints, resume, metrics.jsonl, report.html.
 
-    Exits 2 with a message naming the file on a bad config, dataset or base model.
+    Exits 2 with a message naming the file on a bad config, dataset or base model (the typed
+    errors of :func:`~scorealign.commands.dpo.diffusion_dpo`, turned into exit 2 by the app).
     """
-    from scorealign.config import ConfigError
-    from scorealign.cli.dpo import start_run
-    from scorealign.report.html import write_report
+    from scorealign.cli.dpo import start_config
+    from scorealign.commands.dpo import DIFFUSION_CONFIGS, diffusion_dpo
     from scorealign.preference.rpo.config import DiffusionDPOConfig
-    from scorealign.preference.rpo.dataset import DatasetError
-    from scorealign.preference.diffusion_dpo import train
-    from scorealign.run.checkpoint import CheckpointError
 
-    cfg, run = start_run(DiffusionDPOConfig, "configs/dpo/diffusion_*.yaml", config, sets, out,
-                         resume, dry_run, help_config)
-    try:
-        summary = train(cfg, run, resume=resume is not None)
-    except (DatasetError, FileNotFoundError, CheckpointError, ConfigError) as e:
-        fail(str(e))
-    except ValueError as e:
-        fail(f"{run.config_file}: {e}")
-    report = write_report(run.path, title=f"diffusion-dpo: {run.path.name}")
+    cfg = start_config(DiffusionDPOConfig, DIFFUSION_CONFIGS, config, sets, resume, dry_run,
+                       help_config)
+    summary = diffusion_dpo(cfg, out, resume, say=typer.echo)
     last = summary.get("last", {})
     if last:
         typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, "
@@ -41,5 +31,5 @@ def diffusion_dpo_cmd(config: Optional[Path], sets: Optional[list[str]], out: Op
         if tag in summary:
             keys = ("eval/accuracy", "eval/label_prob", "eval/fd", "eval/flagged")
             typer.echo(f"{tag}: " + ", ".join(f"{k} {summary[tag][k]:.4f}" for k in keys))
-    typer.echo(f"report: {report}")
+    typer.echo(f"report: {summary['report']}")
     return summary

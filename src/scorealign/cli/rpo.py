@@ -1,4 +1,4 @@
-"""``scorealign rpo build-pairs``: build a preference dataset (RPO or reward-labelled)."""
+"""``scorealign rpo build-pairs``: the options of :func:`scorealign.commands.rpo.build_pairs`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from scorealign.cli.common import (CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, SET_OPT, default_out,
-                                   fail, resolve_config)
+from scorealign.cli.common import CONFIG_OPT, DRY_OPT, HELP_CFG_OPT, OUT_OPT, SET_OPT, resolve_config
 
 rpo_app = typer.Typer(no_args_is_help=True, add_completion=False,
                       help="Rich preference optimization: critique → edit → verify → pairs.")
@@ -22,17 +21,11 @@ def build_pairs_cmd(config: Optional[Path] = CONFIG_OPT, sets: Optional[list[str
                                                    help="Replace a complete dataset at --out.")
                     ) -> None:
     """Sample the base model and write pairs.jsonl + PNGs + manifest (configs/rpo/)."""
-    from scorealign.preference.rpo.build import build_pairs
+    from scorealign.commands.rpo import build_pairs
     from scorealign.preference.rpo.config import BuildPairsConfig
-    from scorealign.preference.rpo.dataset import DatasetError
-    from scorealign.preference.rpo.records import StageError
 
     cfg = resolve_config(BuildPairsConfig, config, sets, None, dry_run, help_config)
-    target = out or default_out(f"pairs-{cfg.method}")
-    try:
-        path, stats = build_pairs(cfg, target, overwrite=overwrite)
-    except (FileExistsError, FileNotFoundError, DatasetError, StageError) as e:
-        fail(str(e))
+    path, stats = build_pairs(cfg, out, overwrite=overwrite)
     s = stats.to_dict()
     typer.echo(f"{cfg.method}: {s['kept']} pairs from {s['images']} images "
                f"(flagged {s['flagged']}); findings {s['findings']}; rejections {s['rejections']}")

@@ -295,9 +295,8 @@ def _train(cfg: ControlConfig, out, resume: bool, stop_after: int | None) -> dic
             run.log(done, **row)
             if done % cfg.ckpt_every == 0 or done == cfg.iterations:
                 _save(run, done, policy, optimizer, algo_state, cfg.train.keep_checkpoints)
-    if run is not None:
+    if run is not None:  # the command exports RUN/final and writes report.html
         plot_performance(run)
-        from scorealign.export import finish_control_run; finish_control_run(run, policy)  # noqa: E702 (issue 11)
     return last or evaluate(env, policy, cfg)
 
 

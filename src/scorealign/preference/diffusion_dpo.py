@@ -146,8 +146,9 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     """Run (or continue) Diffusion-DPO into ``run``; returns a summary (last metrics, evals).
 
     ``callback(step, policy)`` runs after every optimizer step (``step`` counts the steps done),
-    e.g. to evaluate along training without reloading checkpoints; ``export_final=False`` skips
-    the exported ``final/`` model.
+    e.g. to evaluate along training without reloading checkpoints. The trained ``policy`` is in
+    the summary; the ``dpo`` command exports it (``export_final`` is ignored: trainers never
+    export).
     """
     from scorealign.run.progress import TqdmLike as tqdm  # issue 11: one progress library
 
@@ -209,10 +210,6 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     bar.close()
     summary["end_step"] = end
     if end == t.steps and end > start:
-        if export_final:
-            from scorealign.export import export_digits  # issue 11: LoRA merged
-
-            export_digits(policy, run.path / "final")
         if cfg.eval.enabled:
             summary["eval_end"] = _evaluate(cfg, base, policy, run, end, "end")
     summary["policy"] = policy

@@ -113,10 +113,11 @@ def _resume(run: RunDir, model, optimizer, accelerator) -> int:
 
 def train(cfg: Any, run: RunDir, *, resume: bool = False,
           export_final: bool = True) -> dict[str, Any]:
-    """Run (or continue) preference optimization; returns the last logged metrics and evals.
+    """Run (or continue) preference optimization; returns the last logged metrics and evals,
+    with the trained ``model`` (unwrapped) and its ``tokenizer``.
 
-    ``export_final=False`` skips ``RUN/final`` and report.html (experiments that keep only the
-    metrics of many short runs).
+    Trainers never export: the ``dpo`` command writes ``RUN/final`` and report.html
+    (``export_final`` is ignored, kept for callers that pass it).
     """
     from accelerate import Accelerator
     from scorealign.run.progress import TqdmLike as tqdm  # issue 11: one progress library
@@ -187,8 +188,7 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
     if setup.evaluate is not None and end == t.steps and end > start and main:
         summary["eval_end"] = _evaluate(run, end, setup, model, accelerator)
     summary["end_step"] = end
-    if main and end == t.steps and export_final:  # issue 11: RUN/final (transformers/peft dir) and report.html
-        from scorealign.export import finish_lm_run; finish_lm_run(run, accelerator.unwrap_model(model), setup.tokenizer)  # noqa: E501,E702
+    summary["model"], summary["tokenizer"] = accelerator.unwrap_model(model), setup.tokenizer
     return summary
 
 

@@ -410,12 +410,11 @@ def gather_trajectory(acc: Accelerator, traj, rows: torch.Tensor, n: int, prompt
 
 
 def finetune(cfg: FinetuneConfig, run: RunDir | None, resume: bool = False) -> Finetuner:
-    """Build a :class:`Finetuner`, resume it if asked, and run it to ``cfg.train.epochs``."""
+    """Build a :class:`Finetuner`, resume it if asked, and run it to ``cfg.train.epochs``;
+    returns it (trained weights in ``ft.setup``; the ``finetune`` command exports them)."""
     ft = Finetuner(cfg, run)
     if resume:
         start = ft.resume()
         ft.acc.print(f"resuming {run.path} from epoch {start}")
     ft.fit()
-    if run is not None and ft.acc.is_main_process:  # issue 11: RUN/final in diffusers format
-        from scorealign.export import export_finetuner; export_finetuner(ft)  # noqa: E702
     return ft

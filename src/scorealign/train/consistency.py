@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
@@ -243,13 +242,14 @@ def consistency_batch(task, cfg: "PretrainConfig", step: int, n_scales: int, ran
     return x0[mine], task.slice_cond(cond, mine), n[mine], z[mine]
 
 
-def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = False) -> Path:
-    """Run CD or CT (``cfg.train.objective``) into ``run``; returns the exported final model.
+def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = False
+                         ) -> dict[str, Tensor]:
+    """Run CD or CT (``cfg.train.objective``) into ``run``; returns the student's EMA weights
+    (the model; the ``pretrain`` command exports them to ``final/``, as for DSM runs).
 
-    The checkpoint holds the student θ, its EMA (exported to ``final/``, as DSM runs export
-    theirs), the target θ⁻ and the optimizer.
+    The checkpoint holds the student θ, its EMA, the target θ⁻ and the optimizer.
     """
-    from scorealign.run.loop import end_of_step, export_final, optimizer_step, resume_states
+    from scorealign.run.loop import end_of_step, optimizer_step, resume_states
     from scorealign.train.pretrain import lr_at, make_accelerator, update_ema
     from scorealign.run.progress import progress_bar
     from scorealign.train.task import build_task
@@ -309,5 +309,5 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
                         lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
                                  "target": target.state_dict(), "optimizer": opt.state_dict()})
             bar.advance(loss=loss.item())
-    return export_final(acc, run, task, ema)
+    return ema
 

@@ -10,7 +10,6 @@ several processes (each process takes its slice of the same global batch).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -21,7 +20,7 @@ from scorealign.nets import ModelConfig
 from scorealign.rng import generator
 from scorealign.sde.dsm import dsm_loss, sample_t
 from scorealign.train.consistency import ConsistencyConfig, consistency_pretrain
-from scorealign.run.loop import Cadence, export_final, optimizer_step, resume_states, run_steps
+from scorealign.run.loop import Cadence, optimizer_step, resume_states, run_steps
 from scorealign.run.loop import lr_at as schedule_lr
 from scorealign.run.rundir import RunDir
 from scorealign.train.task import (DataConfig, SamplingConfig, SDEConfig, Task, build_task,
@@ -122,8 +121,9 @@ def train_step_batch(task: Task, cfg: TrainConfig, step: int, rank: int, world: 
     return x0[mine], task.slice_cond(cond, mine), t[mine], noise[mine]
 
 
-def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> Path:
-    """Run the DSM loop into ``run``; returns the path of the exported final model.
+def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> dict[str, torch.Tensor]:
+    """Run the DSM loop into ``run``; returns the EMA weights (the model; the ``pretrain``
+    command exports them to ``RUN/final``, see scorealign.commands.pretrain).
 
     ``train.objective: cd | ct`` hands the run to the consistency loop (train/consistency.py).
     """
@@ -159,4 +159,4 @@ def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> Path:
               optimizers=opt, bar_field="loss/dsm",
               states=lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
                               "optimizer": opt.state_dict()})
-    return export_final(acc, run, task, ema)
+    return ema

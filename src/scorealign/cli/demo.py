@@ -1,0 +1,26 @@
+"""``scorealign demo``: the options of :func:`scorealign.commands.demo.demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from scorealign.cli.common import SET_OPT
+
+
+def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
+             set_: Optional[list[str]] = SET_OPT) -> None:
+    """The main job on its embedded default: LOOP fine-tuning of the shipped digits model.
+
+    Uses ``configs/finetune/demo.yaml``; pretrains a small base first when no shipped checkpoint
+    is present. A killed demo continues where it stopped.
+    """
+    from scorealign.commands.demo import demo
+    typer.echo(f"report: {demo(out, set_, say=typer.echo) / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to the ``scorealign`` app."""
+    app.command("demo")(demo_cmd)

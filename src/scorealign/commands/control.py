@@ -1,0 +1,43 @@
+"""``control``: continuous-time RL on a controlled SDE into a run directory, then
+``RUN/final/policy.safetensors`` and ``report.html``.
+
+The trainer (:func:`scorealign.control.train.train_control`) returns the final evaluation and
+never exports; this command exports the policy from the run's final checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scorealign.commands.common import Say, default_out, silent, typed_errors
+from scorealign.errors import RunNotFoundError
+
+
+def control(cfg: Any, out: str | Path | None = None, resume: str | Path | None = None, *,
+            say: Say | None = None) -> Path:
+    """Train a policy (``cfg.algo``) into ``out`` (default ``runs/control-<time>``) or continue
+    ``resume``, export ``RUN/final``, write ``report.html``; returns the run directory.
+
+    ``say`` receives the final evaluation's line and the run's path.
+
+    Raises:
+        UsageError: ``out`` holds a run already; RunNotFoundError: ``resume`` is no run;
+        CheckpointError, RunDirError.
+    """
+    from scorealign.control.train import train_control
+    from scorealign.export import export_run  # integrator: A2 moves this (commands.export)
+    from scorealign.report.html import write_report
+
+    path = Path(resume or out or default_out("control"))
+    with typed_errors(values=False, missing=RunNotFoundError):
+        result = train_control(cfg, path, resume=resume is not None)
+    export_run(path)
+    write_report(path, title=f"control: {path.name}")
+    say = say or silent
+    say("  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)))
+    say(f"run: {path}")
+    return path
+
+
+__all__ = ["control"]
