@@ -12,7 +12,8 @@ raise ``scorealign.errors.ScorealignError`` subclasses on bad input.
 __version__ = "0.1.0"
 
 
-_API = ("load", "Loaded", "finetune", "pretrain", "dpo", "build_pairs")  # control: the package
+_API = ("load", "Loaded", "finetune", "pretrain", "dpo", "build_pairs", "sample", "evaluate",
+        "export", "report")  # control: the package (scorealign.api.control is the command)
 
 
 def __getattr__(name: str):  # lazy: `import scorealign` stays light for the CLI
@@ -20,3 +21,7 @@ def __getattr__(name: str):  # lazy: `import scorealign` stays light for the CLI
         from scorealign import api
         return getattr(api, name)
     raise AttributeError(f"module 'scorealign' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

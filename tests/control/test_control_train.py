@@ -55,9 +55,7 @@ def test_resume_is_exact(tmp_path, monkeypatch, algo):
     The end-of-run plots and report (matplotlib, most of the time here) are not what is tested:
     they are skipped; the CLI test below writes them."""
     import scorealign.control.train as ct
-    import scorealign.export as ex
     monkeypatch.setattr(ct, "plot_performance", lambda run: None)
-    monkeypatch.setattr(ex, "finish_control_run", lambda run, policy: None)
     cfg = ControlConfig(algo=AlgoConfig(name=algo), occupation="exponential", **TINY)
     train_control(cfg, tmp_path / "full")
     train_control(cfg, tmp_path / "cut", stop_after=3)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -139,11 +138,8 @@ def test_cli_bad_data_line_exits_2_naming_file_and_line(cfg_file, pairs_file, tm
 
 def test_cli_delegates_diffusion_configs(tmp_path, monkeypatch):
     calls = []
-    pkg, mod = types.ModuleType("scorealign.preference.rpo"), types.ModuleType("scorealign.cli.diffusion_dpo")
-    mod.diffusion_dpo_cmd = lambda *a: calls.append(a)
-    pkg.dpo_cli = mod
-    monkeypatch.setitem(sys.modules, "scorealign.preference.rpo", pkg)
-    monkeypatch.setitem(sys.modules, "scorealign.cli.diffusion_dpo", mod)
+    import scorealign.cli.dpo as cli_dpo
+    monkeypatch.setattr(cli_dpo, "diffusion_dpo_cmd", lambda *a: calls.append(a))
     cfg = tmp_path / "d.yaml"
     cfg.write_text("task: diffusion\nanything: [not, a, DPOConfig, field]\n")
     res = _cli(["--config", str(cfg), "--set", "a.b=1", "--out", str(tmp_path / "o"), "--dry-run"])

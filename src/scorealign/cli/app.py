@@ -28,26 +28,14 @@ _COMMAND_MODULES = (
     "scorealign.cli.rpo",       # rpo build-pairs
     "scorealign.cli.control",   # control
     "scorealign.cli.demo",      # demo
-    "scorealign.cli.core",      # sample, eval, report, export (until the four modules below land)
     "scorealign.cli.sample",    # sample
     "scorealign.cli.evaluate",  # eval
     "scorealign.cli.export",    # export
     "scorealign.cli.report",    # report
     "scorealign.cli.configs",   # configs
 )
-#: modules that may be absent during the floor-plan transition (issue 21); the integrator
-#: empties this once they exist and cli/core.py is gone
-_OPTIONAL = {"scorealign.cli.core", "scorealign.cli.sample", "scorealign.cli.evaluate",
-             "scorealign.cli.export", "scorealign.cli.report"}
-
 for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as _e:
-        if _name not in _OPTIONAL or _e.name != _name:
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(_name).register(app)
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM,
                  errno.ENOTDIR, errno.EISDIR}

@@ -2,8 +2,9 @@
 model) from a YAML config; the options of :mod:`scorealign.commands.dpo`.
 
 A config (or a resumed run's ``config.yaml``) whose top level has ``task: diffusion`` is handed,
-unparsed, to ``scorealign.cli.diffusion_dpo.diffusion_dpo_cmd`` (Diffusion-DPO); every other config is
-parsed strictly into :class:`~scorealign.preference.config.DPOConfig`.
+unparsed, to :func:`diffusion_dpo_cmd` (Diffusion-DPO, parsed into
+:class:`~scorealign.preference.rpo.config.DiffusionDPOConfig`); every other config is parsed
+strictly into :class:`~scorealign.preference.config.DPOConfig`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,6 @@ def register(app: typer.Typer) -> None:
             help_config: bool = HELP_CFG_OPT) -> None:
         """Train with DPO / IPO / SimPO / ORPO / KTO / RainbowPO / Mallows-DPO (configs/dpo/)."""
         if config_task(config, resume) == "diffusion":
-            from scorealign.cli.diffusion_dpo import diffusion_dpo_cmd
-
             diffusion_dpo_cmd(config, list(sets or []), out, resume, dry_run, help_config)
             return
         from scorealign.commands.dpo import lm_dpo
@@ -60,4 +59,29 @@ def _report(summary: dict) -> None:
             typer.echo(f"{tag}: " + ", ".join(f"{k} {v:.4f}" for k, v in summary[tag].items()))
 
 
-__all__ = ["config_task", "start_config", "register"]
+def diffusion_dpo_cmd(config: Path | None, sets: list[str] | None, out: Path | None,
+                      resume: Path | None, dry_run: bool, help_config: bool) -> dict:
+    """Diffusion-DPO from a config: run dir, checkpoints, resume, metrics.jsonl, report.html.
+
+    Exits 2 with a message naming the file on a bad config, dataset or base model (the typed
+    errors of :func:`~scorealign.commands.dpo.diffusion_dpo`, turned into exit 2 by the app).
+    """
+    from scorealign.commands.dpo import DIFFUSION_CONFIGS, diffusion_dpo
+    from scorealign.preference.rpo.config import DiffusionDPOConfig
+
+    cfg = start_config(DiffusionDPOConfig, DIFFUSION_CONFIGS, config, sets, resume, dry_run,
+                       help_config)
+    summary = diffusion_dpo(cfg, out, resume, say=typer.echo)
+    last = summary.get("last", {})
+    if last:
+        typer.echo(f"step {last['step']}: loss {last['loss']:.4f}, "
+                   f"rewards/accuracy {last['rewards/accuracy']:.3f}")
+    for tag in ("eval_start", "eval_end"):
+        if tag in summary:
+            keys = ("eval/accuracy", "eval/label_prob", "eval/fd", "eval/flagged")
+            typer.echo(f"{tag}: " + ", ".join(f"{k} {summary[tag][k]:.4f}" for k in keys))
+    typer.echo(f"report: {summary['report']}")
+    return summary
+
+
+__all__ = ["config_task", "start_config", "diffusion_dpo_cmd", "register"]

@@ -26,7 +26,7 @@ def control(cfg: Any, out: str | Path | None = None, resume: str | Path | None =
         CheckpointError, RunDirError.
     """
     from scorealign.control.train import train_control
-    from scorealign.export import export_run  # integrator: A2 moves this (commands.export)
+    from scorealign.commands.export import export_run
     from scorealign.report.html import write_report
 
     path = Path(resume or out or default_out("control"))

@@ -71,7 +71,7 @@ def lm_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | None = 
         DataError: a bad pair-data line (file:line); UsageError, RunNotFoundError (see
         :func:`~scorealign.commands.common.open_run`).
     """
-    from scorealign.export import export_lm  # integrator: A2 moves this (commands.formats)
+    from scorealign.commands.formats import export_lm
     from scorealign.preference.trainer import train
     from scorealign.report.html import write_report
 
@@ -98,7 +98,7 @@ def diffusion_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | 
         rejects: the message names the run's config.yaml).
     """
     from scorealign.config import ConfigError
-    from scorealign.export import export_digits  # integrator: A2 moves this (commands.formats)
+    from scorealign.commands.formats import export_digits
     from scorealign.preference.diffusion_dpo import train
     from scorealign.preference.rpo.dataset import DatasetError
     from scorealign.report.html import write_report

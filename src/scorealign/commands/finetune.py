@@ -29,7 +29,7 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
         UsageError: ``out`` holds a run already; ConfigError: a value, key or file of the config
             that the trainer cannot use; CheckpointError, RunDirError.
     """
-    from scorealign.export import export_finetuner  # integrator: A2 moves this (commands.kind_finetune)
+    from scorealign.commands.kind_finetune import export_finetuner
     from scorealign.report.html import write_report
     from scorealign.rewards.base import RewardError
     from scorealign.rl.trainer import Finetuner

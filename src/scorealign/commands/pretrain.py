@@ -43,7 +43,8 @@ def pretrain(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
         ConfigError: a value the trainer rejects (the message names the run's config.yaml).
     """
     from scorealign.report.html import write_report
-    from scorealign.train.evaluate import evaluate, load_run, sample_grid, write_eval
+    from scorealign.train.bases import load_run
+    from scorealign.train.evaluate import evaluate, sample_grid, write_eval
 
     say = say or silent
     run = open_run(cfg, out, resume, "pretrain")
