@@ -108,28 +108,27 @@ def set_lr(optimizers: Any, value: float) -> None:
 class LogWindow:
     """The counts since the last log line: their metrics' mean and the counts per second.
 
-    ``add(metrics)`` after each count; ``row()`` at a log count returns the mean of each metric
-    over the window (``sum(float(v)) / n``, in the order the counts came) and
-    ``perf/steps_per_s``, then starts a new window. ``row(mean=False)`` returns the last count's
-    metrics instead of the mean (loops that log the current step).
+    ``add(metrics)`` after each count; at a log count ``mean()`` is each metric's mean over the
+    window (``sum(float(v)) / n``, summed in the order the counts came) and ``close(row)``
+    returns ``row`` with ``perf/steps_per_s`` appended, then starts a new window.
     """
 
     def __init__(self) -> None:
         self._sums: dict[str, float] = {}
-        self._last: dict[str, float] = {}
         self._n = 0
         self._tic = time.perf_counter()
 
     def add(self, metrics: Mapping[str, Any]) -> None:
-        self._last = {k: float(v) for k, v in metrics.items()}
-        for k, v in self._last.items():
-            self._sums[k] = self._sums.get(k, 0.0) + v
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
         self._n += 1
 
-    def row(self, mean: bool = True) -> dict[str, float]:
+    def mean(self) -> dict[str, float]:
+        return {k: v / self._n for k, v in self._sums.items()}
+
+    def close(self, row: Mapping[str, Any]) -> dict[str, Any]:
         now = time.perf_counter()
-        out = {k: v / self._n for k, v in self._sums.items()} if mean else dict(self._last)
-        out["perf/steps_per_s"] = self._n / (now - self._tic)
+        out = {**row, "perf/steps_per_s": self._n / (now - self._tic)}
         self._sums, self._n, self._tic = {}, 0, now
         return out
 
