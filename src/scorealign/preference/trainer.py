@@ -21,7 +21,7 @@ from scorealign.preference.logratio import concatenated_logps, pair_entropy
 from scorealign.preference.losses import PairLogps, kto_reference_point
 from scorealign.preference.mallows import auto_dispersion_scale
 from scorealign.rng import generator
-from scorealign.run.loop import Cadence, LogWindow, resume_states, run_steps
+from scorealign.run.loop import Cadence, LogWindow, mean_over_processes, resume_states, run_steps
 from scorealign.run.loop import lr_at as schedule_lr
 from scorealign.run.rundir import RunDir
 
@@ -148,7 +148,7 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
         return acc
 
     def on_log(done: int, acc: dict[str, float]) -> dict[str, float]:
-        acc = _mean_over_processes(acc, accelerator) if world > 1 else dict(acc)
+        acc = mean_over_processes(acc, accelerator) if world > 1 else dict(acc)
         row = window.close({**acc, "perf/lr": lr_at(done - 1, t)})
         summary["last"] = {"step": done, **row}
         return row
@@ -177,14 +177,6 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
     if main and end == t.steps and export_final:  # issue 11: RUN/final (transformers/peft dir) and report.html
         from scorealign.export import finish_lm_run; finish_lm_run(run, accelerator.unwrap_model(model), setup.tokenizer)  # noqa: E501,E702
     return summary
-
-
-def _mean_over_processes(acc: dict[str, float], accelerator) -> dict[str, float]:
-    """Metrics averaged over processes (equal micro-batch sizes), for the main process's log."""
-    keys = sorted(acc)
-    vals = accelerator.reduce(torch.tensor([acc[k] for k in keys], device=accelerator.device),
-                              reduction="mean")
-    return dict(zip(keys, vals.tolist()))
 
 
 def _evaluate(run: RunDir, step: int, setup: S.Setup, model, accelerator) -> dict[str, float]:

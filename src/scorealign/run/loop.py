@@ -66,26 +66,34 @@ class Cadence:
 
 def resume_states(run: RunDir | None, resume: bool, acc: Accelerator | None = None,
                   unit: str = "step") -> tuple[dict | None, int]:
-    """The newest checkpoint's states and its count, or ``(None, 0)`` for a fresh run.
+    """The newest checkpoint's states and its count, or ``(None, 0)`` for a fresh run
+    (:func:`resume_checkpoint` without the checkpoint's extra record)."""
+    states, _, start = resume_checkpoint(run, resume, acc, unit)
+    return states, start
+
+
+def resume_checkpoint(run: RunDir | None, resume: bool, acc: Accelerator | None = None,
+                      unit: str = "step") -> tuple[dict | None, dict, int]:
+    """The newest checkpoint's ``(states, extra record, count)``, or ``(None, {}, 0)``.
 
     On resume, metrics logged after that count are dropped (all of them when there is no
     checkpoint yet: the run starts over) so the resumed run appends each count exactly once;
     only the main process rewrites the log.
     """
     if run is None or not resume:
-        return None, 0
+        return None, {}, 0
     main = acc is None or acc.is_main_process
     if (ckpt := latest_checkpoint(run.checkpoints)) is None:
         if main:
             run.truncate_metrics(-1)
-        return None, 0
+        return None, {}, 0
     states, extra = load_checkpoint(ckpt)
     start = int(extra[unit])
     if main:
         run.truncate_metrics(start)
     if acc is not None:
         acc.print(f"resuming {run.path} from {unit} {start}")
-    return states, start
+    return states, extra, start
 
 
 def optimizer_step(acc: Accelerator, model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -96,6 +104,15 @@ def optimizer_step(acc: Accelerator, model: torch.nn.Module, opt: torch.optim.Op
     gnorm = acc.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
     opt.step()
     return None if gnorm is None else float(gnorm)
+
+
+def mean_over_processes(metrics: Mapping[str, float], acc: Accelerator) -> dict[str, float]:
+    """Metrics averaged over processes (equal batch shares), for the main process's log line;
+    a collective: every process calls it."""
+    keys = sorted(metrics)
+    vals = acc.reduce(torch.tensor([metrics[k] for k in keys], device=acc.device),
+                      reduction="mean")
+    return dict(zip(keys, vals.tolist()))
 
 
 def set_lr(optimizers: Any, value: float) -> None:
@@ -204,7 +221,9 @@ def run_steps(*, run: RunDir | None, acc: Accelerator | None, cadence: Cadence, 
 
 
 def export_final(acc: Accelerator, run: RunDir, task: Any, ema: dict) -> Any:
-    """Wait for every process, then export the EMA weights to ``RUN/final`` (main process)."""
+    """Wait for every process, then export the EMA weights to ``RUN/final`` (main process).
+
+    Used by the pretraining loops until the export moves into the commands (issue 21)."""
     acc.wait_for_everyone()
     final = run.path / "final"
     if acc.is_main_process:
