@@ -53,12 +53,13 @@ def build_policy(cfg: DiffusionDPOConfig, base: Base
     its adapters off [the LoRA-free base, as peft's ``disable_adapter``].
     """
     policy = copy.deepcopy(base.model)
-    if cfg.lora.enabled:
+    if cfg.lora.on:
         from peft import LoraConfig
 
         unet = _inner_unet(policy)
         policy.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+        unet.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+                                    lora_dropout=cfg.lora.dropout,
                                     target_modules=list(cfg.lora.target_modules),
                                     init_lora_weights=True))
         for name, p in policy.named_parameters():
@@ -189,8 +190,8 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
                                       rank, world)
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
-        if t.max_grad_norm > 0:
-            metrics["grad_norm"] = acc.clip_grad_norm_(params, t.max_grad_norm)
+        if t.grad_clip > 0:
+            metrics["grad_norm"] = acc.clip_grad_norm_(params, t.grad_clip)
         opt.step()
         window.add(metrics)
         return metrics

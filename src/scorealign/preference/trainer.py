@@ -54,7 +54,7 @@ def _perm(n: int, seed: int, epoch: int) -> torch.Tensor:
 def lr_at(step: int, t: Any) -> float:
     """Linear warmup to ``t.lr``, then constant or linear decay to 0 at ``t.steps``
     (:func:`scorealign.run.loop.lr_at`)."""
-    return schedule_lr(step, t.lr, t.steps, t.warmup_steps, t.schedule)
+    return schedule_lr(step, t.lr, t.steps, t.warmup_steps, t.decay)
 
 
 def paired_step(model, batch, reference, objective) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -140,8 +140,8 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
             accelerator.backward(loss / t.grad_accum)
             for k, v in {"loss": loss, **metrics}.items():
                 acc[k] = acc.get(k, 0.0) + float(v.detach()) / t.grad_accum
-        if t.max_grad_norm > 0:
-            acc["grad_norm"] = float(accelerator.clip_grad_norm_(params, t.max_grad_norm))
+        if t.grad_clip > 0:
+            acc["grad_norm"] = float(accelerator.clip_grad_norm_(params, t.grad_clip))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         window.add({})
