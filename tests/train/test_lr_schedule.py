@@ -1,8 +1,6 @@
 """``run.loop.lr_at`` is the one learning-rate schedule: it reproduces, bit for bit, each
 schedule the loops had before (copied below verbatim from the previous release)."""
 
-import math
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ def old_pretrain(step, lr, steps, warmup, decay):  # train/pretrain.py (DSM, CD/
     if decay == "constant":
         return lr
     frac = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(math.pi * frac)).item()))
+    return lr * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * frac)).item()))
 
 
 def old_dpo(step, lr, steps, warmup, schedule):  # preference/trainer.py (LM-DPO)
@@ -57,12 +55,11 @@ def test_the_two_warmup_orders_differ_so_both_are_kept():
 
 
 def test_the_loops_take_their_lr_from_run_loop():
-    from types import SimpleNamespace
-
     from scorealign.preference import trainer
+    from scorealign.preference.config import TrainConfig as DPOTrain
     from scorealign.train.pretrain import TrainConfig, lr_at as pretrain_lr
 
-    t = SimpleNamespace(lr=1e-4, steps=50, warmup_steps=7, schedule="linear")
+    t = DPOTrain(lr=1e-4, steps=50, warmup_steps=7, decay="linear")
     assert [trainer.lr_at(i, t) for i in range(52)] == [old_dpo(i, 1e-4, 50, 7, "linear")
                                                        for i in range(52)]
     tc = TrainConfig(steps=60, warmup_steps=9, lr=3e-3)
