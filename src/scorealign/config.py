@@ -23,18 +23,32 @@ class ConfigError(ScorealignError, ValueError):
     """A config that cannot be built; the message names the file, line and dotted field."""
 
 
-#: The run contract's shared names (one set across pretrain, finetune, dpo, rpo, control): an
-#: old dotted name that a config no longer knows → its canonical name. The loader rejects the
-#: old name with a message that gives the new one.
-RENAMED: dict[str, str] = {
-    "seed": "train.seed",
-    "iterations": "train.steps",
-    "ckpt_every": "train.ckpt_every",
-    "keep_checkpoints": "train.keep_checkpoints",
-    "train.save_every": "train.ckpt_every",
-    "train.keep": "train.keep_checkpoints",
-    "train.device": "device",
+#: Every old dotted field name → its current name, in one table. Names renamed by issue 11
+#: (one set of run-contract names for every command) are rejected with a message that gives
+#: the new name; names renamed by issue 21 (one ``OptimConfig`` / ``LoraConfig`` vocabulary)
+#: are *accepted* and read as the new name, so every shipped YAML and every run directory's
+#: ``config.yaml`` written before the rename still loads (also with ``--resume``). An accepted
+#: alias must stay in the same mapping as its new name (only the last component changes).
+ALIASES: dict[str, tuple[str, bool]] = {
+    # old name: (new name, accepted)
+    "seed": ("train.seed", False),
+    "iterations": ("train.steps", False),
+    "ckpt_every": ("train.ckpt_every", False),
+    "keep_checkpoints": ("train.keep_checkpoints", False),
+    "train.save_every": ("train.ckpt_every", False),
+    "train.keep": ("train.keep_checkpoints", False),
+    "train.device": ("device", False),
+    # issue 21: dpo / dpo task=diffusion spoke max_grad_norm, finetune and pretrain grad_clip
+    "train.max_grad_norm": ("train.grad_clip", True),
+    # issue 21: dpo spoke schedule, pretrain decay (the lr decay after warm-up)
+    "train.schedule": ("train.decay", True),
+    # issue 21: dpo and dpo task=diffusion spoke r, finetune rank
+    "model.lora.r": ("model.lora.rank", True),
+    "lora.r": ("lora.rank", True),
 }
+
+#: The rejected part of :data:`ALIASES` (old name → new name).
+RENAMED: dict[str, str] = {old: new for old, (new, ok) in ALIASES.items() if not ok}
 
 
 class FieldError(ScorealignError, ValueError):
@@ -96,6 +110,69 @@ def help_field(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - metad
     if isinstance(default, type):
         return dataclasses.field(default_factory=default, metadata={"help": help}, **kw)
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+# -- the shared schemas (issue 21: one OptimConfig, one LoraConfig, one BaseConfig) -----------
+# A command's config uses these classes, or a subclass that only adds its own fields and sets
+# its defaults (a field redeclared with another default keeps its name, type and meaning).
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer's settings, under ``train:`` of every command with a gradient loop
+    (pretrain, finetune, dpo, dpo task=diffusion); AdamW throughout."""
+
+    lr: float = help_field(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = help_field(0.0, "AdamW weight decay")
+    grad_clip: float = help_field(1.0, "max grad norm (0: off); old name max_grad_norm")
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise FieldError("lr", f"must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise FieldError("weight_decay" if self.weight_decay < 0 else "grad_clip",
+                             f"must be >= 0, got {min(self.weight_decay, self.grad_clip)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters through peft (``lora:`` of finetune and dpo task=diffusion,
+    ``model.lora:`` of dpo).
+
+    ``enabled`` null (finetune's form) means: adapters exactly when ``rank > 0`` (rank 0 trains
+    every weight); :attr:`on` is the resolved switch."""
+
+    enabled: bool | None = help_field(False, "train LoRA adapters instead of all weights "
+                                      "(null: when rank > 0)")
+    rank: int = help_field(8, "adapter rank r; old name r")
+    alpha: float = help_field(16.0, "LoRA scaling alpha")
+    dropout: float = help_field(0.0, "LoRA dropout (keep 0 for exact resume)")
+    target_modules: list[str] = help_field(["to_q", "to_k", "to_v", "to_out.0"],
+                                           "module names that get adapters")
+
+    @property
+    def on(self) -> bool:
+        """Whether adapters are trained."""
+        return self.rank > 0 if self.enabled is None else self.enabled
+
+    def __post_init__(self) -> None:
+        if self.rank < 0 or (self.on and self.rank < 1):
+            raise FieldError("rank", f"must be >= 1 with LoRA on (0: full fine-tuning), got "
+                                     f"{self.rank}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise FieldError("dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+DEFAULT_BASE = "pretrained:digits8"  # the shipped model, also when installed
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseConfig:
+    """The base model a command starts from (``base:`` of finetune, dpo task=diffusion and
+    ``rpo build-pairs``): ``pretrained:NAME``, a run directory or a model directory."""
+
+    path: str = help_field(DEFAULT_BASE, "'pretrained:NAME' (shipped models), a pretraining run "
+                           "directory, or a model directory (model.safetensors + "
+                           "model_config.json)")
 
 
 @dataclasses.dataclass
@@ -265,6 +342,12 @@ def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
     kwargs = {}
     for key, child in loc.value.items():
         dotted = f"{prefix}.{key}" if prefix else key
+        if key not in fields and dotted in ALIASES and ALIASES[dotted][1]:
+            new = ALIASES[dotted][0].rpartition(".")[2]
+            if new in loc.value:
+                raise ConfigError(f"{_where(src, child, dotted)}: old name of "
+                                  f"{ALIASES[dotted][0]}, which is also given; keep one")
+            key, dotted = new, ALIASES[dotted][0]
         if key not in fields:
             where = _where(src, child if child.line else loc, dotted)
             if dotted in RENAMED:

@@ -25,7 +25,7 @@ def demo(out: str | Path = Path("runs/demo"), sets: list[str] | None = None, *,
     lines when a base is pretrained here.
     """
     from scorealign.rl.config import FinetuneConfig
-    from scorealign.rl.setup import resolve_base_path
+    from scorealign.train.bases import resolve_base_path
     cfg = resolve_config(FinetuneConfig, DEMO_CONFIG, sets)
     out = Path(out)
     try:

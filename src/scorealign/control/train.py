@@ -4,7 +4,8 @@
 one environment of :data:`scorealign.control.envs.ENVS` at step size ``cfg.dt`` and writes the
 standard run directory (config.yaml, metrics.jsonl, checkpoints/, plots/performance.png).
 Every random draw of iteration i comes from generators keyed by (seed, purpose, i), so a resumed
-run is bit-identical to an uninterrupted one.
+run is bit-identical to an uninterrupted one. Resume, logging and checkpoint cadence are
+:func:`scorealign.run.loop.run_steps`'s (one count = one iteration).
 
 Performance is measured in continuous time, independently of the training Δt: for ``lq`` and
 ``lq2d`` with a linear policy, J(π) = E V^π(X₀) in closed form and the gap to the optimum J*;
@@ -31,8 +32,7 @@ from scorealign.control.estimators import build_ct_batch, build_dt_batch, discou
 from scorealign.control.policy import GaussianPolicy, LinearCritic
 from scorealign.control.simulate import simulate
 from scorealign.rng import generator
-from scorealign.run.progress import track  # issue 11: one progress library
-from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.run.loop import Cadence, lr_at, resume_checkpoint, run_steps
 from scorealign.run.rundir import RunDir
 
 
@@ -271,51 +271,47 @@ def train_control(cfg: ControlConfig, out: str | Path | None = None, resume: boo
 
 def _train(cfg: ControlConfig, out, resume: bool, stop_after: int | None) -> dict[str, Any]:
     env, policy, optimizer = build_state(cfg)
-    run, start, algo_state = None, 0, {}
+    run = None
     if out is not None:
         run = RunDir.open(out) if resume else RunDir.create(out, cfg)
-        ckpt = latest_checkpoint(run.checkpoints) if resume else None
-        if ckpt is not None:
-            start, algo_state = _restore(ckpt, policy, optimizer)
-        if resume:  # drop rows logged after the checkpoint (all of them without one)
-            run.truncate_metrics(start if start > 0 else -1)
+    states, extra, start = resume_checkpoint(run, resume, unit="iteration")
+    algo_state = dict(extra.get("algo_state", {}))
+    if states is not None:
+        policy.load_state_dict(states["policy"])
+        if optimizer is not None and "optimizer" in states:
+            optimizer.load_state_dict(states["optimizer"])
     if start == 0 and run is not None:
         run.log(0, **evaluate(env, policy, cfg))
-    last = {}
-    for it in track(range(start, cfg.iterations), "control", total=cfg.iterations,  # issue 11
-                    start=start, disable=run is None):
-        if stop_after is not None and it >= stop_after:
-            return last
+    last: dict[str, float] = {}
+
+    def step(it: int) -> dict[str, float]:
+        nonlocal last
         row = iterate(env, policy, optimizer, cfg, it, algo_state)
         done = it + 1
         if done % cfg.eval_every == 0 or done == cfg.iterations:
             last = evaluate(env, policy, cfg)
             row.update(last)
-        if run is not None:
-            run.log(done, **row)
-            if done % cfg.ckpt_every == 0 or done == cfg.iterations:
-                _save(run, done, policy, optimizer, algo_state, cfg.train.keep_checkpoints)
+        return row
+
+    def states_now() -> dict[str, Any]:
+        out = {"policy": dict(policy.state_dict())}
+        if optimizer is not None:
+            out["optimizer"] = optimizer.state_dict()
+        return out
+
+    # stop_after ends the invocation as a kill would: no checkpoint, plot or export at the cut.
+    run_steps(run=run, acc=None, start=start, stop=stop_after, checkpoint_at_stop=False,
+              cadence=Cadence(cfg.iterations, 1, cfg.ckpt_every, cfg.train.keep_checkpoints,
+                              unit="iteration"),
+              step=step, states=states_now, label="control", progress=run is not None,
+              lr=lambda i: lr_at(i, cfg.algo.lr, cfg.iterations),
+              optimizers=optimizer if optimizer is not None else (),
+              extra=lambda done: {"iteration": done, "algo_state": dict(algo_state)})
+    if stop_after is not None and stop_after < cfg.iterations:
+        return last
     if run is not None:  # the command exports RUN/final and writes report.html
         plot_performance(run)
     return last or evaluate(env, policy, cfg)
-
-
-def _save(run: RunDir, step: int, policy, optimizer, algo_state: dict, keep: int = 2) -> None:
-    states = {"policy": dict(policy.state_dict())}
-    if optimizer is not None:
-        states["optimizer"] = optimizer.state_dict()
-    save_checkpoint(run.checkpoints, step, states,
-                    extra={"iteration": step, "algo_state": dict(algo_state)},
-                    keep=keep)
-
-
-def _restore(ckpt: Path, policy, optimizer) -> tuple[int, dict]:
-    """Load weights and optimizer state; returns (iteration, the update's state dict)."""
-    states, extra = load_checkpoint(ckpt)
-    policy.load_state_dict(states["policy"])
-    if optimizer is not None and "optimizer" in states:
-        optimizer.load_state_dict(states["optimizer"])
-    return int(extra["iteration"]), dict(extra.get("algo_state", {}))
 
 
 def plot_performance(run: RunDir) -> Path:

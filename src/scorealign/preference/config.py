@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scorealign.config import FieldError, Tracker, help_field, tracker_field
+from scorealign.config import FieldError, OptimConfig, Tracker, help_field, tracker_field
+from scorealign.config import LoraConfig as SharedLora
 from scorealign.preference import objectives
 from scorealign.preference.losses import ParamError
 
@@ -19,13 +20,10 @@ _f = help_field  # every field carries its --help-config text
 
 
 @dataclass(frozen=True)
-class LoraConfig:
-    """LoRA adapters via peft; with reference.mode = lora_disabled the base is the reference."""
+class LoraConfig(SharedLora):
+    """LoRA adapters via peft (:class:`scorealign.config.LoraConfig` with the LM's defaults);
+    with reference.mode = lora_disabled the base is the reference."""
 
-    enabled: bool = _f(False, "train LoRA adapters instead of all weights")
-    r: int = _f(8, "LoRA rank")
-    alpha: float = _f(16.0, "LoRA scaling alpha")
-    dropout: float = _f(0.0, "LoRA dropout (keep 0 for exact resume)")
     target_modules: list[str] = _f(["c_attn"], "module names to adapt (GPT-2: c_attn, c_proj, c_fc)")
 
 
@@ -90,17 +88,16 @@ class ReferenceConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Optimization, logging and checkpointing."""
+class TrainConfig(OptimConfig):
+    """Optimization (the shared :class:`OptimConfig`: lr, weight_decay, grad_clip), logging and
+    checkpointing."""
 
     steps: int = _f(100, "optimizer steps")
     batch_size: int = _f(8, "pairs per micro-batch")
     grad_accum: int = _f(1, "micro-batches per optimizer step")
-    lr: float = _f(1e-4, "peak learning rate (AdamW)")
-    schedule: Literal["constant", "linear"] = _f("constant", "after warmup: constant or linear to 0")
+    decay: Literal["constant", "linear"] = _f("constant", "after warmup: constant or linear to 0 "
+                                              "(old name schedule)")
     warmup_steps: int = _f(0, "linear warmup steps")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
     log_every: int = _f(10, "steps between metric lines")
     eval_every: int = _f(0, "steps between evaluations (0: only at start and end)")
     ckpt_every: int = _f(50, "steps between checkpoints (the last step is always saved)")
@@ -163,7 +160,7 @@ class DPOConfig(TrainSeed):
         if obj.unpaired and mode not in ("model", "lora_disabled"):
             raise ValueError("kto needs reference.mode model or lora_disabled (its KL term pairs "
                              "examples within a batch, which a precomputed cache cannot serve)")
-        if mode == "lora_disabled" and not self.model.lora.enabled:
+        if mode == "lora_disabled" and not self.model.lora.on:
             raise ValueError("reference.mode lora_disabled needs model.lora.enabled: true")
         if self.data.source in ("jsonl", "hf") and not self.data.path:
             raise ValueError(f"data.source {self.data.source!r} needs data.path")

@@ -9,7 +9,9 @@ policy with its adapters disabled.
 Exact resume: the data order is ``preference.trainer.batch_indices`` (a function of seed and
 step), t and ε come from ``generator(seed, "diffusion-dpo", step)``, and the checkpoint holds the
 policy and optimizer state, so a run stopped at step k and resumed ends bit-identical (CPU, fp32)
-to an uninterrupted one.
+to an uninterrupted one. The loop is :func:`scorealign.run.loop.run_steps` on accelerate: with
+several processes each takes its share of the global batch (and of its t and ε), DDP averages
+the gradients, and only the main process logs, evaluates and checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import contextlib
 import copy
 import json
 import os
-import time
 from typing import Any, Callable
 
 import torch
@@ -31,7 +32,8 @@ from scorealign.preference.rpo.base import Base, load_base
 from scorealign.preference.rpo.config import DiffusionDPOConfig
 from scorealign.preference.rpo.dataset import PairDataset, read_pairs
 from scorealign.sde.dsm import sample_t
-from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.run.loop import (Cadence, LogWindow, lr_at, mean_over_processes, resume_states,
+                                 run_steps)
 from scorealign.run.rundir import RunDir
 
 
@@ -51,12 +53,13 @@ def build_policy(cfg: DiffusionDPOConfig, base: Base
     its adapters off [the LoRA-free base, as peft's ``disable_adapter``].
     """
     policy = copy.deepcopy(base.model)
-    if cfg.lora.enabled:
+    if cfg.lora.on:
         from peft import LoraConfig
 
         unet = _inner_unet(policy)
         policy.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+        unet.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+                                    lora_dropout=cfg.lora.dropout,
                                     target_modules=list(cfg.lora.target_modules),
                                     init_lora_weights=True))
         for name, p in policy.named_parameters():
@@ -88,12 +91,21 @@ def pair_batch(data: PairDataset, idx: list[int], base: Base, device: torch.devi
 
 
 def dpo_loss_step(cfg: DiffusionDPOConfig, base: Base, policy: nn.Module, ref_ctx, ref: nn.Module,
-                  x_w: Tensor, x_l: Tensor, cond: Any, step: int) -> tuple[Tensor, dict]:
-    """Loss and metrics of one Diffusion-DPO batch at ``step`` (shared t, ε per pair)."""
+                  x_w: Tensor, x_l: Tensor, cond: Any, step: int, rank: int = 0,
+                  world: int = 1) -> tuple[Tensor, dict]:
+    """Loss and metrics of one Diffusion-DPO batch at ``step`` (shared t, ε per pair).
+
+    With ``world`` processes the batch is process ``rank``'s share of a global batch of
+    ``world·B`` pairs: t and ε are drawn for the global batch and this share is taken, so the
+    processes together see what one process sees at the global batch.
+    """
     lc = cfg.loss
     g = generator(cfg.seed, "diffusion-dpo", step)
-    t = sample_t(x_w.shape[0], g, base.sde).to(x_w.device)
-    noise = torch.randn(x_w.shape, generator=g, dtype=x_w.dtype).to(x_w.device)
+    b = x_w.shape[0]
+    mine = slice(rank * b, (rank + 1) * b)
+    t = sample_t(b * world, g, base.sde)[mine].to(x_w.device)
+    noise = torch.randn((b * world, *x_w.shape[1:]), generator=g,
+                        dtype=x_w.dtype)[mine].to(x_w.device)
     kw = dict(kind=base.kind, weighting=lc.weighting, reduce=lc.reduce)
     err_pw, err_pl = pair_denoising_errors(policy, base.sde, x_w, x_l, t, noise, cond, **kw)
     with torch.no_grad(), ref_ctx():
@@ -108,16 +120,6 @@ def dpo_loss_step(cfg: DiffusionDPOConfig, base: Base, policy: nn.Module, ref_ct
                "errors/policy_rejected": err_pl.detach().mean(),
                "errors/ref_chosen": err_rw.mean(), "errors/ref_rejected": err_rl.mean()}
     return loss, metrics
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _lr(step: int, t: Any) -> float:
-    return t.lr * min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else t.lr
 
 
 def _write_json(path, data: dict) -> None:
@@ -150,10 +152,12 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     the summary; the ``dpo`` command exports it (``export_final`` is ignored: trainers never
     export).
     """
-    from scorealign.run.progress import TqdmLike as tqdm  # issue 11: one progress library
+    from accelerate import Accelerator
 
     t = cfg.train
-    device = _device(cfg.device)
+    acc = Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto"
+                                                  and not torch.cuda.is_available()))
+    device, rank, world = acc.device, acc.process_index, acc.num_processes
     base = base or load_base(cfg.base.path, cfg.base.sde)
     base.model.to(device)
     data = read_pairs(cfg.data.path, cfg.data.limit)
@@ -165,51 +169,54 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     policy, ref_ctx, ref = build_policy(cfg, base)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    start = 0
-    if resume and (ckpt := latest_checkpoint(run.checkpoints)) is not None:
-        states, extra = load_checkpoint(ckpt)
+    states, start = resume_states(run, resume, acc)
+    if states is not None:
         policy.load_state_dict(states["model"])
         opt.load_state_dict(states["optimizer"])
-        start = int(extra["step"])
-        run.truncate_metrics(start)
+    model, opt = acc.prepare(policy, opt)
     summary: dict[str, Any] = {"start_step": start, "pairs": len(data)}
-    if start == 0 and cfg.eval.enabled:
+    if start == 0 and cfg.eval.enabled and acc.is_main_process:
         summary["eval_start"] = _evaluate(cfg, base, policy, run, 0, "start")
     end = min(t.steps, t.stop_after_steps or t.steps)
-    bar = tqdm(range(start, end), initial=start, total=t.steps, disable=not t.progress,
-               desc="diffusion-dpo")
-    tic, window, acc_sum = time.perf_counter(), 0, {}
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, t)
-        idx = batch_indices(len(data), cfg.seed, step, 0, 1, t.batch_size)
-        x_w, x_l, cond = pair_batch(data, idx, base, device)
-        loss, metrics = dpo_loss_step(cfg, base, policy, ref_ctx, ref, x_w, x_l, cond, step)
+    window = LogWindow()
+
+    def lr(i: int) -> float:
+        return lr_at(i, t.lr, t.steps, t.warmup_steps, ratio_first=True)
+
+    def step(i: int) -> dict[str, Any]:
+        idx = batch_indices(len(data), cfg.seed, i, 0, 1, t.batch_size * world)
+        x_w, x_l, cond = pair_batch(data, idx[rank * t.batch_size:(rank + 1) * t.batch_size],
+                                    base, device)
+        loss, metrics = dpo_loss_step(cfg, base, model, ref_ctx, ref, x_w, x_l, cond, i,
+                                      rank, world)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if t.max_grad_norm > 0:
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+        acc.backward(loss)
+        if t.grad_clip > 0:
+            metrics["grad_norm"] = acc.clip_grad_norm_(params, t.grad_clip)
         opt.step()
-        done, window = step + 1, window + 1
-        for k, v in metrics.items():
-            acc_sum[k] = acc_sum.get(k, 0.0) + float(v)
-        if done % t.log_every == 0 or done == end:
-            now = time.perf_counter()
-            row = {k: v / window for k, v in acc_sum.items()}
-            row.update({"perf/lr": _lr(step, t), "perf/steps_per_s": window / (now - tic)})
-            run.log(done, **row)
-            summary["last"] = {"step": done, **row}
-            bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['rewards/accuracy']:.2f}")
-            tic, window, acc_sum = now, 0, {}
-        if done % t.ckpt_every == 0 or done == end:
-            save_checkpoint(run.checkpoints, done,
-                            {"model": {k: v.detach().clone() for k, v in policy.state_dict().items()},
-                             "optimizer": opt.state_dict()}, extra={"step": done}, keep=t.keep_checkpoints)
-        if callback is not None:
-            callback(done, policy)
-    bar.close()
+        window.add(metrics)
+        return metrics
+
+    def on_log(done: int, metrics: dict[str, Any]) -> dict[str, float]:
+        mean = window.mean()
+        mean = mean_over_processes(mean, acc) if world > 1 else mean
+        row = window.close({**mean, "perf/lr": lr(done - 1)})
+        summary["last"] = {"step": done, **row}
+        return row
+
+    run_steps(run=run, acc=acc,
+              cadence=Cadence(t.steps, t.log_every, t.ckpt_every, t.keep_checkpoints),
+              start=start, stop=end, step=step, label="diffusion-dpo", lr=lr, optimizers=opt,
+              on_log=on_log, progress=t.progress,
+              after_step=(lambda done: callback(done, policy)) if callback else None,
+              bar_field=lambda m: {"loss": float(m["loss"]),
+                                   "acc": float(m["rewards/accuracy"])},
+              states=lambda: {"model": {k: v.detach().clone()
+                                        for k, v in policy.state_dict().items()},
+                              "optimizer": opt.state_dict()})
+    acc.wait_for_everyone()
     summary["end_step"] = end
-    if end == t.steps and end > start:
+    if end == t.steps and end > start and acc.is_main_process:
         if cfg.eval.enabled:
             summary["eval_end"] = _evaluate(cfg, base, policy, run, end, "end")
     summary["policy"] = policy

@@ -61,10 +61,10 @@ def build_policy(cfg: Any, tok: Any, init: Path | None) -> torch.nn.Module:
         if init is not None:
             model.load_state_dict(load_weights(init), strict=False)
     disable_dropout(model)
-    if m.lora.enabled:
+    if m.lora.on:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=m.lora.r, lora_alpha=m.lora.alpha,
+        model = get_peft_model(model, LoraConfig(r=m.lora.rank, lora_alpha=m.lora.alpha,
                                                  lora_dropout=m.lora.dropout,
                                                  target_modules=list(m.lora.target_modules),
                                                  fan_in_fan_out=True, task_type="CAUSAL_LM"))

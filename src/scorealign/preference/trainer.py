@@ -12,7 +12,6 @@ and resumed to N ends with the same weights, bit for bit (CPU fp32), as an unint
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import torch
@@ -22,7 +21,8 @@ from scorealign.preference.logratio import concatenated_logps, pair_entropy
 from scorealign.preference.losses import PairLogps, kto_reference_point
 from scorealign.preference.mallows import auto_dispersion_scale
 from scorealign.rng import generator
-from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scorealign.run.loop import Cadence, LogWindow, mean_over_processes, resume_states, run_steps
+from scorealign.run.loop import lr_at as schedule_lr
 from scorealign.run.rundir import RunDir
 
 
@@ -52,12 +52,9 @@ def _perm(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def lr_at(step: int, t: Any) -> float:
-    """Linear warmup to ``t.lr``, then constant or linear decay to 0 at ``t.steps``."""
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.schedule == "linear":
-        return t.lr * max(0.0, (t.steps - step) / max(1, t.steps - t.warmup_steps))
-    return t.lr
+    """Linear warmup to ``t.lr``, then constant or linear decay to 0 at ``t.steps``
+    (:func:`scorealign.run.loop.lr_at`)."""
+    return schedule_lr(step, t.lr, t.steps, t.warmup_steps, t.decay)
 
 
 def paired_step(model, batch, reference, objective) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -91,26 +88,6 @@ def unpaired_step(model, batch, reference, objective, gather=None
                            "kl": z0, "logps/completion": pol.logp.detach().mean()}
 
 
-def _save(run: RunDir, step: int, model, optimizer, accelerator, keep: int) -> None:
-    sd = accelerator.unwrap_model(model).state_dict()
-    # Tied weights (GPT-2 wte/lm_head) share storage, which safetensors refuses: clone each.
-    weights = {k: v.detach().clone() for k, v in sd.items()}
-    save_checkpoint(run.checkpoints, step, {"model": weights, "optimizer": optimizer.state_dict()},
-                    extra={"step": step}, keep=keep)
-
-
-def _resume(run: RunDir, model, optimizer, accelerator) -> int:
-    ckpt = latest_checkpoint(run.checkpoints)
-    if ckpt is None:
-        return 0
-    states, extra = load_checkpoint(ckpt)
-    accelerator.unwrap_model(model).load_state_dict(states["model"])
-    optimizer.load_state_dict(states["optimizer"])
-    if accelerator.is_main_process:
-        run.truncate_metrics(extra["step"])
-    return int(extra["step"])
-
-
 def train(cfg: Any, run: RunDir, *, resume: bool = False,
           export_final: bool = True) -> dict[str, Any]:
     """Run (or continue) preference optimization; returns the last logged metrics and evals,
@@ -120,7 +97,6 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
     (``export_final`` is ignored, kept for callers that pass it).
     """
     from accelerate import Accelerator
-    from scorealign.run.progress import TqdmLike as tqdm  # issue 11: one progress library
 
     t = cfg.train
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=t.mixed_precision)
@@ -139,7 +115,10 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
-    start = _resume(run, model, optimizer, accelerator) if resume else 0
+    states, start = resume_states(run, resume, accelerator)
+    if states is not None:
+        accelerator.unwrap_model(model).load_state_dict(states["model"])
+        optimizer.load_state_dict(states["optimizer"])
     step_fn = paired_step
     if objective.unpaired:
         step_fn = functools.partial(unpaired_step, gather=accelerator.gather if world > 1 else None)
@@ -147,57 +126,57 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
     if start == 0 and setup.evaluate is not None and main:
         summary["eval_start"] = _evaluate(run, 0, setup, model, accelerator)
     end = min(t.steps, t.stop_after_steps or t.steps)
-    bar = tqdm(range(start, end), initial=start, total=end, disable=not t.progress, desc="dpo")
-    n, tic, window = len(setup.items), time.perf_counter(), 0
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, t)
+    n, window = len(setup.items), LogWindow()
+
+    def step(i: int) -> dict[str, float]:
         acc: dict[str, float] = {}
         for micro in range(t.grad_accum):
             # This process's share of the global micro-batch (the whole of it on one process).
-            idx = batch_indices(n, cfg.seed, step, micro, t.grad_accum, t.batch_size * world)
+            idx = batch_indices(n, cfg.seed, i, micro, t.grad_accum, t.batch_size * world)
             idx = idx[rank * t.batch_size:(rank + 1) * t.batch_size]
             batch = {k: v.to(accelerator.device) for k, v in
-                     setup.collate([setup.items[i] for i in idx], idx).items()}
+                     setup.collate([setup.items[j] for j in idx], idx).items()}
             with accelerator.autocast():
                 loss, metrics = step_fn(model, batch, reference, objective)
             accelerator.backward(loss / t.grad_accum)
             for k, v in {"loss": loss, **metrics}.items():
                 acc[k] = acc.get(k, 0.0) + float(v.detach()) / t.grad_accum
-        if t.max_grad_norm > 0:
-            acc["grad_norm"] = float(accelerator.clip_grad_norm_(params, t.max_grad_norm))
+        if t.grad_clip > 0:
+            acc["grad_norm"] = float(accelerator.clip_grad_norm_(params, t.grad_clip))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        done, window = step + 1, window + 1
-        if done % t.log_every == 0 or done == end:
-            now = time.perf_counter()
-            acc = _mean_over_processes(acc, accelerator) if world > 1 else acc
-            acc.update({"perf/lr": lr_at(step, t), "perf/steps_per_s": window / (now - tic)})
-            if main:
-                run.log(done, **acc)
-            summary["last"] = {"step": done, **acc}
-            bar.set_postfix(loss=f"{acc['loss']:.4f}", acc=f"{acc.get('rewards/accuracy', 0):.2f}")
-            tic, window = now, 0
-        if setup.evaluate is not None and t.eval_every and done % t.eval_every == 0 and done < end \
-                and main:
+        window.add({})
+        return acc
+
+    def on_log(done: int, acc: dict[str, float]) -> dict[str, float]:
+        acc = mean_over_processes(acc, accelerator) if world > 1 else dict(acc)
+        row = window.close({**acc, "perf/lr": lr_at(done - 1, t)})
+        summary["last"] = {"step": done, **row}
+        return row
+
+    def after_step(done: int) -> None:
+        if setup.evaluate is not None and t.eval_every and done % t.eval_every == 0 \
+                and done < end:
             _evaluate(run, done, setup, model, accelerator)
-        if (done % t.ckpt_every == 0 or done == end) and main:
-            _save(run, done, model, optimizer, accelerator, t.keep_checkpoints)
-    bar.close()
+
+    def states() -> dict[str, Any]:
+        sd = accelerator.unwrap_model(model).state_dict()
+        # Tied weights (GPT-2 wte/lm_head) share storage, which safetensors refuses: clone each.
+        return {"model": {k: v.detach().clone() for k, v in sd.items()},
+                "optimizer": optimizer.state_dict()}
+
+    run_steps(run=run, acc=accelerator,
+              cadence=Cadence(t.steps, t.log_every, t.ckpt_every, t.keep_checkpoints),
+              start=start, stop=end, step=step, states=states, label="dpo",
+              lr=lambda i: lr_at(i, t), optimizers=optimizer, on_log=on_log,
+              after_step=after_step, progress=t.progress,
+              bar_field=lambda m: {"loss": m["loss"], "acc": m.get("rewards/accuracy", 0.0)})
     accelerator.wait_for_everyone()
     if setup.evaluate is not None and end == t.steps and end > start and main:
         summary["eval_end"] = _evaluate(run, end, setup, model, accelerator)
     summary["end_step"] = end
     summary["model"], summary["tokenizer"] = accelerator.unwrap_model(model), setup.tokenizer
     return summary
-
-
-def _mean_over_processes(acc: dict[str, float], accelerator) -> dict[str, float]:
-    """Metrics averaged over processes (equal micro-batch sizes), for the main process's log."""
-    keys = sorted(acc)
-    vals = accelerator.reduce(torch.tensor([acc[k] for k in keys], device=accelerator.device),
-                              reduction="mean")
-    return dict(zip(keys, vals.tolist()))
 
 
 def _evaluate(run: RunDir, step: int, setup: S.Setup, model, accelerator) -> dict[str, float]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from scorealign.config import BaseConfig as SharedBase
 from scorealign.config import FieldError, Tracker, tracker_field
+from scorealign.config import LoraConfig as SharedLora
+from scorealign.config import OptimConfig as SharedOptim
 from scorealign.rl.losses import DEFAULT_ADVANTAGE, RL_LOSSES
 
 
@@ -14,8 +17,9 @@ def _h(text: str) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class BaseConfig:
-    """The pretrained model that is fine-tuned (and kept frozen as the KL reference)."""
+class BaseConfig(SharedBase):
+    """The pretrained model that is fine-tuned (and kept frozen as the KL reference):
+    :class:`scorealign.config.BaseConfig` and what a pipeline base needs."""
 
     type: Literal["digits", "sd_tiny", "sd3_tiny", "flux_tiny", "sd3", "flux"] = field(
         default="digits", metadata=_h(
@@ -154,18 +158,17 @@ class AlgoConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """The outer loop and the optimizer."""
+class OptimConfig(SharedOptim):
+    """The outer loop and the optimizer (:class:`scorealign.config.OptimConfig`: lr,
+    weight_decay, grad_clip; then the RL loop's own fields)."""
 
+    lr: float = field(default=3e-4, metadata=_h("AdamW learning rate"))
     epochs: int = field(default=30, metadata=_h("rollout → update rounds"))
     inner_epochs: int = field(default=1, metadata=_h("passes over each epoch's samples"))
     minibatch_size: int = field(default=32, metadata=_h("rows per optimizer step (global)"))
     grad_accum: int = field(default=1, metadata=_h("micro-batches per minibatch"))
     sample_batch_size: int = field(default=32, metadata=_h("rows per rollout chunk"))
     shuffle: bool = field(default=True, metadata=_h("shuffle rows between minibatches"))
-    lr: float = field(default=3e-4, metadata=_h("AdamW learning rate"))
-    weight_decay: float = field(default=0.0, metadata=_h("AdamW weight decay"))
-    grad_clip: float = field(default=1.0, metadata=_h("max grad norm (0: off)"))
     ema_decay: float = field(default=0.0, metadata=_h("EMA of trainable weights (0: off)"))
     seed: int = field(default=0, metadata=_h("run seed: every random draw derives from it"))
     log_kl: bool = field(default=True, metadata=_h("log the KL to the base model each epoch"))
@@ -185,14 +188,22 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class LoraConfig:
-    """LoRA adapters through peft (rank 0: train every weight)."""
+class LoraConfig(SharedLora):
+    """LoRA adapters through peft (:class:`scorealign.config.LoraConfig`; here ``enabled`` null
+    and rank 0 by default: rank 0 trains every weight, rank > 0 trains adapters)."""
 
+    enabled: bool | None = field(default=None, metadata=_h(
+        "null: adapters exactly when rank > 0; true needs rank > 0; false needs rank 0"))
     rank: int = field(default=0, metadata=_h("adapter rank r (0: full fine-tuning)"))
     alpha: float = field(default=8.0, metadata=_h("LoRA α"))
-    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v",
-                                                               "to_out.0"],
-                                      metadata=_h("module names that get adapters"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dropout != 0.0:
+            raise FieldError("dropout", "finetune's adapters have no dropout (keep 0)")
+        if self.enabled is False and self.rank > 0:  # the RL code switches on rank alone
+            raise FieldError("enabled", f"false contradicts rank {self.rank} > 0 (rank 0 "
+                                        f"trains every weight)")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from scorealign.policy.policy import Policy
 from scorealign.rl.config import FinetuneConfig
 from scorealign.sde.base import SDE
 from scorealign.sde.flow import FlowSDE
-from scorealign.train.bases import load_digits_base, resolve_base_path  # noqa: F401 (re-export)
+from scorealign.train.bases import load_digits_base
 
 
 @dataclass

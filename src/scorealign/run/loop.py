@@ -11,6 +11,7 @@ schedule (linear warm-up, then constant, linear or cosine decay).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
 
@@ -25,7 +26,7 @@ Decay = Literal["constant", "linear", "cosine"]
 
 
 def lr_at(step: int, lr: float, total: int, warmup: int = 0, decay: Decay = "constant",
-          floor: float = 0.0) -> float:
+          floor: float = 0.0, ratio_first: bool = False) -> float:
     """Learning rate at ``step`` (0-based) of ``total``: linear warm-up over ``warmup`` steps,
     ``lr·(step+1)/warmup``, then
 
@@ -34,11 +35,14 @@ def lr_at(step: int, lr: float, total: int, warmup: int = 0, decay: Decay = "con
     * ``cosine``: ``lr·(floor + (1 − floor)·½(1 + cos(π·frac)))`` with
       ``frac = (step − warmup)/max(1, total − warmup)`` (to ``floor·lr`` at ``total``).
 
-    The cosine's cos is evaluated in float32 through torch, as the pretraining loop always did,
-    so the schedule of an existing run is reproduced bit for bit.
+    Float order is part of the contract, so that every existing run's schedule is reproduced
+    bit for bit: the warm-up is ``(lr·(step+1))/warmup`` (DSM, consistency, LM-DPO) or, with
+    ``ratio_first``, ``lr·((step+1)/warmup)`` (Diffusion-DPO's order; the two differ in the
+    last bit for some steps). The cosine's cos is evaluated in float32 through torch, as the
+    pretraining loop always did.
     """
     if step < warmup:
-        return lr * (step + 1) / warmup
+        return lr * ((step + 1) / warmup) if ratio_first else lr * (step + 1) / warmup
     if decay == "constant":
         return lr
     if decay == "linear":
@@ -62,18 +66,34 @@ class Cadence:
 
 def resume_states(run: RunDir | None, resume: bool, acc: Accelerator | None = None,
                   unit: str = "step") -> tuple[dict | None, int]:
-    """The newest checkpoint's states and its count, or ``(None, 0)`` for a fresh run.
+    """The newest checkpoint's states and its count, or ``(None, 0)`` for a fresh run
+    (:func:`resume_checkpoint` without the checkpoint's extra record)."""
+    states, _, start = resume_checkpoint(run, resume, acc, unit)
+    return states, start
 
-    Metrics logged after that count are dropped so the resumed run appends exactly once.
+
+def resume_checkpoint(run: RunDir | None, resume: bool, acc: Accelerator | None = None,
+                      unit: str = "step") -> tuple[dict | None, dict, int]:
+    """The newest checkpoint's ``(states, extra record, count)``, or ``(None, {}, 0)``.
+
+    On resume, metrics logged after that count are dropped (all of them when there is no
+    checkpoint yet: the run starts over) so the resumed run appends each count exactly once;
+    only the main process rewrites the log.
     """
-    if run is None or not resume or (ckpt := latest_checkpoint(run.checkpoints)) is None:
-        return None, 0
+    if run is None or not resume:
+        return None, {}, 0
+    main = acc is None or acc.is_main_process
+    if (ckpt := latest_checkpoint(run.checkpoints)) is None:
+        if main:
+            run.truncate_metrics(-1)
+        return None, {}, 0
     states, extra = load_checkpoint(ckpt)
     start = int(extra[unit])
-    run.truncate_metrics(start)
+    if main:
+        run.truncate_metrics(start)
     if acc is not None:
         acc.print(f"resuming {run.path} from {unit} {start}")
-    return states, start
+    return states, extra, start
 
 
 def optimizer_step(acc: Accelerator, model: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -86,6 +106,15 @@ def optimizer_step(acc: Accelerator, model: torch.nn.Module, opt: torch.optim.Op
     return None if gnorm is None else float(gnorm)
 
 
+def mean_over_processes(metrics: Mapping[str, float], acc: Accelerator) -> dict[str, float]:
+    """Metrics averaged over processes (equal batch shares), for the main process's log line;
+    a collective: every process calls it."""
+    keys = sorted(metrics)
+    vals = acc.reduce(torch.tensor([metrics[k] for k in keys], device=acc.device),
+                      reduction="mean")
+    return dict(zip(keys, vals.tolist()))
+
+
 def set_lr(optimizers: Any, value: float) -> None:
     """Set every param group of ``optimizers`` (one optimizer or several) to ``value``."""
     for opt in (optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]):
@@ -93,7 +122,35 @@ def set_lr(optimizers: Any, value: float) -> None:
             group["lr"] = value
 
 
-def run_steps(*, run: RunDir | None, acc: Accelerator, cadence: Cadence, start: int,
+class LogWindow:
+    """The counts since the last log line: their metrics' mean and the counts per second.
+
+    ``add(metrics)`` after each count; at a log count ``mean()`` is each metric's mean over the
+    window (``sum(float(v)) / n``, summed in the order the counts came) and ``close(row)``
+    returns ``row`` with ``perf/steps_per_s`` appended, then starts a new window.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._n = 0
+        self._tic = time.perf_counter()
+
+    def add(self, metrics: Mapping[str, Any]) -> None:
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + float(v)
+        self._n += 1
+
+    def mean(self) -> dict[str, float]:
+        return {k: v / self._n for k, v in self._sums.items()}
+
+    def close(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        now = time.perf_counter()
+        out = {**row, "perf/steps_per_s": self._n / (now - self._tic)}
+        self._sums, self._n, self._tic = {}, 0, now
+        return out
+
+
+def run_steps(*, run: RunDir | None, acc: Accelerator | None, cadence: Cadence, start: int,
               step: Callable[[int], Mapping[str, Any]],
               states: Callable[[], dict[str, Any]],
               label: str = "train",
@@ -101,36 +158,58 @@ def run_steps(*, run: RunDir | None, acc: Accelerator, cadence: Cadence, start: 
               bar_field: str | Callable[[Mapping[str, Any]], dict[str, float]] | None = None,
               after_checkpoint: Callable[[int], None] | None = None,
               extra: Callable[[int], dict[str, Any]] | None = None,
-              sync_every_step: bool = False) -> Mapping[str, Any]:
-    """Run counts ``start … cadence.total − 1`` of a loop; returns the last step's metrics.
+              sync_every_step: bool = False,
+              stop: int | None = None, checkpoint_at_stop: bool = True,
+              on_log: Callable[[int, Mapping[str, Any]], Mapping[str, Any]] | None = None,
+              after_step: Callable[[int], None] | None = None,
+              progress: bool = True) -> Mapping[str, Any]:
+    """Run counts ``start … end − 1`` of a loop; returns the last count's metrics.
 
-    For each count ``i``: the learning rate ``lr(i)`` is set on ``optimizers`` (when given);
-    ``step(i)`` does the loop's work and returns its metrics; then, on the main process, the
-    metrics are logged as count ``i + 1`` every ``log_every`` counts and at the end, and
-    ``states()`` (built only when written) is checkpointed every ``ckpt_every`` counts and at
-    the end, with ``extra(i + 1)`` (default ``{unit: i + 1}``) as its record; ``after_checkpoint``
-    runs after each checkpoint (sample grids). ``sync_every_step`` waits for every process after
-    each count (loops whose processes must not run ahead of the main one's checkpoint).
-    Metrics whose value is None are not logged.
+    ``end`` is ``cadence.total``, or ``stop`` when given and smaller: the invocation ends there
+    while the schedule (``lr``) still spans ``cadence.total``, as a kill would; ``--resume``
+    continues it. For each count ``i``:
+
+    1. the learning rate ``lr(i)`` is set on ``optimizers`` (when given);
+    2. ``step(i)`` does the loop's work and returns its metrics;
+    3. at a log count (every ``log_every`` counts, and at ``end``) ``on_log(i + 1, metrics)``,
+       when given, runs on *every* process (it may use collectives, e.g. a mean over
+       processes or over the counts since the last log line, :class:`LogWindow`) and returns
+       the row to log; the main process logs the row (default: the metrics) as count ``i + 1``;
+       metrics whose value is None are not logged;
+    4. ``after_step(i + 1)`` runs on the main process (evaluations along training);
+    5. every ``ckpt_every`` counts and at ``cadence.total`` (also at ``stop`` when
+       ``checkpoint_at_stop``), the main process checkpoints ``states()`` (built only when
+       written) with ``extra(i + 1)`` (default ``{unit: i + 1}``) as its record, keeping the
+       newest ``keep``; ``after_checkpoint(i + 1)`` runs after it (sample grids);
+    6. ``sync_every_step`` waits for every process (loops whose processes must not run ahead of
+       the main one's checkpoint).
+
+    ``acc`` None runs one process without accelerate (the control loop); ``run`` None trains
+    without a run directory (nothing is logged or written); ``progress=False`` hides the bar.
     """
     c = cadence
+    end = c.total if stop is None else min(c.total, stop)
+    main = acc is None or acc.is_main_process
     last: Mapping[str, Any] = {}
-    with progress_bar(label, total=c.total, start=start, disable=not acc.is_main_process) as bar:
-        for i in range(start, c.total):
+    with progress_bar(label, total=c.total, start=start, disable=not (main and progress)) as bar:
+        for i in range(start, end):
             if lr is not None:
                 set_lr(optimizers, lr(i))
             last = step(i)
             done = i + 1
-            if acc.is_main_process and run is not None:
-                if done % c.log_every == 0 or done == c.total:
-                    run.log(done, **{k: v for k, v in last.items() if v is not None})
-                if done % c.ckpt_every == 0 or done == c.total:
-                    save_checkpoint(run.checkpoints, done, states(),
-                                    extra=extra(done) if extra else {c.unit: done},
-                                    keep=c.keep)
-                    if after_checkpoint is not None:
-                        after_checkpoint(done)
-            if sync_every_step:
+            if done % c.log_every == 0 or done == end:
+                row = on_log(done, last) if on_log is not None else last
+                if main and run is not None:
+                    run.log(done, **{k: v for k, v in row.items() if v is not None})
+            if main and after_step is not None:
+                after_step(done)
+            if main and run is not None and (done % c.ckpt_every == 0 or done == c.total or
+                                             (done == end and checkpoint_at_stop)):
+                save_checkpoint(run.checkpoints, done, states(),
+                                extra=extra(done) if extra else {c.unit: done}, keep=c.keep)
+                if after_checkpoint is not None:
+                    after_checkpoint(done)
+            if sync_every_step and acc is not None:
                 acc.wait_for_everyone()
             if bar_field is None:
                 bar.advance()
@@ -139,25 +218,3 @@ def run_steps(*, run: RunDir | None, acc: Accelerator, cadence: Cadence, start: 
             else:
                 bar.advance(**{bar_field: float(last[bar_field])})
     return last
-
-
-def end_of_step(acc: Accelerator, run: RunDir, tc: Any, done: int, metrics: dict[str, float],
-                gnorm: float | None, states: Callable[[], dict[str, Any]]) -> None:
-    """Log and checkpoint at the end of one step (the consistency loop's, until it uses
-    :func:`run_steps`)."""
-    if not acc.is_main_process:
-        return
-    if done % tc.log_every == 0 or done == tc.steps:
-        run.log(done, **metrics, **({"opt/grad_norm": gnorm} if gnorm is not None else {}))
-    if done % tc.ckpt_every == 0 or done == tc.steps:
-        save_checkpoint(run.checkpoints, done, states(), extra={"step": done},
-                        keep=tc.keep_checkpoints)
-
-
-def export_final(acc: Accelerator, run: RunDir, task: Any, ema: dict) -> Any:
-    """Wait for every process, then export the EMA weights to ``RUN/final`` (main process)."""
-    acc.wait_for_everyone()
-    final = run.path / "final"
-    if acc.is_main_process:
-        task.export(ema, final)
-    return final

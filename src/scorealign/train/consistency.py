@@ -201,7 +201,7 @@ def load_teacher(cfg: "PretrainConfig", task) -> tuple[Callable[[Any], PredFn], 
                                                     f"(gaussians), got {cfg.data.name!r}")
         fn = mix.pred_fn(task.sde, "x0")
         return (lambda cond: fn), "x0", None
-    from scorealign.rl.setup import load_digits_base
+    from scorealign.train.bases import load_digits_base
     try:
         t_task, net = load_digits_base(c.teacher)
     except (FileNotFoundError, ValueError) as e:
@@ -249,9 +249,8 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
 
     The checkpoint holds the student θ, its EMA, the target θ⁻ and the optimizer.
     """
-    from scorealign.run.loop import end_of_step, optimizer_step, resume_states
+    from scorealign.run.loop import Cadence, optimizer_step, resume_states, run_steps
     from scorealign.train.pretrain import lr_at, make_accelerator, update_ema
-    from scorealign.run.progress import progress_bar
     from scorealign.train.task import build_task
 
     tc, cc = cfg.train, cfg.consistency
@@ -283,31 +282,31 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
     student_f = ConsistencyFunction(model, sde, task.kind)
     target_f = ConsistencyFunction(target, sde, task.kind)
     grids: dict[int, Tensor] = {}
-    with progress_bar(tc.objective, total=tc.steps, start=start,
-                      disable=not acc.is_main_process) as bar:
-        for step in range(start, tc.steps):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc)
-            mu, n_scales = ema_and_scales(step, tc.steps, cc)
-            ts = grids.setdefault(n_scales, discretization(sde, n_scales, cc))
-            x0, cond, n, z = consistency_batch(task, cfg, step, n_scales, acc.process_index,
-                                               acc.num_processes)
-            x0, z = x0.to(acc.device), z.to(acc.device)
-            t_hi, t_lo = ts[n].to(acc.device), ts[n + 1].to(acc.device)
-            cond = task.cond_to(cond, acc.device)
-            loss = consistency_loss(
-                lambda x, t: student_f(x, t, cond), lambda x, t: target_f(x, t, cond), sde,
-                x0, t_hi, t_lo, z, teacher=factory(cond) if factory is not None else None,
-                teacher_kind=t_kind, solver=cc.solver, dist=cc.distance,
-                huber_c=cc.huber_c).mean()
-            gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
-            update_target(target, acc.unwrap_model(model), mu)
-            update_ema(ema, acc.unwrap_model(model), tc.ema_decay, step)
-            end_of_step(acc, run, tc, step + 1,
-                        {f"loss/{tc.objective}": loss.item(), "opt/lr": lr_at(step, tc),
-                         "cm/num_scales": n_scales, "cm/target_ema": mu}, gnorm,
-                        lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
-                                 "target": target.state_dict(), "optimizer": opt.state_dict()})
-            bar.advance(loss=loss.item())
-    return ema
 
+    def step(i: int) -> dict[str, float | None]:
+        mu, n_scales = ema_and_scales(i, tc.steps, cc)
+        ts = grids.setdefault(n_scales, discretization(sde, n_scales, cc))
+        x0, cond, n, z = consistency_batch(task, cfg, i, n_scales, acc.process_index,
+                                           acc.num_processes)
+        x0, z = x0.to(acc.device), z.to(acc.device)
+        t_hi, t_lo = ts[n].to(acc.device), ts[n + 1].to(acc.device)
+        cond = task.cond_to(cond, acc.device)
+        loss = consistency_loss(
+            lambda x, t: student_f(x, t, cond), lambda x, t: target_f(x, t, cond), sde,
+            x0, t_hi, t_lo, z, teacher=factory(cond) if factory is not None else None,
+            teacher_kind=t_kind, solver=cc.solver, dist=cc.distance,
+            huber_c=cc.huber_c).mean()
+        gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
+        update_target(target, acc.unwrap_model(model), mu)
+        update_ema(ema, acc.unwrap_model(model), tc.ema_decay, i)
+        return {f"loss/{tc.objective}": loss.item(), "opt/lr": lr_at(i, tc),
+                "cm/num_scales": n_scales, "cm/target_ema": mu, "opt/grad_norm": gnorm}
+
+    run_steps(run=run, acc=acc, cadence=Cadence(tc.steps, tc.log_every, tc.ckpt_every,
+                                                 tc.keep_checkpoints),
+              start=start, step=step, label=tc.objective, lr=lambda i: lr_at(i, tc),
+              optimizers=opt, bar_field=lambda m: {"loss": m[f"loss/{tc.objective}"]},
+              states=lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
+                              "target": target.state_dict(), "optimizer": opt.state_dict()})
+    acc.wait_for_everyone()
+    return ema

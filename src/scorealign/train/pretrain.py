@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from accelerate import Accelerator
 
-from scorealign.config import FieldError, Tracker, tracker_field
+from scorealign.config import FieldError, OptimConfig, Tracker, tracker_field
 from scorealign.nets import ModelConfig
 from scorealign.rng import generator
 from scorealign.sde.dsm import dsm_loss, sample_t
@@ -28,16 +28,15 @@ from scorealign.train.task import (DataConfig, SamplingConfig, SDEConfig, Task, 
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Optimization settings of the pretraining loop."""
+class TrainConfig(OptimConfig):
+    """Optimization settings of the pretraining loop (the shared :class:`OptimConfig` fields
+    lr, weight_decay, grad_clip, then the loop's own)."""
 
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
     steps: int = field(default=2000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=128, metadata={"help": "global batch size"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
     decay: Literal["constant", "cosine"] = field(default="cosine", metadata={"help": "lr decay"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    grad_clip: float = field(default=1.0, metadata={"help": "max grad norm (0: off)"})
     ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of the weights"})
     weighting: str = field(default="eps", metadata={"help": "DSM weighting λ(t) (sde/dsm.py)"})
     t_schedule: str = field(default="uniform", metadata={
@@ -66,6 +65,7 @@ class TrainConfig:
             raise FieldError("lr" if self.lr <= 0 else "warmup_steps",
                              f"need lr > 0 and warmup_steps >= 0, got {self.lr}, "
                              f"{self.warmup_steps}")
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -159,4 +159,5 @@ def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> dict[str
               optimizers=opt, bar_field="loss/dsm",
               states=lambda: {"model": acc.unwrap_model(model).state_dict(), "ema": ema,
                               "optimizer": opt.state_dict()})
+    acc.wait_for_everyone()
     return ema

@@ -9,22 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scorealign.config import Tracker, help_field, tracker_field
+from scorealign.config import DEFAULT_BASE, OptimConfig, Tracker, help_field, tracker_field
+from scorealign.config import BaseConfig as SharedBase
+from scorealign.config import LoraConfig as SharedLora
 from scorealign.preference.config import TrainSeed
 from scorealign.train.task import SDEConfig
 
 _f = help_field  # every field carries its --help-config text
 
 
-DEFAULT_BASE = "pretrained:digits8"  # issue 11: the shipped model, also when installed
-
-
 @dataclass(frozen=True)
-class BaseConfig:
-    """The base diffusion model."""
+class BaseConfig(SharedBase):
+    """The base diffusion model (:class:`scorealign.config.BaseConfig` and its forward SDE)."""
 
-    path: str = _f(DEFAULT_BASE, "pretraining run directory, or a model directory "
-                   "(model.safetensors + model_config.json)")
     sde: SDEConfig = _f(SDEConfig, "forward SDE when path is a model directory (a run "
                         "directory names its own)")
 
@@ -139,25 +136,23 @@ class DiffusionReferenceConfig:
 
 
 @dataclass(frozen=True)
-class LoraConfig:
-    """LoRA adapters on the UNet's attention projections (peft)."""
+class LoraConfig(SharedLora):
+    """LoRA adapters on the UNet's attention projections (:class:`scorealign.config.LoraConfig`
+    with the diffusion defaults)."""
 
-    enabled: bool = _f(False, "train LoRA adapters instead of all weights")
-    r: int = _f(4, "rank")
+    rank: int = _f(4, "adapter rank r; old name r")
     alpha: float = _f(4.0, "scaling alpha")
-    target_modules: list[str] = _f(["to_q", "to_k", "to_v", "to_out.0"], "module names to adapt")
 
 
 @dataclass(frozen=True)
-class DiffusionTrainConfig:
-    """Optimization, logging and checkpointing."""
+class DiffusionTrainConfig(OptimConfig):
+    """Optimization (the shared :class:`OptimConfig`: lr, weight_decay, grad_clip), logging and
+    checkpointing."""
 
+    lr: float = _f(1e-5, "learning rate (AdamW)")
     steps: int = _f(200, "optimizer steps")
     batch_size: int = _f(32, "pairs per step")
-    lr: float = _f(1e-5, "learning rate (AdamW)")
     warmup_steps: int = _f(0, "linear warm-up steps")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
     log_every: int = _f(10, "steps between metric lines")
     ckpt_every: int = _f(50, "steps between checkpoints (the last step is always saved)")
     keep_checkpoints: int = _f(2, "checkpoints kept")
@@ -214,7 +209,7 @@ class DiffusionDPOConfig(TrainSeed):
         if bad:  # e.g. eps with the sigmoid link would be silently ignored or a TypeError later
             raise ValueError(f"loss: params {bad} are not parameters of link {self.loss.link!r} "
                              f"(it takes {sorted(link_kw) or 'none'})")
-        if self.reference.mode == "lora_disabled" and not self.lora.enabled:
+        if self.reference.mode == "lora_disabled" and not self.lora.on:
             raise ValueError("reference.mode lora_disabled needs lora.enabled: true")
         if self.loss.beta <= 0 or self.loss.scale <= 0:
             raise ValueError("loss.beta and loss.scale must be > 0")
