@@ -79,7 +79,7 @@ def resolve_base_path(path: str | Path) -> Path:
 
 def read_pretrain_config(config_file: Path) -> "PretrainConfig":  # noqa: F821
     """A pretraining run's ``config.yaml`` as :class:`~scorealign.train.pretrain.PretrainConfig`."""
-    from scorealign.train.pretrain import PretrainConfig
+    from scorealign.train.config import PretrainConfig
     return config_from_dict(yaml.safe_load(Path(config_file).read_text()) or {}, PretrainConfig,
                             src=str(config_file))
 

@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -44,64 +43,19 @@ from torch import Tensor, nn
 from scorealign.config import FieldError
 from scorealign.nets.cond import guided
 from scorealign.rng import generator
-from scorealign.samplers.grids import GRIDS, make_grid
+from scorealign.samplers.grids import make_grid
 from scorealign.samplers.steps import SAMPLERS
 from scorealign.sde.base import SDE, bcast
 from scorealign.sde.consistency import ConsistencyFunction
 
+from scorealign.train.config import SOLVERS, ConsistencyConfig  # noqa: F401 (re-export)
+from scorealign.train.optim import lr_at, make_accelerator, update_ema
+
 if TYPE_CHECKING:
-    from scorealign.train.pretrain import PretrainConfig
+    from scorealign.train.config import PretrainConfig
     from scorealign.run.rundir import RunDir
 
 PredFn = Callable[[Tensor, Tensor], Tensor]
-SOLVERS = ("heun_ode", "euler_ode", "ddim")
-
-
-@dataclass(frozen=True)
-class ConsistencyConfig:
-    """Settings of ``train.objective: cd | ct`` (ignored for ``dsm``)."""
-
-    teacher: str = field(default="pretrained:digits8", metadata={
-        "help": "CD teacher: a pretraining run directory, a model directory, "
-                "'pretrained:<name>', or 'exact' (the exact score of a Gaussian-mixture toy)"})
-    init_from_teacher: bool = field(default=True, metadata={
-        "help": "CD: start θ and θ⁻ from the teacher's weights (needs the same model config)"})
-    solver: str = field(default="heun_ode", metadata={
-        "help": "CD: PF-ODE step of the teacher: heun_ode | euler_ode | ddim (η = 0)"})
-    teacher_guidance: float = field(default=1.0, metadata={
-        "help": "CD: classifier-free guidance scale of the teacher (1: none)"})
-    scale_mode: Literal["fixed", "progressive"] = field(default="fixed", metadata={
-        "help": "N(k): fixed = start_scales; progressive grows it to end_scales + 1"})
-    start_scales: int = field(default=18, metadata={"help": "s₀ (fixed: N)"})
-    end_scales: int = field(default=150, metadata={"help": "s₁ (progressive)"})
-    target_ema_mode: Literal["fixed", "adaptive"] = field(default="fixed", metadata={
-        "help": "μ(k): fixed = start_ema; adaptive = exp(s₀ log μ₀ / N(k))"})
-    start_ema: float = field(default=0.95, metadata={"help": "μ₀, target-network EMA"})
-    grid: str = field(default="karras", metadata={"help": "discretization t_1..t_N (a GRIDS name)"})
-    rho: float = field(default=7.0, metadata={"help": "ρ of the karras grid"})
-    distance: Literal["l2", "pseudo_huber"] = field(default="l2", metadata={
-        "help": "d(·,·): l2 (mean squared error) or pseudo_huber (iCT)"})
-    huber_c: float | None = field(default=None, metadata={
-        "help": "pseudo-Huber c (null: 0.00054 sqrt(D))"})
-
-    def __post_init__(self) -> None:
-        if self.solver not in SOLVERS:
-            raise FieldError("solver", f"unknown solver {self.solver!r}; choose one of {SOLVERS}")
-        if self.grid not in GRIDS:
-            raise FieldError("grid", f"unknown grid {self.grid!r}; choose one of {sorted(GRIDS)}")
-        if self.start_scales < 2:
-            raise FieldError("start_scales", f"need N >= 2 grid points, got {self.start_scales}")
-        if self.scale_mode == "progressive" and self.end_scales < self.start_scales:
-            raise FieldError("end_scales", f"must be >= start_scales ({self.start_scales}), "
-                                           f"got {self.end_scales}")
-        if not 0.0 <= self.start_ema < 1.0:
-            raise FieldError("start_ema", f"must be in [0, 1), got {self.start_ema}")
-        if self.teacher_guidance < 0:
-            raise FieldError("teacher_guidance", f"must be >= 0, got {self.teacher_guidance}")
-        if self.huber_c is not None and self.huber_c <= 0:
-            raise FieldError("huber_c", f"must be > 0, got {self.huber_c}")
-
-
 def ema_and_scales(step: int, total: int, cfg: ConsistencyConfig) -> tuple[float, int]:
     """(μ(k), N(k)) at training step k of K  [Song+23, App. C; openai ``cm/script_util.py``]."""
     if cfg.scale_mode == "fixed":
@@ -250,7 +204,6 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
     The checkpoint holds the student θ, its EMA, the target θ⁻ and the optimizer.
     """
     from scorealign.run.loop import Cadence, optimizer_step, resume_states, run_steps
-    from scorealign.train.pretrain import lr_at, make_accelerator, update_ema
     from scorealign.train.task import build_task
 
     tc, cc = cfg.train, cfg.consistency

@@ -9,104 +9,16 @@ several processes (each process takes its slice of the same global batch).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import torch
-from accelerate import Accelerator
 
-from scorealign.config import FieldError, OptimConfig, Tracker, tracker_field
-from scorealign.nets import ModelConfig
 from scorealign.rng import generator
-from scorealign.sde.dsm import dsm_loss, sample_t
-from scorealign.train.consistency import ConsistencyConfig, consistency_pretrain
 from scorealign.run.loop import Cadence, optimizer_step, resume_states, run_steps
-from scorealign.run.loop import lr_at as schedule_lr
 from scorealign.run.rundir import RunDir
-from scorealign.train.task import (DataConfig, SamplingConfig, SDEConfig, Task, build_task,
-                                   check_task)
-
-
-@dataclass(frozen=True)
-class TrainConfig(OptimConfig):
-    """Optimization settings of the pretraining loop (the shared :class:`OptimConfig` fields
-    lr, weight_decay, grad_clip, then the loop's own)."""
-
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW)"})
-    steps: int = field(default=2000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=128, metadata={"help": "global batch size"})
-    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
-    decay: Literal["constant", "cosine"] = field(default="cosine", metadata={"help": "lr decay"})
-    ema_decay: float = field(default=0.999, metadata={"help": "EMA decay of the weights"})
-    weighting: str = field(default="eps", metadata={"help": "DSM weighting λ(t) (sde/dsm.py)"})
-    t_schedule: str = field(default="uniform", metadata={
-        "help": "training times: uniform | stratified | logsnr (uniform in log s/m)"})
-    objective: Literal["dsm", "cd", "ct"] = field(default="dsm", metadata={
-        "help": "dsm: denoising score matching; cd / ct: consistency distillation / training "
-                "(train/consistency.py, settings under consistency:)"})
-    seed: int = field(default=0, metadata={"help": "run seed: all randomness derives from it"})
-    log_every: int = field(default=25, metadata={"help": "metrics.jsonl interval (steps)"})
-    ckpt_every: int = field(default=500, metadata={"help": "checkpoint interval (steps)"})
-    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
-
-    def __post_init__(self) -> None:
-        from scorealign.sde.dsm import WEIGHTINGS
-        if self.weighting not in WEIGHTINGS:
-            raise FieldError("weighting", f"unknown weighting {self.weighting!r}; choose one of "
-                                          f"{sorted(WEIGHTINGS)}")
-        from scorealign.sde.dsm import SCHEDULES
-        if self.t_schedule not in SCHEDULES:
-            raise FieldError("t_schedule", f"unknown time schedule {self.t_schedule!r}; choose "
-                                           f"one of {list(SCHEDULES)}")
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.lr <= 0:
-            raise FieldError("lr" if self.lr <= 0 else "warmup_steps",
-                             f"need lr > 0 and warmup_steps >= 0, got {self.lr}, "
-                             f"{self.warmup_steps}")
-        super().__post_init__()
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """``scorealign pretrain``: data, forward SDE, network, optimization, sampling."""
-
-    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "training data"})
-    sde: SDEConfig = field(default_factory=SDEConfig, metadata={"help": "forward process"})
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "network"})
-    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "optimization"})
-    sample: SamplingConfig = field(default_factory=SamplingConfig,
-                                   metadata={"help": "sampling for previews and evaluation"})
-    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig, metadata={
-        "help": "consistency models (train.objective cd | ct)"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
-    tracker: Tracker = tracker_field()
-
-    def __post_init__(self) -> None:
-        check_task(self.data, self.model)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at ``step``: linear warm-up, then constant or cosine decay to 10%
-    (:func:`scorealign.run.loop.lr_at` with ``floor=0.1``)."""
-    return schedule_lr(step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.decay, floor=0.1)
-
-
-def make_accelerator(device: str) -> Accelerator:
-    """An Accelerator on the requested device (``auto``: CUDA when present)."""
-    return Accelerator(cpu=device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
-
-
-@torch.no_grad()
-def update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
-    """θ_ema ← d θ_ema + (1 − d) θ with warm-up d = min(decay, (1+step)/(10+step))."""
-    d = min(decay, (1 + step) / (10 + step))
-    for k, v in model.state_dict().items():
-        if v.dtype.is_floating_point:
-            ema[k].mul_(d).add_(v.detach().to(ema[k].device), alpha=1 - d)
-        else:
-            ema[k].copy_(v)
+from scorealign.sde.dsm import dsm_loss, sample_t
+from scorealign.train.config import PretrainConfig, TrainConfig  # noqa: F401 (re-export)
+from scorealign.train.consistency import consistency_pretrain
+from scorealign.train.optim import lr_at, make_accelerator, update_ema  # noqa: F401 (re-export)
+from scorealign.train.task import Task, build_task
 
 
 def train_step_batch(task: Task, cfg: TrainConfig, step: int, rank: int, world: int):
