@@ -204,7 +204,10 @@ class Finetuner:
         if not self.kind.uses_advantages:
             adv = None
         else:
-            keys = [prompts[int(i)] for i in ids] if self.estimator.name == "per_prompt" else ids
+            # an estimator keyed by prompt text (per-prompt statistics across epochs) gets the
+            # rows' prompts, the others the rows' group ids
+            by_prompt = "keyed_by_prompt" in self.estimator.entry.properties
+            keys = [prompts[int(i)] for i in ids] if by_prompt else ids
             values = r_x0 = None
             if self.value is not None:  # V_φ(x_t, t, c) of every (row, step), pre-update φ
                 local = self.value.predict(traj)
