@@ -35,7 +35,7 @@ import torch
 from accelerate import Accelerator
 
 from scorealign.rewards.compose import build_reward_set
-from scorealign.rl.advantages import build_advantage
+from scorealign.rl.advantages import ADVANTAGES, build_advantage
 from scorealign.rl.config import FinetuneConfig
 from scorealign.rl.context import UpdateContext
 from scorealign.rl.losses import RL_LOSSES, split_signature
@@ -96,16 +96,8 @@ class Finetuner:
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
         self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
         self.epoch = 0
-        self.ctx = UpdateContext(
-            policy=self.policy, ref_policy=self.ref_policy, model=self.model,
-            ref_model=self.setup.ref, unwrap=self.acc.unwrap_model,
-            make_policy=lambda m: self.setup.policy(cfg, m), entry=self.entry,
-            data_args=self.data_args, algo=cfg.algo, rewards=self.rewards,
-            decode=self.setup.decode,
-            steps_per_epoch=t.inner_epochs * (cfg.prompts.per_epoch * cfg.prompts.k //
-                                              t.minibatch_size))
         # the update kind of the loss (rl/update_kinds.py), chosen once
-        self.kind: UpdateKind = build_update(self.ctx)
+        self.kind: UpdateKind = build_update(self.context())
         # DiffusionNFT's old (sampling) model, soft-updated after each epoch (flow_methods.py)
         self.old = getattr(self.kind, "old", None)
         x0_design = self.value is not None and cfg.algo.value.design == "x0"
@@ -115,6 +107,19 @@ class Finetuner:
     def algo(self):
         """``cfg.algo`` (as :class:`~scorealign.rl.context.UpdateContext` names it)."""
         return self.cfg.algo
+
+    def context(self) -> UpdateContext:
+        """The frozen :class:`~scorealign.rl.context.UpdateContext` of the run's current state
+        (built at the start of each epoch; the update kind and the loss helpers see only it)."""
+        cfg, t = self.cfg, self.cfg.train
+        return UpdateContext(
+            policy=self.policy, ref_policy=self.ref_policy, model=self.model,
+            ref_model=self.setup.ref, unwrap=self.acc.unwrap_model,
+            make_policy=lambda m: self.setup.policy(cfg, m), entry=self.entry,
+            data_args=self.data_args, algo=cfg.algo, rewards=self.rewards,
+            decode=self.setup.decode,
+            steps_per_epoch=t.inner_epochs * (cfg.prompts.per_epoch * cfg.prompts.k //
+                                              t.minibatch_size))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -155,7 +160,7 @@ class Finetuner:
         trajs, futures, scored = [], [], []
         pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.cfg.reward.background \
             else None
-        policy = self.kind.sampling_policy
+        policy = self.kind.sampling_policy(self.context())
         self.model.eval()
         if self.cfg.train.reuse_rollout_graph and world > 1:
             raise ValueError("train.reuse_rollout_graph needs one process (the update's rows "
@@ -182,6 +187,7 @@ class Finetuner:
 
     def train_epoch(self) -> dict[str, float]:
         cfg, acc, t0 = self.cfg, self.acc, time.time()
+        ctx = self.context()
         prompts, ids, seeds = epoch_rows(cfg, self.setup.prompts, self.epoch)
         rows, traj, scored = self.sample_and_score(prompts, ids, seeds)
         r_local = torch.cat([s.optimized for s in scored]).to(acc.device)
@@ -198,7 +204,7 @@ class Finetuner:
             with torch.no_grad():
                 # θ's kernels were recorded (not with DiffusionNFT's old sampling model)
                 on_policy = cfg.policy.exploration == 0 and \
-                    self.kind.sampling_policy is self.policy
+                    self.kind.sampling_policy(ctx) is self.policy
                 kl_steps = self.policy.kl(self.ref_policy, traj, recorded=on_policy)
             metrics.update(kl_metrics(acc.gather(kl_steps), traj.random_steps[0]))
         if not self.kind.uses_advantages:
@@ -206,7 +212,7 @@ class Finetuner:
         else:
             # an estimator keyed by prompt text (per-prompt statistics across epochs) gets the
             # rows' prompts, the others the rows' group ids
-            by_prompt = "keyed_by_prompt" in self.estimator.entry.properties
+            by_prompt = "keyed_by_prompt" in ADVANTAGES.get(self.estimator.name).properties
             keys = [prompts[int(i)] for i in ids] if by_prompt else ids
             values = r_x0 = None
             if self.value is not None:  # V_φ(x_t, t, c) of every (row, step), pre-update φ
@@ -227,7 +233,7 @@ class Finetuner:
             target = r_all if r_x0 is None else r_all[:, None] - r_x0
             metrics.update(self.value.fit(traj, target))
         metrics.update(self.update(traj, adv))
-        metrics.update(self.kind.after_epoch(self.epoch))
+        metrics.update(self.kind.after_epoch(ctx, self.epoch))
         metrics["time/epoch_s"] = time.time() - t0
         return metrics
 
@@ -238,9 +244,9 @@ class Finetuner:
         global permutation; process r trains positions r, r + world, … of each, so the set of
         rows per optimizer step does not depend on the number of processes.
         """
-        t, acc = self.cfg.train, self.acc
+        t, acc, uctx = self.cfg.train, self.acc, self.context()
         if traj.logp_graph is not None:
-            return self._update_on_graph(traj, adv)
+            return self._update_on_graph(traj, adv, uctx)
         n, world = traj.batch_size, acc.num_processes
         mb = t.minibatch_size
         micro = mb // world // t.grad_accum
@@ -267,15 +273,15 @@ class Finetuner:
                                 acc.no_sync(self.model)
                             with ctx:
                                 acc.backward(loss * scale)
-                        out = self.kind.chunked_loss(sub, adv[idx], t.step_chunk,
+                        out = self.kind.chunked_loss(uctx, sub, adv[idx], t.step_chunk,
                                                      t.fold_steps, backward)
                     else:
                         ctx = acc.no_sync(self.model) if not last else nullcontext()
                         with ctx:
-                            out = self.kind.loss(sub, None if adv is None else adv[idx],
+                            out = self.kind.loss(uctx, sub, None if adv is None else adv[idx],
                                                  self.epoch)
                             acc.backward(out.loss * scale)
-                    evals += self.kind.model_evals_grad(sub)
+                    evals += self.kind.model_evals_grad(uctx, sub)
                     for k, v in out.metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / len(batch)
                     frac += float(out.metrics.get("policy/clipfrac", 0.0)) * len(idx) / len(batch)
@@ -298,14 +304,14 @@ class Finetuner:
         out["cost/model_evals_grad"] = float(evals)
         return out
 
-    def _update_on_graph(self, traj, adv) -> dict[str, float]:
+    def _update_on_graph(self, traj, adv, ctx: UpdateContext) -> dict[str, float]:
         """The one optimizer step of an on-policy epoch (``train.reuse_rollout_graph``): the
         loss on the rollout's log-probs with their graphs, one backward; the gradient equals the
         recomputing path's (tests/rl/test_memory_options.py) without its training forward."""
         t, acc = self.cfg.train, self.acc
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        out = policy_loss(self.ctx, traj, adv, logp=traj.logp_graph)
+        out = policy_loss(ctx, traj, adv, logp=traj.logp_graph)
         acc.backward(out.loss)
         metrics = {k: float(v) for k, v in out.metrics.items()}
         if t.grad_clip > 0:
@@ -315,7 +321,7 @@ class Finetuner:
         self._update_ema()
         self.model.eval()
         metrics["clip/frac_mb0"] = float(out.metrics.get("policy/clipfrac", 0.0))
-        metrics["cost/model_evals_grad"] = float(self.kind.model_evals_grad(traj))
+        metrics["cost/model_evals_grad"] = float(self.kind.model_evals_grad(ctx, traj))
         return metrics
 
     @torch.no_grad()

@@ -2,7 +2,8 @@
 
 The one trainer (``rl.trainer.Finetuner``) runs rollout → reward → advantages → minibatch steps
 for every method; what differs between methods is the *update kind*, chosen once per run from the
-registered loss (:func:`update_kind_for`), never from the method's name:
+registered loss (:func:`update_kind_for`), never from the method's name, and built once over the
+run's first context:
 
 =================== ============================================ ==============================
 kind                loss entries                                  micro-batch loss
@@ -21,8 +22,8 @@ kind                loss entries                                  micro-batch lo
 
 Each kind is registered in :data:`UPDATE_KINDS` with the loss property that selects it (the
 entry's ``properties``; none for the default ``log_prob``); a new kind is one class and one
-decorator. A kind is built over the run's frozen
-:class:`~scorealign.rl.context.UpdateContext` and answers: which policy samples the rollouts,
+decorator. Its methods take the frozen :class:`~scorealign.rl.context.UpdateContext` of the
+current epoch (the trainer builds one per epoch from its state) and answer: which policy samples the rollouts,
 whether advantages are needed, the micro-batch loss, its count of model evaluations with a graph,
 whether its backward may be taken per chunk of steps, what it does after an epoch and what it
 adds to a checkpoint.
@@ -57,31 +58,31 @@ class UpdateKind:
     clip_metrics = True
 
     def __init__(self, ctx: UpdateContext):
-        self.ctx = ctx
+        """Build the kind for the run whose first context is ``ctx``."""
 
-    @property
-    def sampling_policy(self) -> Policy:
+    def sampling_policy(self, ctx: UpdateContext) -> Policy:
         """The policy that draws the rollouts (θ's own unless the kind keeps another)."""
-        return self.ctx.policy
+        return ctx.policy
 
     def chunked(self, step_chunk: int, fold_steps: bool) -> bool:
         """Whether the backward is taken per chunk of steps (``train.step_chunk``/``fold_steps``)."""
         return False
 
-    def loss(self, sub: Trajectory, adv: Tensor | None, epoch: int) -> LossOut:
+    def loss(self, ctx: UpdateContext, sub: Trajectory, adv: Tensor | None,
+             epoch: int) -> LossOut:
         """The loss of the micro-batch ``sub`` with advantages ``adv`` in epoch ``epoch``."""
         raise NotImplementedError
 
-    def chunked_loss(self, sub: Trajectory, adv: Tensor, chunk: int, fold: bool,
-                     backward: Callable[[Tensor, bool], None]) -> LossOut:
+    def chunked_loss(self, ctx: UpdateContext, sub: Trajectory, adv: Tensor, chunk: int,
+                     fold: bool, backward: Callable[[Tensor, bool], None]) -> LossOut:
         """:meth:`loss` with the backward taken per chunk (only where :meth:`chunked`)."""
         raise NotImplementedError(f"{type(self).__name__} has no chunked backward")
 
-    def model_evals_grad(self, sub: Trajectory) -> int:
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
         """Model evaluations with a graph for the micro-batch ``sub``."""
         raise NotImplementedError
 
-    def after_epoch(self, epoch: int) -> dict[str, float]:
+    def after_epoch(self, ctx: UpdateContext, epoch: int) -> dict[str, float]:
         """Work after the epoch's optimizer steps (0-based ``epoch``); returns metrics."""
         return {}
 
@@ -103,16 +104,16 @@ class LogProbUpdate(UpdateKind):
     def chunked(self, step_chunk: int, fold_steps: bool) -> bool:
         return step_chunk > 0 or fold_steps
 
-    def loss(self, sub: Trajectory, adv: Tensor | None, epoch: int) -> LossOut:
-        return policy_loss(self.ctx, sub, adv)
+    def loss(self, ctx, sub, adv, epoch) -> LossOut:
+        return policy_loss(ctx, sub, adv)
 
-    def chunked_loss(self, sub, adv, chunk, fold, backward) -> LossOut:
-        return chunked_policy_loss(self.ctx, sub, adv, chunk, fold, backward)
+    def chunked_loss(self, ctx, sub, adv, chunk, fold, backward) -> LossOut:
+        return chunked_policy_loss(ctx, sub, adv, chunk, fold, backward)
 
-    def model_evals_grad(self, sub: Trajectory) -> int:
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
         """Rows × trained steps, again for a differentiable KL term."""
         steps = int(sub.trained.any(0).sum())
-        kl = loss_needs_kl(self.ctx.entry, self.ctx.algo.loss_kwargs)
+        kl = loss_needs_kl(ctx.entry, ctx.algo.loss_kwargs)
         return sub.batch_size * steps * (2 if kl else 1)
 
 
@@ -126,12 +127,12 @@ class RewardBackpropUpdate(UpdateKind):
     uses_advantages = False
     clip_metrics = False
 
-    def loss(self, sub: Trajectory, adv: Tensor | None, epoch: int) -> LossOut:
-        return backprop_loss(self.ctx, sub, epoch)
+    def loss(self, ctx, sub, adv, epoch) -> LossOut:
+        return backprop_loss(ctx, sub, epoch)
 
-    def model_evals_grad(self, sub: Trajectory) -> int:
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
         """Rows × K (guidance counts as one evaluation)."""
-        return sub.batch_size * self.ctx.algo.backprop_steps
+        return sub.batch_size * ctx.algo.backprop_steps
 
 
 @UPDATE_KINDS.register(
@@ -147,19 +148,18 @@ class ForwardProcessUpdate(UpdateKind):
         super().__init__(ctx)
         self.old = OldModel(ctx)
 
-    @property
-    def sampling_policy(self) -> Policy:
+    def sampling_policy(self, ctx: UpdateContext) -> Policy:
         return self.old.policy
 
-    def loss(self, sub: Trajectory, adv: Tensor | None, epoch: int) -> LossOut:
-        return nft_loss(self.ctx, sub, adv, self.old.model)
+    def loss(self, ctx, sub, adv, epoch) -> LossOut:
+        return nft_loss(ctx, sub, adv, self.old.model)
 
-    def model_evals_grad(self, sub: Trajectory) -> int:
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
         """Rows × every grid time."""
         return sub.batch_size * sub.num_steps
 
-    def after_epoch(self, epoch: int) -> dict[str, float]:
-        return self.old.soft_update(self.ctx.unwrap(self.ctx.model), epoch)
+    def after_epoch(self, ctx: UpdateContext, epoch: int) -> dict[str, float]:
+        return self.old.soft_update(ctx.unwrap(ctx.model), epoch)
 
     def state(self) -> dict[str, Any]:
         return {"nft_old": self.old.state()}
@@ -180,7 +180,7 @@ def update_kind_for(entry: Entry) -> str:
 
 
 def build_update(ctx: UpdateContext) -> UpdateKind:
-    """The update kind of ``ctx.entry``, built over ``ctx``."""
+    """The update kind of ``ctx.entry``, built for the run whose first context is ``ctx``."""
     return UPDATE_KINDS.get(update_kind_for(ctx.entry)).fn(ctx)
 
 
