@@ -1,7 +1,8 @@
 """The small frozen context an RL update kind works on (what it sees of a fine-tuning run).
 
-The trainer (``rl.trainer.Finetuner``) builds one :class:`UpdateContext` after its model is placed
-and hands it to the update kind chosen from the loss's registry entry (``rl.update_kinds``). The
+The trainer (``rl.trainer.Finetuner.context()``) builds an :class:`UpdateContext` from its state at
+the start of each epoch (and once to choose and build the update kind from the loss's registry
+entry, ``rl.update_kinds``) and passes it to every call of the kind. The
 micro-batch losses of ``rl.updates`` and ``rl.flow_methods`` take this context, not the trainer,
 so they import nothing above themselves. Everything that changes during a run (the epoch, the
 optimizer's step count) is passed to them as an argument.
