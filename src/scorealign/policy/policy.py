@@ -1,6 +1,7 @@
 """A diffusion sampler bound to a model is a policy: rollout, exact log-probs, KL to a reference.
 
-``Policy(model, sde, kind=…, sampler=…)`` runs :func:`scorealign.samplers.sample` (the library's
+``Policy(model, sde, config, kind=…, shape=…)`` (a :class:`~scorealign.policy.config.PolicyConfig`
+taken whole; or ``Policy(model, sde, kind=…, shape=…, sampler=…, …)`` naming its fields) runs :func:`scorealign.samplers.sample` (the library's
 only sampling loop) with per-row noise and records a :class:`Trajectory`. Two kinds of policy
 randomness are supported:
 
@@ -11,7 +12,8 @@ randomness are supported:
   time the policy draws an action ε_a ~ N(ε_θ(x_k, t_k), λ² I) in ε-space (equivalently a score
   a = −ε_a / s(t_k) ~ N(s_θ, (λ/s(t_k))² I)) and the solver integrates with it; its log-density is
   the exploratory policy π_θ(a | t, x) of Score as Action [Zhao+25, arXiv:2502.01819, §3; papers.md
-  §4]. The density ratio does not depend on the solver or the step size.
+  §4]. The density ratio does not depend on the solver or the step size. The action is the
+  explicit hook :meth:`Policy.act` ``(x, t, noise)``, used by both the rollout and ``log_prob``.
 
 **Action steps** (``action_steps``, ``policy.action_steps`` in configs; full table in
 :mod:`scorealign.policy.actions`): only a subset of the S steps are random choices. Non-action
@@ -38,6 +40,7 @@ policy and ``path_kl_rate`` the integrand ½ g(t)² ‖s_θ − s_ref‖² of th
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -46,6 +49,7 @@ from torch import Tensor
 from scorealign.nets.cond import guided
 from scorealign.policy.actions import (kernel_stds, parse_action_steps, stochastic_steps,
                                        trained_mask)
+from scorealign.policy.config import PolicyConfig
 from scorealign.policy.trajectory import Trajectory
 from scorealign.rng import derive_seed, randn_per_sample
 from scorealign.samplers import SAMPLERS, gaussian_log_prob, make_grid, sample
@@ -57,33 +61,57 @@ from scorealign.sde.param import convert, to_eps, to_score
 Model = Callable[[Tensor, Tensor, Any], Tensor]
 
 
+@dataclass(frozen=True)
+class Action:
+    """One score action at (x, t) (:meth:`Policy.act`).
+
+    Attributes:
+        pred: the prediction (of the model's kind) the solver integrates with.
+        eps: the model's own ε_θ(x, t) (the mean of the action's density).
+        action: ε_a = ε_θ + λ·noise at an action step; ε_θ where no noise is drawn.
+    """
+
+    pred: Tensor
+    eps: Tensor
+    action: Tensor
+
+
 class Policy:
     """Model + SDE + sampler: the score-as-action policy.
 
     Args:
         model: ``model(x, t, cond) -> prediction`` of ``kind``.
         sde: the forward SDE.
+        config: the policy's settings whole (:class:`~scorealign.policy.config.PolicyConfig`,
+            the ``policy:`` section of a finetune config). None: built from ``settings`` over
+            the bare policy's defaults (those of ``PolicyConfig`` but ``guidance=1``, no CFG).
         kind: "eps", "x0", "score" or "v".
         shape: the shape of one sample (e.g. ``(1, 8, 8)``).
-        sampler: a name in ``SAMPLERS``.
-        steps: solver steps S.
-        eta: the sampler's η (None: its default).
-        grid: a time-grid name.
-        guidance: classifier-free guidance scale (1: none; needs a ``Cond``).
-        exploration: λ, std of the ε-space action noise (0: transition log-probs).
         encode: ``prompts -> cond`` (None: unconditional).
-        action_steps: which steps are actions (:mod:`scorealign.policy.actions`; ``"auto"``).
-        clip_sample: clamp x̂₀ to ±clip_sample in every step (ddim/ddpm, pixel space; None: off).
-            Log-probs stay exact (the kernel is Gaussian given x_k); see ``ddim_step``.
-        init_same_noise: the rows of one prompt group start from the same x_T, drawn from
-            (run seed, epoch, group id) (:meth:`_group_x_T`); the step noise stays per row.
+        settings: ``PolicyConfig`` fields by name (over ``config`` when both are given):
+            sampler (a name in ``SAMPLERS``), steps (solver steps S), eta (the sampler's η;
+            None: its default), grid (a time-grid name), guidance (classifier-free guidance
+            scale; 1: none, needs a ``Cond``), exploration (λ, std of the ε-space action noise;
+            0: transition log-probs), action_steps (which steps are actions,
+            :mod:`scorealign.policy.actions`), clip_sample (clamp x̂₀ to ±clip_sample in every
+            step, ddim/ddpm pixel space, None: off; log-probs stay exact, the kernel is Gaussian
+            given x_k, see ``ddim_step``), init_same_noise (the rows of one prompt group start
+            from the same x_T, drawn from (run seed, epoch, group id), :meth:`_group_x_T`; the
+            step noise stays per row).
     """
 
-    def __init__(self, model: Model, sde: SDE, *, kind: str, shape: Sequence[int],
-                 sampler: str = "ddim", steps: int = 20, eta: float | None = 1.0,
-                 grid: str = "uniform", guidance: float = 1.0, exploration: float = 0.0,
-                 encode: Callable[[list[str]], Any] | None = None, action_steps: str = "auto",
-                 clip_sample: float | None = None, init_same_noise: bool = False):
+    def __init__(self, model: Model, sde: SDE, config: PolicyConfig | None = None, *,
+                 kind: str, shape: Sequence[int],
+                 encode: Callable[[list[str]], Any] | None = None, **settings: Any):
+        if config is None:
+            config = PolicyConfig(**{"guidance": 1.0, **settings})
+        elif settings:
+            config = replace(config, **settings)
+        self.config = config
+        sampler, steps, eta, grid = config.sampler, config.steps, config.eta, config.grid
+        guidance, exploration = config.guidance, config.exploration
+        action_steps, clip_sample = config.action_steps, config.clip_sample
+        init_same_noise = config.init_same_noise
         SAMPLERS.get(sampler)
         if exploration < 0:
             raise ValueError(f"exploration must be ≥ 0, got {exploration}")
@@ -191,15 +219,11 @@ class Policy:
             if lam == 0 or not state["first"]:  # Heun's 2nd evaluation: the model's own output
                 return pred
             state["first"] = False
-            eps = to_eps(pred, self.kind, x, t, self.sde)
-            if not bool(rand[state["k"]]):  # not an action: the model's own ε, no noise
-                actions.append(eps)
-                eps_model.append(eps)
-                return pred
-            a = eps + lam * act_noise[:, state["k"]]
-            actions.append(a)
-            eps_model.append(eps)
-            return convert(a, "eps", self.kind, x, t, self.sde)
+            k = state["k"]  # not an action step: the model's own ε, no noise
+            act = self.act(x, t, act_noise[:, k] if bool(rand[k]) else None, pred=pred)
+            actions.append(act.action)
+            eps_model.append(act.eps)
+            return act.pred
 
         def advance(i: int, t: Tensor, x: Tensor) -> None:
             state["k"], state["first"] = i + 1, True
@@ -228,6 +252,30 @@ class Policy:
         if lam == 0:
             return traj
         return Trajectory(**{**traj.__dict__, "actions": acts, "action_log_probs": lp})
+
+    def act(self, x: Tensor, t: Tensor, noise: Tensor | None, *, cond: Any = None,
+            pred: Tensor | None = None) -> Action:
+        """The score action at (x, t): ε_a = ε_θ(x, t) + λ·noise [Zhao+25 Score as Action, §3].
+
+        Args:
+            x: ``[B, *D]`` states.
+            t: ``[B]`` times, as the model sees them (the rollout's and the recomputation's
+                arithmetic agree bit for bit when both pass the same times).
+            noise: ``[B, *D]`` standard normal action noise, or None (not an action step:
+                ε_a = ε_θ and the solver integrates the model's own prediction).
+            cond: the model condition, used when ``pred`` is None.
+            pred: the (guided) model prediction at (x, t), if already evaluated.
+        Returns:
+            :class:`Action` (prediction to integrate, ε_θ, ε_a); its density is
+            N(ε_a; ε_θ, λ² I) (:meth:`_action_log_prob`).
+        """
+        if pred is None:
+            pred = self.pred_fn(cond)(x, t)
+        eps = to_eps(pred, self.kind, x, t, self.sde)
+        if noise is None:
+            return Action(pred, eps, eps)
+        a = eps + self.exploration * noise
+        return Action(convert(a, "eps", self.kind, x, t, self.sde), eps, a)
 
     def _action_log_prob(self, actions: Tensor, eps: Tensor) -> Tensor:
         """log N(actions; eps, λ² I) per step, ``[B, S]`` fp32 (summed over dimensions)."""
@@ -281,7 +329,7 @@ class Policy:
             preds = self.step_preds(traj, ks, model, fold)
             # the rollout converted with the model's (fp32) time: same arithmetic, same bits
             mts = model_times(traj.ts, traj.xs[:, 0])
-            eps = torch.stack([to_eps(p, self.kind, traj.xs[:, k], mts[k], self.sde)
+            eps = torch.stack([self.act(traj.xs[:, k], mts[k], None, pred=p).eps
                                for p, k in zip(preds, ks)], 1)
             return self._action_log_prob(traj.actions[:, ks], eps)
         return torch.stack([gaussian_log_prob(traj.xs[:, k + 1], st.mean, st.std,
@@ -412,4 +460,4 @@ def _scatter(traj: Trajectory, ks: list[int], fn: Callable[[list[int]], Tensor])
     return out.index_copy(1, torch.tensor(ks, device=out.device), vals)
 
 
-__all__ = ["Policy", "Trajectory"]
+__all__ = ["Action", "Policy", "PolicyConfig", "Trajectory"]

@@ -246,7 +246,7 @@ class PerPromptStatTracker:
 @ADVANTAGES.register("per_prompt", paper="Black+23 (DDPO), arXiv:2305.13301",
                      equation="per-prompt running mean/std normalization (DDPO §5 / App.; "
                               "eq. number not verified)",
-                     properties=frozenset({"stateful"}))
+                     properties=frozenset({"stateful", "keyed_by_prompt"}))
 def per_prompt(rewards: Tensor, prompt_ids: PromptIds, *, tracker: PerPromptStatTracker,
                adv_clip: float | None = None) -> Tensor:
     r"""DDPO advantages from per-prompt running statistics (updates ``tracker``).

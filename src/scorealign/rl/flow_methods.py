@@ -33,13 +33,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from scorealign.rl.losses import DEFAULT_ADVANTAGE, RL_LOSSES, LossOut, grpo
 
 if TYPE_CHECKING:
     from scorealign.policy.trajectory import Trajectory
-    from scorealign.rl.trainer import Finetuner
+    from scorealign.rl.context import UpdateContext
 
 # Defaults, with their sources.
 # PPO clip on per-dimension-averaged log-probs: flow_grpo config/base.py train.clip_range = 1e-4,
@@ -205,23 +205,22 @@ class OldModel:
     optimizer steps taken so far [NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``: the
     ``"old"`` adapter samples (``set_adapter("old")``), and after the epoch
     ``tgt.copy_(tgt·decay + src·(1 − decay))``]. It starts equal to the initial weights. The step
-    count derives from the epoch and the config; the old weights are checkpointed
+    count derives from the epoch and ``ctx.steps_per_epoch``; the old weights are checkpointed
     (``nft_old``), so a resumed run continues bit for bit.
     """
 
-    def __init__(self, ft: "Finetuner"):
+    def __init__(self, ctx: "UpdateContext"):
         import copy
 
-        model = ft.acc.unwrap_model(ft.model)
+        model = ctx.unwrap(ctx.model)
         self.names = [k for k, p in model.named_parameters() if p.requires_grad]
         self.model = copy.deepcopy(model).requires_grad_(False).eval()
-        self.policy = ft.setup.policy(ft.cfg, self.model)
-        self.decay_type = ft.cfg.algo.loss_kwargs.get("decay_type", NFT_DECAY_TYPE)
+        self.policy = ctx.make_policy(self.model)
+        self.decay_type = ctx.algo.loss_kwargs.get("decay_type", NFT_DECAY_TYPE)
         if self.decay_type not in NFT_DECAY_SCHEDULES:
             raise ValueError(f"algo.loss_kwargs.decay_type: must be one of "
                              f"{sorted(NFT_DECAY_SCHEDULES)}, got {self.decay_type!r}")
-        t, p = ft.cfg.train, ft.cfg.prompts
-        self.steps_per_epoch = t.inner_epochs * (p.per_epoch * p.k // t.minibatch_size)
+        self.steps_per_epoch = ctx.steps_per_epoch
 
     def _params(self) -> dict[str, Tensor]:
         params = dict(self.model.named_parameters())
@@ -240,18 +239,20 @@ class OldModel:
             params[k].copy_(v)
 
     @torch.no_grad()
-    def soft_update(self, ft: "Finetuner") -> dict[str, float]:
-        """After epoch ``ft.epoch`` (0-based) has taken its optimizer steps."""
-        d = nft_decay((ft.epoch + 1) * self.steps_per_epoch, self.decay_type)
-        src = dict(ft.acc.unwrap_model(ft.model).named_parameters())
+    def soft_update(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        """After epoch ``epoch`` (0-based) has taken its optimizer steps on ``model`` (the bare
+        trained module)."""
+        d = nft_decay((epoch + 1) * self.steps_per_epoch, self.decay_type)
+        src = dict(model.named_parameters())
         for k, tgt in self._params().items():
             tgt.copy_(tgt.detach() * d + src[k].detach().clone() * (1.0 - d))
         return {"nft/old_decay": d}
 
 
-def nft_loss(ft: "Finetuner", sub: "Trajectory", adv: Tensor) -> LossOut:
+def nft_loss(ctx: "UpdateContext", sub: "Trajectory", adv: Tensor, old: nn.Module) -> LossOut:
     """DiffusionNFT on rows ``sub``: re-noise their final samples at every grid time t_k with
-    per-row noise (derived from the row seed and k), and average :func:`diffusion_nft` over k.
+    per-row noise (derived from the row seed and k), and average :func:`diffusion_nft` over k;
+    ``old`` is the old (sampling) model (:class:`OldModel`).
 
     The model is evaluated without guidance (the authors train and sample NFT with CFG 1).
     Model evaluations with gradient: rows × S.
@@ -260,10 +261,9 @@ def nft_loss(ft: "Finetuner", sub: "Trajectory", adv: Tensor) -> LossOut:
     from scorealign.samplers.steps import model_time
     from scorealign.sde.param import convert
 
-    pol, sde = ft.policy, ft.policy.sde
-    kw = {k: v for k, v in ft.cfg.algo.loss_kwargs.items()}
+    pol, sde = ctx.policy, ctx.policy.sde
+    kw = {k: v for k, v in ctx.algo.loss_kwargs.items()}
     kl_beta = float(kw.get("kl_beta", NFT_KL_BETA))
-    old = ft.old.model
     x0 = sub.x0
     S = sub.num_steps
     eps_all = randn_per_sample(sub.seeds.tolist(), (S, *x0.shape[1:]), "nft-noise").to(x0)
@@ -281,10 +281,10 @@ def nft_loss(ft: "Finetuner", sub: "Trajectory", adv: Tensor) -> LossOut:
         def vel(model, x=x_t, tm=tm):
             return convert(model(x, tm, sub.cond), pol.kind, "v", x, tm, sde)
 
-        v = vel(ft.model)
+        v = vel(ctx.model)
         with torch.no_grad():
             v_old = vel(old)
-            v_ref = vel(ft.setup.ref) if kl_beta > 0 else None
+            v_ref = vel(ctx.ref_model) if kl_beta > 0 else None
         out = diffusion_nft(v, v_old, v_target, tm, adv, v_ref, **kw)
         total = out.loss if total is None else total + out.loss
         for name, val in out.metrics.items():

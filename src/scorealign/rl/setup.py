@@ -59,12 +59,8 @@ class Setup:
 
     def policy(self, cfg: FinetuneConfig, model: Any = None) -> Policy:
         """The policy of ``cfg.policy`` around ``model`` (default: the trainable model)."""
-        p = cfg.policy
-        return Policy(self.model if model is None else model, self.sde, kind=self.kind,
-                      shape=self.shape, sampler=p.sampler, steps=p.steps, eta=p.eta,
-                      grid=p.grid, guidance=p.guidance, exploration=p.exploration,
-                      encode=self.encode, action_steps=p.action_steps,
-                      clip_sample=p.clip_sample, init_same_noise=p.init_same_noise)
+        return Policy(self.model if model is None else model, self.sde, cfg.policy,
+                      kind=self.kind, shape=self.shape, encode=self.encode)
 
 
 def _digits(cfg: FinetuneConfig) -> Setup:

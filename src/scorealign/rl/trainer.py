@@ -13,7 +13,12 @@ every (row, step) from the run's :class:`~scorealign.rl.value.ValueBaseline`, co
 no_grad before the update; V_φ is then regressed on the epoch's (gathered) rewards, so the
 advantages A_{b,t} = r_b − V_φ(x_t^b, t, c_b) always use the pre-update V_φ.
 
-Exact resume: a checkpoint (atomic, ``train.checkpoint``) holds the trainable weights, optimizer,
+What differs between methods is the update kind (log-prob surrogate, reward backprop,
+DiffusionNFT), a strategy chosen once from the loss's registry entry (``rl.update_kinds``) over a
+small frozen :class:`~scorealign.rl.context.UpdateContext`; the trainer never branches on the
+method's name. The epoch loop is :func:`scorealign.run.loop.run_steps` (unit ``epoch``).
+
+Exact resume: a checkpoint (atomic, ``run.checkpoint``) holds the trainable weights, optimizer,
 EMA, advantage-estimator state and the value network with its optimizer; everything random derives from (seed, epoch, ...), so a resumed
 run continues bit-for-bit. A reward returning NaN/inf or a wrong shape raises ``RewardError``
 before any update of that epoch; checkpoints already written are untouched.
@@ -21,8 +26,8 @@ before any update of that epoch; checkpoints already written are untouched.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,19 +35,18 @@ import torch
 from accelerate import Accelerator
 
 from scorealign.rewards.compose import build_reward_set
-from scorealign.rl.advantages import build_advantage
+from scorealign.rl.advantages import ADVANTAGES, build_advantage
 from scorealign.rl.config import FinetuneConfig
-from scorealign.rl.flow_methods import OldModel, nft_loss
+from scorealign.rl.context import UpdateContext
 from scorealign.rl.losses import RL_LOSSES, split_signature
 from scorealign.rl.setup import Setup, build_setup
-from scorealign.rl.updates import (backprop_loss, cat_trajectories, chunked_policy_loss,
-                                   policy_loss)
+from scorealign.rl.update_kinds import UpdateKind, build_update
+from scorealign.rl.updates import cat_trajectories, policy_loss
 from scorealign.rl.value import ValueBaseline, x0_rewards
 from scorealign.rng import derive_seed, generator
-from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scorealign.train.pretrain import make_accelerator
-from scorealign.run.progress import progress_bar
+from scorealign.run.loop import Cadence, resume_states, run_steps
 from scorealign.run.rundir import RunDir
+from scorealign.train.pretrain import make_accelerator
 
 def epoch_rows(cfg: FinetuneConfig, prompts: list[str], epoch: int
                ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
@@ -92,10 +96,30 @@ class Finetuner:
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
         self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
         self.epoch = 0
+        # the update kind of the loss (rl/update_kinds.py), chosen once
+        self.kind: UpdateKind = build_update(self.context())
         # DiffusionNFT's old (sampling) model, soft-updated after each epoch (flow_methods.py)
-        self.old = OldModel(self) if "forward_process" in self.entry.properties else None
+        self.old = getattr(self.kind, "old", None)
         x0_design = self.value is not None and cfg.algo.value.design == "x0"
         self.extra_queries_per_row = cfg.policy.steps if x0_design else 0
+
+    @property
+    def algo(self):
+        """``cfg.algo`` (as :class:`~scorealign.rl.context.UpdateContext` names it)."""
+        return self.cfg.algo
+
+    def context(self) -> UpdateContext:
+        """The frozen :class:`~scorealign.rl.context.UpdateContext` of the run's current state
+        (built at the start of each epoch; the update kind and the loss helpers see only it)."""
+        cfg, t = self.cfg, self.cfg.train
+        return UpdateContext(
+            policy=self.policy, ref_policy=self.ref_policy, model=self.model,
+            ref_model=self.setup.ref, unwrap=self.acc.unwrap_model,
+            make_policy=lambda m: self.setup.policy(cfg, m), entry=self.entry,
+            data_args=self.data_args, algo=cfg.algo, rewards=self.rewards,
+            decode=self.setup.decode,
+            steps_per_epoch=t.inner_epochs * (cfg.prompts.per_epoch * cfg.prompts.k //
+                                              t.minibatch_size))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -107,16 +131,14 @@ class Finetuner:
             st["advantage"] = self.estimator.state_dict()
         if self.value is not None:
             st.update(self.value.state_dicts())
-        if self.old is not None:
-            st["nft_old"] = self.old.state()
+        st.update(self.kind.state())
         return st
 
     def resume(self) -> int:
         """Load the run's latest checkpoint; returns the epoch to continue from."""
-        ckpt = latest_checkpoint(self.run.checkpoints) if self.run else None
-        if ckpt is None:
+        states, start = resume_states(self.run, True, unit="epoch")
+        if states is None:
             return 0
-        states, extra = load_checkpoint(ckpt)
         self.setup.load_trainable(states["model"])
         self.opt.load_state_dict(states["optimizer"])
         self.ema = {k: v.to(self.acc.device) for k, v in states.get("ema", {}).items()}
@@ -124,10 +146,8 @@ class Finetuner:
             self.estimator.load_state_dict(states.get("advantage", {}))
         if self.value is not None:
             self.value.load_state_dicts(states)
-        if self.old is not None:
-            self.old.load(states.get("nft_old", {}))
-        self.epoch = int(extra["epoch"])
-        self.run.truncate_metrics(self.epoch)
+        self.kind.load(states)
+        self.epoch = start
         return self.epoch
 
     # -- one epoch -----------------------------------------------------------------------------
@@ -140,7 +160,7 @@ class Finetuner:
         trajs, futures, scored = [], [], []
         pool = ThreadPoolExecutor(1, thread_name_prefix="reward") if self.cfg.reward.background \
             else None
-        policy = self.policy if self.old is None else self.old.policy
+        policy = self.kind.sampling_policy(self.context())
         self.model.eval()
         if self.cfg.train.reuse_rollout_graph and world > 1:
             raise ValueError("train.reuse_rollout_graph needs one process (the update's rows "
@@ -167,6 +187,7 @@ class Finetuner:
 
     def train_epoch(self) -> dict[str, float]:
         cfg, acc, t0 = self.cfg, self.acc, time.time()
+        ctx = self.context()
         prompts, ids, seeds = epoch_rows(cfg, self.setup.prompts, self.epoch)
         rows, traj, scored = self.sample_and_score(prompts, ids, seeds)
         r_local = torch.cat([s.optimized for s in scored]).to(acc.device)
@@ -182,13 +203,17 @@ class Finetuner:
         if cfg.train.log_kl:
             with torch.no_grad():
                 # θ's kernels were recorded (not with DiffusionNFT's old sampling model)
-                on_policy = cfg.policy.exploration == 0 and self.old is None
+                on_policy = cfg.policy.exploration == 0 and \
+                    self.kind.sampling_policy(ctx) is self.policy
                 kl_steps = self.policy.kl(self.ref_policy, traj, recorded=on_policy)
             metrics.update(kl_metrics(acc.gather(kl_steps), traj.random_steps[0]))
-        if cfg.algo.loss == "reward_backprop":
+        if not self.kind.uses_advantages:
             adv = None
         else:
-            keys = [prompts[int(i)] for i in ids] if self.estimator.name == "per_prompt" else ids
+            # an estimator keyed by prompt text (per-prompt statistics across epochs) gets the
+            # rows' prompts, the others the rows' group ids
+            by_prompt = "keyed_by_prompt" in ADVANTAGES.get(self.estimator.name).properties
+            keys = [prompts[int(i)] for i in ids] if by_prompt else ids
             values = r_x0 = None
             if self.value is not None:  # V_φ(x_t, t, c) of every (row, step), pre-update φ
                 local = self.value.predict(traj)
@@ -208,8 +233,7 @@ class Finetuner:
             target = r_all if r_x0 is None else r_all[:, None] - r_x0
             metrics.update(self.value.fit(traj, target))
         metrics.update(self.update(traj, adv))
-        if self.old is not None:
-            metrics.update(self.old.soft_update(self))
+        metrics.update(self.kind.after_epoch(ctx, self.epoch))
         metrics["time/epoch_s"] = time.time() - t0
         return metrics
 
@@ -220,9 +244,9 @@ class Finetuner:
         global permutation; process r trains positions r, r + world, … of each, so the set of
         rows per optimizer step does not depend on the number of processes.
         """
-        t, acc = self.cfg.train, self.acc
+        t, acc, uctx = self.cfg.train, self.acc, self.context()
         if traj.logp_graph is not None:
-            return self._update_on_graph(traj, adv)
+            return self._update_on_graph(traj, adv, uctx)
         n, world = traj.batch_size, acc.num_processes
         mb = t.minibatch_size
         micro = mb // world // t.grad_accum
@@ -243,20 +267,21 @@ class Finetuner:
                     last = j + micro >= len(batch)
                     sub = traj.index(idx)
                     scale = len(idx) / len(batch)
-                    if self._chunked():
+                    if self.kind.chunked(t.step_chunk, t.fold_steps):
                         def backward(loss, last_chunk, last=last, scale=scale):
                             ctx = nullcontext() if last and last_chunk else \
                                 acc.no_sync(self.model)
                             with ctx:
                                 acc.backward(loss * scale)
-                        out = chunked_policy_loss(self, sub, adv[idx], t.step_chunk,
-                                                  t.fold_steps, backward)
+                        out = self.kind.chunked_loss(uctx, sub, adv[idx], t.step_chunk,
+                                                     t.fold_steps, backward)
                     else:
                         ctx = acc.no_sync(self.model) if not last else nullcontext()
                         with ctx:
-                            out = self._loss(sub, None if adv is None else adv[idx])
+                            out = self.kind.loss(uctx, sub, None if adv is None else adv[idx],
+                                                 self.epoch)
                             acc.backward(out.loss * scale)
-                    evals += model_evals_grad(self.cfg, sub)
+                    evals += self.kind.model_evals_grad(uctx, sub)
                     for k, v in out.metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * len(idx) / len(batch)
                     frac += float(out.metrics.get("policy/clipfrac", 0.0)) * len(idx) / len(batch)
@@ -272,21 +297,21 @@ class Finetuner:
                 count += 1
         self.model.eval()
         out = {k: v / max(count, 1) for k, v in sums.items()}
-        if self.cfg.algo.loss != "reward_backprop":
+        if self.kind.clip_metrics:
             out["clip/frac_mb0"] = frac_mb0
         if clip_later:
             out["clip/frac_later"] = sum(clip_later) / len(clip_later)
         out["cost/model_evals_grad"] = float(evals)
         return out
 
-    def _update_on_graph(self, traj, adv) -> dict[str, float]:
+    def _update_on_graph(self, traj, adv, ctx: UpdateContext) -> dict[str, float]:
         """The one optimizer step of an on-policy epoch (``train.reuse_rollout_graph``): the
         loss on the rollout's log-probs with their graphs, one backward; the gradient equals the
         recomputing path's (tests/rl/test_memory_options.py) without its training forward."""
         t, acc = self.cfg.train, self.acc
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        out = policy_loss(self, traj, adv, logp=traj.logp_graph)
+        out = policy_loss(ctx, traj, adv, logp=traj.logp_graph)
         acc.backward(out.loss)
         metrics = {k: float(v) for k, v in out.metrics.items()}
         if t.grad_clip > 0:
@@ -296,22 +321,8 @@ class Finetuner:
         self._update_ema()
         self.model.eval()
         metrics["clip/frac_mb0"] = float(out.metrics.get("policy/clipfrac", 0.0))
-        metrics["cost/model_evals_grad"] = float(model_evals_grad(self.cfg, traj))
+        metrics["cost/model_evals_grad"] = float(self.kind.model_evals_grad(ctx, traj))
         return metrics
-
-    def _chunked(self) -> bool:
-        """Per-chunk backward (train.step_chunk) or folded steps for a log-prob loss."""
-        t = self.cfg.train
-        plain = self.cfg.algo.loss != "reward_backprop" and \
-            "forward_process" not in self.entry.properties
-        return plain and (t.step_chunk > 0 or t.fold_steps)
-
-    def _loss(self, sub, adv):
-        if self.cfg.algo.loss == "reward_backprop":
-            return backprop_loss(self, sub)
-        if "forward_process" in self.entry.properties:  # DiffusionNFT (rl/flow_methods.py)
-            return nft_loss(self, sub, adv)
-        return policy_loss(self, sub, adv)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -324,23 +335,26 @@ class Finetuner:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Run the remaining epochs; returns the last epoch's metrics."""
-        t, acc = self.cfg.train, self.acc
-        last: dict[str, float] = {}
-        with progress_bar("finetune", total=t.epochs, start=self.epoch,
-                          disable=not acc.is_main_process) as bar:
-            while self.epoch < t.epochs:
-                last = self.train_epoch()
-                self.epoch += 1
-                if acc.is_main_process and self.run is not None:
-                    self.run.log(self.epoch, **last)
-                    if self.epoch % t.ckpt_every == 0 or self.epoch == t.epochs:
-                        save_checkpoint(self.run.checkpoints, self.epoch, self.state(),
-                                        extra={"epoch": self.epoch}, keep=t.keep_checkpoints)
-                        self.save_epoch_grid()
-                acc.wait_for_everyone()
-                bar.advance(reward=last["reward/mean"])
-        return last
+        """Run the remaining epochs through :func:`~scorealign.run.loop.run_steps`; returns the
+        last epoch's metrics. Each epoch is logged; checkpoints every ``train.ckpt_every`` epochs
+        and at the end, each followed by the epoch's sample grid; every process waits for the
+        others after each epoch."""
+        t = self.cfg.train
+
+        def step(i: int) -> dict[str, float]:
+            self.epoch = i
+            metrics = self.train_epoch()
+            self.epoch = i + 1
+            return metrics
+
+        last = run_steps(run=self.run, acc=self.acc, start=self.epoch, step=step,
+                         cadence=Cadence(t.epochs, log_every=1, ckpt_every=t.ckpt_every,
+                                         keep=t.keep_checkpoints, unit="epoch"),
+                         states=self.state, label="finetune",
+                         bar_field=lambda m: {"reward": m["reward/mean"]},
+                         after_checkpoint=lambda _: self.save_epoch_grid(),
+                         sync_every_step=True)
+        return dict(last)
 
     @torch.no_grad()
     def save_epoch_grid(self, per_prompt: int = 4) -> None:
@@ -357,19 +371,6 @@ class Finetuner:
         images = self.setup.decode(traj.x0).float().cpu()
         save_image_grid(images, self.run.samples / f"epoch_{self.epoch:04d}.png",
                         nrow=per_prompt)
-
-
-def model_evals_grad(cfg: FinetuneConfig, sub) -> int:
-    """Model evaluations with a graph for one micro-batch: rows × trained steps (log-probs),
-    again for a differentiable KL term; DRaFT: rows × K (guidance counts as one evaluation)."""
-    if cfg.algo.loss == "reward_backprop":
-        return sub.batch_size * cfg.algo.backprop_steps
-    if "forward_process" in RL_LOSSES.get(cfg.algo.loss).properties:  # NFT: every grid time
-        return sub.batch_size * sub.num_steps
-    steps = int(sub.trained.any(0).sum())
-    hyper = {**split_signature(RL_LOSSES.get(cfg.algo.loss).fn)[1], **cfg.algo.loss_kwargs}
-    kl = float(hyper.get("beta", 0.0) or 0.0) > 0 or cfg.algo.loss == "dpok"
-    return sub.batch_size * steps * (2 if kl else 1)
 
 
 def kl_metrics(kl_steps: torch.Tensor, random_steps: torch.Tensor) -> dict[str, float]:

@@ -7,11 +7,14 @@ actually sampled over its random steps (``algo.kl``), and ratio losses get per-d
 log-probs (``algo.ratio_units``).
 ``backprop_loss`` is DRaFT-K: sample without gradients down to the last K steps, then
 differentiate through them and the reward [Clark+24 DRaFT, §4].
+
+Each takes the run's :class:`~scorealign.rl.context.UpdateContext` (``ctx``), never the trainer.
 """
 
 from __future__ import annotations
 
 import math
+import inspect
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -22,7 +25,7 @@ from scorealign.rl.losses import LossOut, reward_backprop, split_signature
 from scorealign.samplers import sample
 
 if TYPE_CHECKING:
-    from scorealign.rl.trainer import Finetuner
+    from scorealign.rl.context import UpdateContext
 
 
 def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
@@ -43,60 +46,70 @@ def cat_trajectories(trajs: list[Trajectory]) -> Trajectory:
                       **cat)
 
 
-def policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor, logp: Tensor | None = None,
+def policy_loss(ctx: "UpdateContext", sub: Trajectory, adv: Tensor, logp: Tensor | None = None,
                 kl: Tensor | None = None, fold: bool = False) -> LossOut:
-    """The registered loss of ``ft.cfg.algo`` on the rows ``sub`` with advantages ``adv``.
+    """The registered loss of ``ctx.algo`` on the rows ``sub`` with advantages ``adv``.
 
     ``logp`` / ``kl`` (``[B, S]``): use these instead of recomputing them (the rollout's graph
     of an on-policy update, or :func:`chunked_policy_loss`'s per-chunk inputs); ``fold``: the
     recomputation's steps in one batched model call (``Policy.step_preds``).
     """
-    cfg = ft.cfg.algo
+    cfg = ctx.algo
     kw = dict(cfg.loss_kwargs)
-    names = ft.data_args
+    names = ctx.data_args
     if logp is None:
-        logp = ft.policy.log_prob(sub, fold=fold)
+        logp = ctx.policy.log_prob(sub, fold=fold)
     logp_old = sub.log_probs.to(logp.device)
     if "logp_old" in names and cfg.ratio_units == "per_dim":
         # dimension-free trust region: ρ, clip and approx-KL on log-probs per dimension
-        d = math.prod(ft.policy.shape)
+        d = math.prod(ctx.policy.shape)
         logp, logp_old = logp / d, logp_old / d
     data: dict[str, Tensor | None] = {"logp": logp, "logp_old": logp_old,
                                       "adv": adv, "mask": sub.trained.to(logp.device)}
     if "dt" in names:  # score_as_action turns advantages into q-rates itself (rl/ct.py)
         data["dt"] = sub.dt.to(logp.device).float()
     if "kl" in names:
-        data["kl"] = kl if kl is not None or not needs_kl(ft) else step_kl(ft, sub, fold=fold)
-        if data["kl"] is not None and "flow_family" in ft.entry.properties and \
+        data["kl"] = kl if kl is not None or not needs_kl(ctx) else step_kl(ctx, sub, fold=fold)
+        if data["kl"] is not None and "flow_family" in ctx.entry.properties and \
                 cfg.ratio_units == "per_dim":
             # the Flow-GRPO family's β weighs the KL averaged over dimensions, like the ratio:
             # yifan123/flow_grpo scripts/train_sd3.py kl_loss = ((μ − μ_ref)²).mean(dim=(1,2,3))
             # / (2σ²) beside log_prob.mean(dims) (flow_grpo/diffusers_patch/sd3_sde_with_logprob.py)
-            data["kl"] = data["kl"] / math.prod(ft.policy.shape)
-    return ft.entry.fn(**{n: data[n] for n in names if n in data}, **kw)
+            data["kl"] = data["kl"] / math.prod(ctx.policy.shape)
+    return ctx.entry.fn(**{n: data[n] for n in names if n in data}, **kw)
 
 
-def needs_kl(ft: "Finetuner") -> bool:
-    """Whether the loss takes a differentiable per-step KL (β > 0, the loss's own default β
-    included (flow_grpo's is 0.04), or DPOK)."""
-    if "kl" not in ft.data_args:
+def needs_kl(ctx: "UpdateContext") -> bool:
+    """Whether the loss takes a differentiable per-step KL: β > 0 (the loss's own default β
+    included: flow_grpo's is 0.04), or a loss whose ``kl`` argument has no default (DPOK)."""
+    return loss_needs_kl(ctx.entry, ctx.algo.loss_kwargs)
+
+
+def loss_needs_kl(entry, loss_kwargs) -> bool:
+    """:func:`needs_kl` of a registered loss ``entry`` with configured ``loss_kwargs``."""
+    if "kl" not in split_signature(entry.fn)[0]:
         return False
-    beta = float({**split_signature(ft.entry.fn)[1], **ft.cfg.algo.loss_kwargs}.get("beta", 0.0)
-                 or 0.0)
-    return beta > 0 or ft.cfg.algo.loss == "dpok"
+    beta = float({**split_signature(entry.fn)[1], **loss_kwargs}.get("beta", 0.0) or 0.0)
+    return beta > 0 or kl_required(entry)
 
 
-def step_kl(ft: "Finetuner", sub: Trajectory, steps: list[int] | None = None,
+def kl_required(entry) -> bool:
+    """Whether the loss's ``kl`` data argument is required (no default: DPOK's Σ_t KL_t)."""
+    param = inspect.signature(entry.fn).parameters.get("kl")
+    return param is not None and param.default is param.empty
+
+
+def step_kl(ctx: "UpdateContext", sub: Trajectory, steps: list[int] | None = None,
             fold: bool = False) -> Tensor:
     """The per-step KL term ``[B, S]`` (``[B, len(steps)]``) of ``algo.kl``: ``exact`` (Gaussian
     KL of the sampled kernel or action, nats) or ``eps_mse`` (DPOK's code: mean_d (ε_θ −
     ε_ref)², guided)."""
-    if ft.cfg.algo.kl == "eps_mse":
-        return ft.policy.eps_mse(ft.ref_policy, sub, steps, fold=fold)
-    return ft.policy.kl(ft.ref_policy, sub, steps, fold=fold)
+    if ctx.algo.kl == "eps_mse":
+        return ctx.policy.eps_mse(ctx.ref_policy, sub, steps, fold=fold)
+    return ctx.policy.kl(ctx.ref_policy, sub, steps, fold=fold)
 
 
-def chunked_policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor, chunk: int, fold: bool,
+def chunked_policy_loss(ctx: "UpdateContext", sub: Trajectory, adv: Tensor, chunk: int, fold: bool,
                         backward: Callable[[Tensor, bool], None]) -> LossOut:
     """:func:`policy_loss` with the backward pass taken per chunk of ``chunk`` trained steps, so
     only one chunk's graphs are alive at a time (TRL's DDPOTrainer backpropagates per step).
@@ -113,21 +126,21 @@ def chunked_policy_loss(ft: "Finetuner", sub: Trajectory, adv: Tensor, chunk: in
     chunk = chunk if chunk > 0 else max(len(steps), 1)
     logp_old = sub.log_probs.to(sub.xs.device)
     logp = torch.zeros_like(logp_old)
-    kl = torch.zeros_like(logp_old) if needs_kl(ft) else None
+    kl = torch.zeros_like(logp_old) if needs_kl(ctx) else None
     held = torch.where(sub.trained.to(logp.device), logp_old, torch.zeros_like(logp_old))
     for c in range(0, len(steps), chunk):
         ks = steps[c:c + chunk]
         idx = torch.tensor(ks, device=logp.device)
-        lp_c = ft.policy.log_prob(sub, ks, fold=fold)
-        kl_c = step_kl(ft, sub, ks, fold=fold) if kl is not None else None
+        lp_c = ctx.policy.log_prob(sub, ks, fold=fold)
+        kl_c = step_kl(ctx, sub, ks, fold=fold) if kl is not None else None
         lp_in = held.to(lp_c.dtype).index_copy(1, idx, lp_c)
         kl_in = None if kl is None else kl.to(kl_c.dtype).index_copy(1, idx, kl_c)
-        backward(policy_loss(ft, sub, adv, logp=lp_in, kl=kl_in).loss, c + chunk >= len(steps))
+        backward(policy_loss(ctx, sub, adv, logp=lp_in, kl=kl_in).loss, c + chunk >= len(steps))
         logp = logp.to(lp_c.dtype).index_copy(1, idx, lp_c.detach())
         if kl is not None:
             kl = kl.to(kl_c.dtype).index_copy(1, idx, kl_c.detach())
     with torch.no_grad():
-        out = policy_loss(ft, sub, adv, logp=logp, kl=kl)
+        out = policy_loss(ctx, sub, adv, logp=logp, kl=kl)
     return LossOut(out.loss.detach(), out.metrics)
 
 
@@ -135,14 +148,15 @@ def _trained_steps(sub: Trajectory) -> list[int]:
     return sub.trained.any(0).nonzero().flatten().tolist()
 
 
-def backprop_loss(ft: "Finetuner", sub: Trajectory) -> LossOut:
+def backprop_loss(ctx: "UpdateContext", sub: Trajectory, epoch: int) -> LossOut:
     """DRaFT-K: −mean reward of samples re-generated from the same noise, with gradients
     through the last K solver steps only (the first S − K run without a graph).
 
     The rows reuse the recorded state x_{S−K} (exactly what the rollout visited) and their own
     per-row noise, so the re-generated samples equal the rollout's when the weights are unchanged.
+    ``epoch`` goes to the reward's metadata.
     """
-    pol, K = ft.policy, ft.cfg.algo.backprop_steps
+    pol, K = ctx.policy, ctx.algo.backprop_steps
     S = sub.num_steps
     if not 1 <= K <= S:
         raise ValueError(f"algo.backprop_steps must be in [1, {S}], got {K}")
@@ -151,8 +165,8 @@ def backprop_loss(ft: "Finetuner", sub: Trajectory) -> LossOut:
     out = sample(pol.pred_fn(sub.cond), pol.kind, pol.sde, x_start, sampler=pol.sampler,
                  steps=K, eta=pol.eta, grid=sub.ts[S - K:], noise=noise[S - K:],
                  deterministic=~sub.random_steps[0, S - K:].cpu(), clip_x0=pol.clip_sample)
-    images = ft.rewards.prepare(ft.setup.decode(out.x0))
-    r = ft.rewards.optimized(images, sub.prompts, {"epoch": ft.epoch})
+    images = ctx.rewards.prepare(ctx.decode(out.x0))
+    r = ctx.rewards.optimized(images, sub.prompts, {"epoch": epoch})
     if r.shape != (sub.batch_size,):
         raise ValueError(f"reward returned shape {tuple(r.shape)}, expected [{sub.batch_size}]")
     return reward_backprop(r.float())

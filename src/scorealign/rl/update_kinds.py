@@ -1,0 +1,188 @@
+"""RL update kinds: how one micro-batch of an epoch's rows becomes a loss, as strategies.
+
+The one trainer (``rl.trainer.Finetuner``) runs rollout → reward → advantages → minibatch steps
+for every method; what differs between methods is the *update kind*, chosen once per run from the
+registered loss (:func:`update_kind_for`), never from the method's name, and built once over the
+run's first context:
+
+=================== ============================================ ==============================
+kind                loss entries                                  micro-batch loss
+=================== ============================================ ==============================
+``log_prob``        every log-prob loss (reinforce, ppo_clip,    the registered loss on
+                    LOOP, GRPO and the Flow-GRPO family, DPOK,   recomputed per-step log-probs
+                    score_as_action)                             and KL (``rl.updates``),
+                                                                 optionally per chunk of steps
+``reward_backprop`` property ``needs_differentiable_reward``     DRaFT-K: backprop through the
+                    (``reward_backprop``)                        last K solver steps and the
+                                                                 reward [Clark+24 DRaFT]
+``forward_process`` property ``forward_process``                 DiffusionNFT on re-noised
+                    (``diffusion_nft``)                          final samples; an old model
+                                                                 samples [Zheng+25 DiffusionNFT]
+=================== ============================================ ==============================
+
+Each kind is registered in :data:`UPDATE_KINDS` with the loss property that selects it (the
+entry's ``properties``; none for the default ``log_prob``); a new kind is one class and one
+decorator. Its methods take the frozen :class:`~scorealign.rl.context.UpdateContext` of the
+current epoch (the trainer builds one per epoch from its state) and answer: which policy samples the rollouts,
+whether advantages are needed, the micro-batch loss, its count of model evaluations with a graph,
+whether its backward may be taken per chunk of steps, what it does after an epoch and what it
+adds to a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor
+
+from scorealign.policy.policy import Policy
+from scorealign.policy.trajectory import Trajectory
+from scorealign.registry import Entry, Registry
+from scorealign.rl.context import UpdateContext
+from scorealign.rl.flow_methods import OldModel, nft_loss
+from scorealign.rl.losses import LossOut
+from scorealign.rl.updates import backprop_loss, chunked_policy_loss, loss_needs_kl, policy_loss
+
+UPDATE_KINDS = Registry("RL update kind")
+
+
+class UpdateKind:
+    """The default behaviour of an update kind (the log-prob surrogate's).
+
+    Attributes:
+        uses_advantages: the loss takes advantages (the trainer computes them from rewards).
+        clip_metrics: the loss reports ``policy/clipfrac`` (the trainer logs ``clip/frac_mb0``).
+    """
+
+    uses_advantages = True
+    clip_metrics = True
+
+    def __init__(self, ctx: UpdateContext):
+        """Build the kind for the run whose first context is ``ctx``."""
+
+    def sampling_policy(self, ctx: UpdateContext) -> Policy:
+        """The policy that draws the rollouts (θ's own unless the kind keeps another)."""
+        return ctx.policy
+
+    def chunked(self, step_chunk: int, fold_steps: bool) -> bool:
+        """Whether the backward is taken per chunk of steps (``train.step_chunk``/``fold_steps``)."""
+        return False
+
+    def loss(self, ctx: UpdateContext, sub: Trajectory, adv: Tensor | None,
+             epoch: int) -> LossOut:
+        """The loss of the micro-batch ``sub`` with advantages ``adv`` in epoch ``epoch``."""
+        raise NotImplementedError
+
+    def chunked_loss(self, ctx: UpdateContext, sub: Trajectory, adv: Tensor, chunk: int,
+                     fold: bool, backward: Callable[[Tensor, bool], None]) -> LossOut:
+        """:meth:`loss` with the backward taken per chunk (only where :meth:`chunked`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no chunked backward")
+
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
+        """Model evaluations with a graph for the micro-batch ``sub``."""
+        raise NotImplementedError
+
+    def after_epoch(self, ctx: UpdateContext, epoch: int) -> dict[str, float]:
+        """Work after the epoch's optimizer steps (0-based ``epoch``); returns metrics."""
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """What the kind adds to a checkpoint's states."""
+        return {}
+
+    def load(self, states: dict[str, Any]) -> None:
+        """Restore :meth:`state` from a checkpoint's states."""
+
+
+@UPDATE_KINDS.register(
+    "log_prob", paper="Black+23 (DDPO), arXiv:2305.13301; Fan+23 (DPOK), arXiv:2305.16381",
+    equation="registered log-prob surrogate on recomputed per-step log-probs (+ β·KL)")
+class LogProbUpdate(UpdateKind):
+    """A registered log-prob loss on recomputed log-probs (:func:`~scorealign.rl.updates.policy_loss`),
+    with the backward per chunk of trained steps when asked (``chunked_policy_loss``)."""
+
+    def chunked(self, step_chunk: int, fold_steps: bool) -> bool:
+        return step_chunk > 0 or fold_steps
+
+    def loss(self, ctx, sub, adv, epoch) -> LossOut:
+        return policy_loss(ctx, sub, adv)
+
+    def chunked_loss(self, ctx, sub, adv, chunk, fold, backward) -> LossOut:
+        return chunked_policy_loss(ctx, sub, adv, chunk, fold, backward)
+
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
+        """Rows × trained steps, again for a differentiable KL term."""
+        steps = int(sub.trained.any(0).sum())
+        kl = loss_needs_kl(ctx.entry, ctx.algo.loss_kwargs)
+        return sub.batch_size * steps * (2 if kl else 1)
+
+
+@UPDATE_KINDS.register(
+    "reward_backprop", paper="Clark+24 (DRaFT), arXiv:2309.17400",
+    equation="−mean r(x_0) with gradients through the last K solver steps",
+    properties=frozenset({"needs_differentiable_reward"}))
+class RewardBackpropUpdate(UpdateKind):
+    """DRaFT-K (:func:`~scorealign.rl.updates.backprop_loss`): no advantages, no ratio."""
+
+    uses_advantages = False
+    clip_metrics = False
+
+    def loss(self, ctx, sub, adv, epoch) -> LossOut:
+        return backprop_loss(ctx, sub, epoch)
+
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
+        """Rows × K (guidance counts as one evaluation)."""
+        return sub.batch_size * ctx.algo.backprop_steps
+
+
+@UPDATE_KINDS.register(
+    "forward_process", paper="Zheng+25 (DiffusionNFT), arXiv:2509.16117",
+    equation="NFT objective on forward-noised final samples; old model soft-updated per epoch",
+    properties=frozenset({"forward_process"}))
+class ForwardProcessUpdate(UpdateKind):
+    """DiffusionNFT (:func:`~scorealign.rl.flow_methods.nft_loss`): the old model
+    (:class:`~scorealign.rl.flow_methods.OldModel`) samples the rollouts and is soft-updated
+    toward θ after each epoch; its weights are checkpointed as ``nft_old``."""
+
+    def __init__(self, ctx: UpdateContext):
+        super().__init__(ctx)
+        self.old = OldModel(ctx)
+
+    def sampling_policy(self, ctx: UpdateContext) -> Policy:
+        return self.old.policy
+
+    def loss(self, ctx, sub, adv, epoch) -> LossOut:
+        return nft_loss(ctx, sub, adv, self.old.model)
+
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
+        """Rows × every grid time."""
+        return sub.batch_size * sub.num_steps
+
+    def after_epoch(self, ctx: UpdateContext, epoch: int) -> dict[str, float]:
+        return self.old.soft_update(ctx.unwrap(ctx.model), epoch)
+
+    def state(self) -> dict[str, Any]:
+        return {"nft_old": self.old.state()}
+
+    def load(self, states: dict[str, Any]) -> None:
+        self.old.load(states.get("nft_old", {}))
+
+
+def update_kind_for(entry: Entry) -> str:
+    """The update kind a registered loss declares through its properties: the kind whose
+    registered ``properties`` the loss has, else ``log_prob``."""
+    chosen = [name for name, kind in UPDATE_KINDS.items()
+              if kind.properties and kind.properties <= entry.properties]
+    if len(chosen) > 1:
+        raise ValueError(f"loss properties {sorted(entry.properties)} select several update "
+                         f"kinds: {chosen}")
+    return chosen[0] if chosen else "log_prob"
+
+
+def build_update(ctx: UpdateContext) -> UpdateKind:
+    """The update kind of ``ctx.entry``, built for the run whose first context is ``ctx``."""
+    return UPDATE_KINDS.get(update_kind_for(ctx.entry)).fn(ctx)
+
+
+__all__ = ["UPDATE_KINDS", "ForwardProcessUpdate", "LogProbUpdate", "RewardBackpropUpdate",
+           "UpdateKind", "build_update", "update_kind_for"]
