@@ -9,6 +9,7 @@ from scorealign.config import BaseConfig as SharedBase
 from scorealign.config import FieldError, Tracker, tracker_field
 from scorealign.config import LoraConfig as SharedLora
 from scorealign.config import OptimConfig as SharedOptim
+from scorealign.policy.config import PolicyConfig  # noqa: F401 (the policy section; re-export)
 from scorealign.rl.losses import DEFAULT_ADVANTAGE, RL_LOSSES
 
 
@@ -45,38 +46,6 @@ class BaseConfig(SharedBase):
         "sd_tiny: encode each distinct prompt once per run (embeddings cached)"))
     compile: bool = field(default=False, metadata=_h(
         "sd_tiny: torch.compile the UNet (weights, optimizer and checkpoints unchanged)"))
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """Sampler of the policy (rollouts and log-probs)."""
-
-    sampler: str = field(default="ddim", metadata=_h(
-        "ddim | ddpm | euler_maruyama | heun_sde (| euler_ode | heun_ode with exploration > 0)"))
-    steps: int = field(default=20, metadata=_h("solver steps S"))
-    eta: float | None = field(default=1.0, metadata=_h("sampler η (null: its default)"))
-    grid: str = field(default="uniform", metadata=_h("time grid"))
-    guidance: float = field(default=2.0, metadata=_h("classifier-free guidance scale"))
-    exploration: float = field(default=0.0, metadata=_h(
-        "λ > 0: Score-as-Action exploration, ε-space action noise std (any solver)"))
-    clip_sample: float | None = field(default=None, metadata=_h(
-        "clamp x0_hat to +-clip_sample in every step (diffusers' clip_sample; ddim/ddpm in pixel "
-        "space); log-probs stay exact, the clipped pixels' x0 gets no gradient; null: off"))
-    action_steps: str = field(default="auto", metadata=_h(
-        "which steps are actions (trained, clipped, KL'd): auto | auto:TAU | all | fraction:F "
-        "(DDPO) | window:W (MixGRPO random) | slide:W[:EVERY[:STRIDE]] (MixGRPO progressive: "
-        "the window advances STRIDE steps every EVERY epochs) | branch:1|2 (Flow-GRPO-Fast) | "
-        "steps:I,J (policy/actions.py)"))
-    init_same_noise: bool = field(default=False, metadata=_h(
-        "the K rollouts of a prompt group start from one x_T (DanceGRPO/MixGRPO "
-        "--init_same_noise); groups and epochs differ"))
-
-    def __post_init__(self) -> None:
-        from scorealign.policy.actions import parse_action_steps
-        try:
-            parse_action_steps(self.action_steps)
-        except ValueError as e:
-            raise FieldError("action_steps", str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -222,7 +191,7 @@ class FinetuneConfig:
 
     def _check_reuse_graph(self, b: int) -> None:
         """train.reuse_rollout_graph needs an on-policy update with log-prob losses only."""
-        from scorealign.rl.losses import split_signature
+        from scorealign.rl.losses import kl_required, split_signature
         t, loss = self.train, self.algo.loss
         if t.inner_epochs != 1 or t.minibatch_size != b:
             raise FieldError("train.reuse_rollout_graph", f"needs one optimizer step per rollout "
@@ -231,8 +200,9 @@ class FinetuneConfig:
                              f"{t.minibatch_size})")
         entry = RL_LOSSES.get(loss)
         hyper = {**split_signature(entry.fn)[1], **self.algo.loss_kwargs}
-        grad_kl = float(hyper.get("beta", 0.0) or 0.0) > 0 or loss == "dpok"
-        if loss == "reward_backprop" or "forward_process" in entry.properties or grad_kl:
+        grad_kl = float(hyper.get("beta", 0.0) or 0.0) > 0 or kl_required(entry)
+        beyond = {"needs_differentiable_reward", "forward_process"} & entry.properties
+        if beyond or grad_kl:
             raise FieldError("train.reuse_rollout_graph", f"loss {loss!r} needs model calls "
                              f"beyond the rollout's log-probs (reward backprop, a forward-"
                              f"process loss or a differentiable KL with beta > 0)")

@@ -416,3 +416,9 @@ def reward_backprop(reward: Tensor) -> LossOut:
     loss = -reward.mean()
     std = reward.detach().std() if reward.numel() > 1 else torch.zeros_like(loss)
     return LossOut(loss, {"reward/mean": reward.detach().mean(), "reward/std": std.detach()})
+
+
+def kl_required(entry) -> bool:
+    """Whether the loss's ``kl`` data argument is required (no default: DPOK's Σ_t KL_t)."""
+    param = inspect.signature(entry.fn).parameters.get("kl")
+    return param is not None and param.default is param.empty

@@ -14,14 +14,13 @@ Each takes the run's :class:`~scorealign.rl.context.UpdateContext` (``ctx``), ne
 from __future__ import annotations
 
 import math
-import inspect
 from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
 from scorealign.policy.trajectory import Trajectory
-from scorealign.rl.losses import LossOut, reward_backprop, split_signature
+from scorealign.rl.losses import LossOut, kl_required, reward_backprop, split_signature
 from scorealign.samplers import sample
 
 if TYPE_CHECKING:
@@ -91,12 +90,6 @@ def loss_needs_kl(entry, loss_kwargs) -> bool:
         return False
     beta = float({**split_signature(entry.fn)[1], **loss_kwargs}.get("beta", 0.0) or 0.0)
     return beta > 0 or kl_required(entry)
-
-
-def kl_required(entry) -> bool:
-    """Whether the loss's ``kl`` data argument is required (no default: DPOK's Σ_t KL_t)."""
-    param = inspect.signature(entry.fn).parameters.get("kl")
-    return param is not None and param.default is param.empty
 
 
 def step_kl(ctx: "UpdateContext", sub: Trajectory, steps: list[int] | None = None,
