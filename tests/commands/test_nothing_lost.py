@@ -154,6 +154,14 @@ def test_training_out_on_a_user_directory_or_file_is_refused(command, base, tmp_
     assert (tmp_path / "file.txt").read_text() == "mine"
 
 
+def test_build_pairs_out_on_a_user_directory_is_refused(tmp_path):
+    mine = user_dir(tmp_path / "mine")
+    for extra in ([], ["--overwrite"]):
+        res = runner.invoke(app, ["rpo", "build-pairs", "--out", str(mine), *extra])
+        assert res.exit_code == 2 and "is not a pair dataset" in one_line_error(res)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_finetune_out_on_another_commands_run_is_refused(finished, tmp_path):
     res = runner.invoke(app, ["pretrain", "--out", str(finished)])
     assert res.exit_code == 2 and "is not a pretrain run directory" in one_line_error(res)
@@ -216,7 +224,7 @@ def test_resume_overrides_are_validated_and_recorded(base, tmp_path):
 
     res = runner.invoke(app, ["finetune", "--resume", str(out), "--set", "train.epochs=3"])
     assert res.exit_code == 0, res.output
-    assert "from epoch 1" in res.output
+    assert "from epoch 1" in res.output and "3/3" in res.output  # the bar counts to the new N
     assert load_checkpoint(latest_checkpoint(out / "checkpoints"))[1]["epoch"] == 3
     cfg = resolve_config(FinetuneConfig, resume=out)  # the strict loader reads it
     assert cfg.train.epochs == 3

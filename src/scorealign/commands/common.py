@@ -135,7 +135,10 @@ def check_out(out: str | Path, command: str) -> None:
         raise UsageError(f"--out {out}: exists and is not a directory; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if run_kind_at(out) not in OWN_KINDS.get(command, (command,)):
+    kind = run_kind_at(out)
+    if kind is None and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        return  # a run whose config is gone: RunDir.create refuses it, pointing to --resume
+    if kind not in OWN_KINDS.get(command, (command,)):
         raise UsageError(f"--out {out}: exists, is not empty and is not a {command} run "
                          f"directory; choose another --out (nothing was written)")
 
