@@ -171,7 +171,7 @@ def demo_args(base: Path, out: Path, epochs: int = 1) -> list[str]:
     return ["demo", "--out", str(out), *sets(base, epochs=epochs)]
 
 
-def test_demo_keeps_user_directories_and_finished_runs(base, tmp_path):
+def test_demo_keeps_user_dirs_and_finished_runs_and_continues_a_killed_one(base, tmp_path):
     mine = user_dir(tmp_path / "mine")
     res = runner.invoke(app, demo_args(base, mine))
     assert res.exit_code == 2 and "is not a demo run directory" in one_line_error(res)
@@ -179,26 +179,7 @@ def test_demo_keeps_user_directories_and_finished_runs(base, tmp_path):
     assert res.exit_code == 2  # --overwrite redoes a finished demo, never a user's directory
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
-    out = tmp_path / "demo"
-    res = runner.invoke(app, demo_args(base, out))
-    assert res.exit_code == 0, res.output
-    report = (out / "report.html").stat().st_mtime_ns
-    (out / "my_notes.txt").write_text("mine")
-    res = runner.invoke(app, demo_args(base, out))  # the same demo again: kept, exit 0
-    assert res.exit_code == 0, res.output
-    assert "holds a finished demo run (pass --overwrite to redo it)" in res.output
-    assert (out / "report.html").stat().st_mtime_ns == report
-    res = runner.invoke(app, demo_args(base, out, epochs=2))  # other settings: exit 2
-    assert res.exit_code == 2 and "--overwrite" in one_line_error(res)
-    assert (out / "report.html").stat().st_mtime_ns == report
-    assert (out / "my_notes.txt").read_text() == "mine"
-    res = runner.invoke(app, demo_args(base, out, epochs=2) + ["--overwrite"])
-    assert res.exit_code == 0, res.output
-    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
-
-
-def test_an_interrupted_demo_continues_where_it_stopped(base, tmp_path):
-    out = tmp_path / "demo"
+    out = tmp_path / "demo"  # Ctrl-C after the first checkpoint, then the same command again
     res = runner.invoke(app, ["demo", "--out", str(out),
                               *sets(base, reward="ctrl_c_at_epoch_1", epochs=2)])
     assert res.exit_code == 130, res.output
@@ -208,28 +189,51 @@ def test_an_interrupted_demo_continues_where_it_stopped(base, tmp_path):
     assert res.exit_code == 0, res.output
     assert "from epoch 1" in res.output and (out / "report.html").is_file()
 
+    report = (out / "report.html").stat().st_mtime_ns
+    (out / "my_notes.txt").write_text("mine")
+    res = runner.invoke(app, demo_args(base, out, epochs=2))  # the same demo again: kept, exit 0
+    assert res.exit_code == 0, res.output
+    assert "holds a finished demo run (pass --overwrite to redo it)" in res.output
+    assert (out / "report.html").stat().st_mtime_ns == report
+    res = runner.invoke(app, demo_args(base, out, epochs=1))  # other settings: exit 2
+    assert res.exit_code == 2 and "--overwrite" in one_line_error(res)
+    assert (out / "report.html").stat().st_mtime_ns == report
+    assert (out / "my_notes.txt").read_text() == "mine"
+    res = runner.invoke(app, demo_args(base, out, epochs=1) + ["--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 1
+
 
 # -- 2. the run directory is the record ----------------------------------------------------
-def test_resume_overrides_are_validated_and_recorded(base, tmp_path):
+def test_ctrl_c_says_how_to_continue_and_resume_overrides_are_recorded(base, tmp_path):
     from scorealign.commands.common import resolve_config
     from scorealign.rl.config import FinetuneConfig
     from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
     out = tmp_path / "run"
-    res = runner.invoke(app, ["finetune", "--out", str(out), *sets(base)])
-    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["finetune", "--out", str(out),
+                              *sets(base, reward="ctrl_c_at_epoch_1", epochs=2)])
+    assert res.exit_code == 130, res.output
+    assert res.output.strip().splitlines()[-1] == \
+        f"interrupted; continue with: scorealign finetune --resume {out}"  # after the bar
+    assert load_checkpoint(latest_checkpoint(out / "checkpoints"))[1]["epoch"] == 1
+
     before = (out / "config.yaml").read_text()
     res = runner.invoke(app, ["finetune", "--resume", str(out), "--set", "train.epochs=zwei"])
     assert res.exit_code == 2 and "train.epochs" in one_line_error(res)
     assert (out / "config.yaml").read_text() == before and not (out / "overrides.jsonl").exists()
 
-    res = runner.invoke(app, ["finetune", "--resume", str(out), "--set", "train.epochs=3"])
+    res = runner.invoke(app, ["finetune", "--resume", str(out), "--set", "train.epochs=3",
+                              "--set", "reward.optimized=nothing_lost_rewards:good"])
     assert res.exit_code == 0, res.output
     assert "from epoch 1" in res.output and "3/3" in res.output  # the bar counts to the new N
     assert load_checkpoint(latest_checkpoint(out / "checkpoints"))[1]["epoch"] == 3
     cfg = resolve_config(FinetuneConfig, resume=out)  # the strict loader reads it
-    assert cfg.train.epochs == 3
+    assert cfg.train.epochs == 3  # eval, report, export and --resume see the fix
+    assert cfg.reward.optimized == "nothing_lost_rewards:good"
     lines = [json.loads(s) for s in (out / "overrides.jsonl").read_text().splitlines()]
-    assert [x["changed"] for x in lines] == [{"train.epochs": [1, 3]}]
+    assert [x["changed"] for x in lines] == [{
+        "reward.optimized": ["nothing_lost_rewards:ctrl_c_at_epoch_1", "nothing_lost_rewards:good"],
+        "train.epochs": [2, 3]}]
     rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == 3
     res = runner.invoke(app, ["finetune", "--resume", str(out)])  # nothing changed: no line
@@ -249,22 +253,6 @@ def test_a_failed_start_leaves_nothing_and_no_resume_hint(base, tmp_path):
     res = runner.invoke(app, ["finetune", "--out", str(empty),
                               *sets(base, reward="nan_at_once")])
     assert res.exit_code == 2 and empty.is_dir() and not any(empty.iterdir())
-
-
-def test_ctrl_c_says_how_to_continue_and_keeps_the_checkpoints(base, tmp_path):
-    from scorealign.run.checkpoint import latest_checkpoint, load_checkpoint
-    out = tmp_path / "run"
-    res = runner.invoke(app, ["finetune", "--out", str(out),
-                              *sets(base, reward="ctrl_c_at_epoch_1", epochs=2)])
-    assert res.exit_code == 130, res.output
-    assert res.output.strip().splitlines()[-1] == \
-        f"interrupted; continue with: scorealign finetune --resume {out}"  # after the bar
-    assert load_checkpoint(latest_checkpoint(out / "checkpoints"))[1]["epoch"] == 1
-    res = runner.invoke(app, ["finetune", "--resume", str(out), "--set",
-                              "reward.optimized=nothing_lost_rewards:good"])
-    assert res.exit_code == 0, res.output
-    recorded = yaml.safe_load((out / "config.yaml").read_text())["reward"]["optimized"]
-    assert recorded == "nothing_lost_rewards:good"  # eval, report and --resume see the fix
 
 
 def test_ctrl_c_before_the_first_checkpoint_keeps_nothing(base, tmp_path):

@@ -27,7 +27,8 @@ def control(cfg: Any, out: str | Path | None = None, resume: str | Path | None =
     overrides given with ``resume`` are recorded in its config.yaml.
 
     Raises:
-        UsageError: ``out`` is a file, another command's directory or a run with checkpoints; RunNotFoundError: ``resume`` is no run;
+        UsageError: ``out`` is a file, another command's directory or a run with checkpoints;
+        RunNotFoundError: ``resume`` is no run;
         CheckpointError, RunDirError.
     """
     from scorealign.control.train import train_control
