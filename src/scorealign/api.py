@@ -160,11 +160,12 @@ def evaluate(run: str | Path, *, sampler: str | None = None, steps: int | None =
 
 
 def export(run: str | Path, to: str | Path | None = None,
-           checkpoint: str | Path | None = None) -> Path:
+           checkpoint: str | Path | None = None, overwrite: bool = False) -> Path:
     """``scorealign export``: the run's model in its ecosystem's format (default ``RUN/final``),
-    from ``checkpoint`` (default the newest); returns the directory written."""
+    from ``checkpoint`` (default the newest); returns the directory written. ``to`` may not be a
+    file, nor a non-empty directory scorealign did not write unless ``overwrite``."""
     from scorealign.commands.export import export_run
-    return export_run(run, to, checkpoint)
+    return export_run(run, to, checkpoint, overwrite)
 
 
 def report(run: str | Path, title: str | None = None) -> Path:

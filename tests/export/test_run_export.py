@@ -27,7 +27,9 @@ def test_digits_lora_run_exports_a_merged_save_pretrained_pair(tmp_path):
     add_lora(model.unet, 4, 8.0, ["to_q", "to_k", "to_v", "to_out.0"])
     _perturb_lora(model)
     out = export_digits(model, tmp_path / "final")
-    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "model_config.json"]
+    # the marker says this directory is scorealign's own export (a rerun may replace it)
+    assert sorted(p.name for p in out.iterdir()) == [".scorealign-export", "model.safetensors",
+                                                     "model_config.json"]
     loaded = load_pretrained(out)
     x, t = torch.randn(3, 1, 8, 8), torch.rand(3)
     cond = Cond(labels=torch.tensor([1, 2, 3]))

@@ -44,7 +44,8 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EP
 def _guard(fn):
     """The one place where errors become exit codes: a typed error of scorealign (bad config,
     data line, checkpoint, run directory, reward, export target; ``scorealign.errors``) and an
-    unwritable output (full disk, no permission) end the command with exit 2 and one line.
+    unwritable output (full disk, no permission) end the command with exit 2 and one line;
+    Ctrl-C ends it with exit 130 and one line saying how to continue (``RunInterrupted``).
     Other exceptions keep their traceback."""
 
     @functools.wraps(fn)
@@ -55,6 +56,9 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except ScorealignError as e:
             fail(e)
+        except KeyboardInterrupt as e:  # Ctrl-C is no error: say how to continue, exit 130
+            typer.secho(" ".join((str(e) or "interrupted").split()), fg="yellow", err=True)
+            raise typer.Exit(130) from None
         except OSError as e:
             if e.errno not in _WRITE_ERRNOS:
                 raise

@@ -11,14 +11,17 @@ from scorealign.cli.common import SET_OPT
 
 
 def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
-             set_: Optional[list[str]] = SET_OPT) -> None:
+             set_: Optional[list[str]] = SET_OPT,
+             overwrite: bool = typer.Option(False, "--overwrite", help="Redo a finished demo "
+                                            "run at --out.")) -> None:
     """The main job on its embedded default: LOOP fine-tuning of the shipped digits model.
 
     Uses ``configs/finetune/demo.yaml``; pretrains a small base first when no shipped checkpoint
-    is present. A killed demo continues where it stopped.
+    is present. A killed demo continues where it stopped; a finished one is kept (rerun with
+    --overwrite to redo it); a directory that is not a demo run is never touched.
     """
     from scorealign.commands.demo import demo
-    typer.echo(f"report: {demo(out, set_, say=typer.echo) / 'report.html'}")
+    typer.echo(f"report: {demo(out, set_, say=typer.echo, overwrite=overwrite) / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:

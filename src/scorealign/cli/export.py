@@ -15,14 +15,17 @@ def export_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any 
                to: Optional[Path] = typer.Option(None, "--to", help="Target directory "
                                                  "(default RUN/final)."),
                checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A checkpoint "
-                                                        "(step_000020 or a path); default newest")
+                                                        "(step_000020 or a path); default newest"),
+               overwrite: bool = typer.Option(False, "--overwrite", help="Replace --to even when "
+                                              "it is a directory scorealign did not write.")
                ) -> None:
     """Export a run's model in its ecosystem's format (digits pair, diffusers LoRA or pipeline,
-    transformers/peft directory, control policy), from any checkpoint."""
+    transformers/peft directory, control policy), from any checkpoint. An existing file at
+    --to, or a non-empty directory that is not an export, is an error (unless --overwrite)."""
     from scorealign.commands.export import export_run
     from scorealign.errors import ScorealignError
     try:
-        path = export_run(run_dir, to, checkpoint)
+        path = export_run(run_dir, to, checkpoint, overwrite)
     except (ScorealignError, FileNotFoundError, ValueError) as e:
         fail(first_line(e))
     except OSError as e:

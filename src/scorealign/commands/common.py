@@ -96,18 +96,137 @@ def default_out(command: str) -> Path:
     return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def open_run(cfg: Any, out: str | Path | None, resume: str | Path | None, command: str):
-    """The run directory: ``resume`` reopened, or a new one at ``out`` (default
-    ``runs/<command>-<time>``) holding ``cfg``.
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run; the message says how to continue (``scorealign.cli`` prints
+    it as one line, exit 130). A KeyboardInterrupt, so ``except KeyboardInterrupt`` still works."""
+
+
+#: the run kinds (``commands/kinds.py``) whose run directories a command's ``--out`` may reuse
+OWN_KINDS = {"pretrain": ("pretrain",), "finetune": ("finetune",), "demo": ("finetune",),
+             "dpo": ("dpo", "diffusion_dpo"), "control": ("control",)}
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to ``--resume`` from (a damaged one counts: resume
+    says what is wrong with it)."""
+    from scorealign.run.checkpoint import CheckpointError, latest_checkpoint
+    try:
+        return latest_checkpoint(Path(run_dir) / "checkpoints", fallback=False) is not None
+    except CheckpointError:
+        return True
+
+
+def run_kind_at(path: Path) -> str | None:
+    """The kind of the run directory at ``path``; None when it is none (no config.yaml, or a
+    config of no command)."""
+    from scorealign.commands.kinds import kind_of
+    try:
+        return kind_of(path)
+    except ScorealignError:
+        return None
+
+
+def check_out(out: str | Path, command: str) -> None:
+    """Raise UsageError unless ``--out`` is new, an empty directory, or a run directory of
+    ``command``'s kind (which ``RunDir.create`` then refuses if it has checkpoints): the program
+    never writes into, or deletes, a directory or file it did not create."""
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out}: exists and is not a directory; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    kind = run_kind_at(out)
+    if kind is None and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        return  # a run whose config is gone: RunDir.create refuses it, pointing to --resume
+    if kind not in OWN_KINDS.get(command, (command,)):
+        raise UsageError(f"--out {out}: exists, is not empty and is not a {command} run "
+                         f"directory; choose another --out (nothing was written)")
+
+
+class Footprint:
+    """What a command creates at a new run's path, so that a failed start removes exactly that:
+    the directory (and its parents) when they did not exist, else only the new entries."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        self.top = missing[-1] if missing else None  # the highest directory this run creates
+        self.before = None if self.top else {p.name for p in self.path.iterdir()}
+
+    def remove(self) -> None:
+        """Remove what was created since this footprint was taken; nothing else."""
+        import shutil
+        if self.top is None:
+            for p in self.path.iterdir():
+                if p.name not in self.before:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        for p in self.path.parents:  # the parents this run made, while they stay empty
+            if not p.is_relative_to(self.top) or not p.is_dir() or any(p.iterdir()):
+                break
+            p.rmdir()
+
+
+@contextmanager
+def run_guard(command: str, path: str | Path, footprint: Footprint | None = None,
+              again: str | None = None) -> Iterator[None]:
+    """Keep a run directory honest when its command stops early.
+
+    A failure or Ctrl-C before the first checkpoint of a new run removes what ``footprint``
+    recorded (a failed start leaves no directory); Ctrl-C becomes :class:`RunInterrupted` whose
+    message says how to continue (``again``, default ``scorealign COMMAND --resume PATH``) when a
+    checkpoint exists. Checkpoints are never removed.
+    """
+    path = Path(path)
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        if has_checkpoint(path):
+            raise RunInterrupted(f"interrupted; continue with: "
+                                 f"{again or f'scorealign {command} --resume {path}'}") from None
+        if footprint is not None:
+            footprint.remove()
+            raise RunInterrupted(f"interrupted before the first checkpoint; {path} was not kept"
+                                 ) from None
+        raise RunInterrupted("interrupted before a checkpoint was written") from None
+    except BaseException:
+        if footprint is not None and not has_checkpoint(path):
+            footprint.remove()
+        raise
+
+
+def open_run(cfg: Any, out: str | Path | None, resume: str | Path | None, command: str
+             ) -> tuple[Any, Footprint | None]:
+    """The run directory and, for a new one, its :class:`Footprint`: ``resume`` reopened with
+    ``cfg`` recorded in its config.yaml (``--set`` overrides), or a new one at ``out`` (default
+    ``runs/<command>-<time>``) holding ``cfg`` and its kind.
 
     Raises:
-        UsageError: ``out`` already holds a run with checkpoints (the message says --resume).
+        UsageError: ``out`` is a file, a directory not of this command, or a run with
+            checkpoints (the message says --resume).
         RunNotFoundError: ``resume`` is not a run directory.
         RunDirError: ``out`` cannot be created.
     """
     from scorealign.run.rundir import RunDir
     try:
-        return RunDir.open(resume) if resume else RunDir.create(out or default_out(command), cfg)
+        if resume:
+            run = RunDir.open(resume)
+            run.record_config(cfg)
+            return run, None
+        out = Path(out or default_out(command))
+        check_out(out, command)
+        footprint = Footprint(out)
+        kind = OWN_KINDS.get(command, (command,))[0] if isinstance(command, str) else None
+        if type(cfg).__name__ == "DiffusionDPOConfig":
+            kind = "diffusion_dpo"
+        try:
+            return RunDir.create(out, cfg, kind=kind), footprint
+        except BaseException:
+            footprint.remove()
+            raise
     except FileExistsError as e:
         raise UsageError(str(e)) from None
     except FileNotFoundError as e:
@@ -143,4 +262,5 @@ def typed_errors(prefix: str = "", values: bool = True,
 
 
 __all__ = ["Say", "silent", "configs_root", "shipped_configs", "find_config", "GROUPS",
-           "resolve_config", "default_out", "open_run", "typed_errors"]
+           "resolve_config", "default_out", "RunInterrupted", "OWN_KINDS", "has_checkpoint",
+           "run_kind_at", "check_out", "Footprint", "run_guard", "open_run", "typed_errors"]

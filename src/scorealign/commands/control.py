@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scorealign.commands.common import Say, default_out, silent, typed_errors
+from scorealign.commands.common import (Footprint, Say, check_out, default_out, run_guard, silent,
+                                       typed_errors)
 from scorealign.errors import RunNotFoundError
 
 
@@ -21,16 +22,31 @@ def control(cfg: Any, out: str | Path | None = None, resume: str | Path | None =
 
     ``say`` receives the final evaluation's line and the run's path.
 
+    A failure before the first checkpoint of a new run removes the directory it created; Ctrl-C
+    raises :class:`~scorealign.commands.common.RunInterrupted` saying how to continue; ``--set``
+    overrides given with ``resume`` are recorded in its config.yaml.
+
     Raises:
-        UsageError: ``out`` holds a run already; RunNotFoundError: ``resume`` is no run;
+        UsageError: ``out`` is a file, another command's directory or a run with checkpoints;
+        RunNotFoundError: ``resume`` is no run;
         CheckpointError, RunDirError.
     """
     from scorealign.control.train import train_control
     from scorealign.commands.export import export_run
     from scorealign.report.html import write_report
 
+    from scorealign.run.rundir import RunDir
+
     path = Path(resume or out or default_out("control"))
+    footprint = None
     with typed_errors(values=False, missing=RunNotFoundError):
+        if resume is not None:
+            RunDir.open(path).record_config(cfg)
+        else:
+            check_out(path, "control")
+            footprint = Footprint(path)
+    with run_guard("control", path, footprint), \
+            typed_errors(values=False, missing=RunNotFoundError):
         result = train_control(cfg, path, resume=resume is not None)
     export_run(path)
     write_report(path, title=f"control: {path.name}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scorealign.commands.common import Say, open_run, resolve_config, silent
+from scorealign.commands.common import Say, open_run, resolve_config, run_guard, silent
 from scorealign.errors import ScorealignError, UsageError
 
 LM_CONFIGS = "configs/dpo/"
@@ -75,9 +75,10 @@ def lm_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | None = 
     from scorealign.preference.trainer import train
     from scorealign.report.html import write_report
 
-    run = open_run(cfg, out, resume, "dpo")
+    run, footprint = open_run(cfg, out, resume, "dpo")
     (say or silent)(f"run directory: {run.path}")
-    summary = train(cfg, run, resume=resume is not None)
+    with run_guard("dpo", run.path, footprint):
+        summary = train(cfg, run, resume=resume is not None)
     if summary["end_step"] == cfg.train.steps and _is_main():
         export_lm(summary["model"], summary["tokenizer"], run.path / "final")
         write_report(run.path, title=f"dpo: {run.path.name}")
@@ -103,10 +104,11 @@ def diffusion_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | 
     from scorealign.preference.rpo.dataset import DatasetError
     from scorealign.report.html import write_report
 
-    run = open_run(cfg, out, resume, "dpo")
+    run, footprint = open_run(cfg, out, resume, "dpo")
     (say or silent)(f"run directory: {run.path}")
     try:
-        summary = train(cfg, run, resume=resume is not None)
+        with run_guard("dpo", run.path, footprint):
+            summary = train(cfg, run, resume=resume is not None)
     except (DatasetError, ConfigError):
         raise
     except FileNotFoundError as e:  # a file the config names

@@ -14,39 +14,46 @@ from typing import Any
 
 import torch
 
-from scorealign.commands.common import default_out, typed_errors
+from scorealign.commands.common import has_checkpoint, open_run, run_guard, typed_errors
 
 
 def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None = None,
-             title: str | None = None) -> Path:
+             title: str | None = None, again: str | None = None) -> Path:
     """Fine-tune into a run directory (new at ``out``, default ``runs/finetune-<time>``, or
     ``resume``), export ``RUN/final``, write the before/after grids and ``report.html``;
     returns the run directory.
 
+    A failure before the first checkpoint of a new run removes the directory it created;
+    Ctrl-C raises :class:`~scorealign.commands.common.RunInterrupted` saying how to continue
+    (``again``: the command to show, default ``scorealign finetune --resume RUN``).
+
     Raises:
         RewardError: the reward failed (non-finite, wrong shape); the message says the last
-            checkpoint is intact.
-        UsageError: ``out`` holds a run already; ConfigError: a value, key or file of the config
-            that the trainer cannot use; CheckpointError, RunDirError.
+            checkpoint is intact when there is one.
+        UsageError: ``out`` is a file, another command's directory or a run with checkpoints;
+            ConfigError: a value, key or file of the config that the trainer cannot use;
+            CheckpointError, RunDirError.
     """
     from scorealign.commands.kind_finetune import export_finetuner
     from scorealign.report.html import write_report
     from scorealign.rewards.base import RewardError
     from scorealign.rl.trainer import Finetuner
-    from scorealign.run.rundir import RunDir
 
+    with typed_errors():
+        run, footprint = open_run(cfg, out, resume, "finetune")
     try:
-        with typed_errors():
-            run = RunDir.open(resume) if resume else RunDir.create(out or default_out("finetune"),
-                                                                   cfg)
+        with run_guard("finetune", run.path, footprint, again), typed_errors():
             ft = Finetuner(cfg, run)
             if resume:
                 ft.acc.print(f"resuming {run.path} from epoch {ft.resume()}")
             t0 = time.time()
             ft.fit()
     except RewardError as e:
+        if not has_checkpoint(run.path):
+            raise RewardError(f"{e}\nthe run stopped before its first checkpoint; nothing was "
+                              f"kept") from e
         raise RewardError(f"{e}\nthe run stopped; its last checkpoint is intact (continue with "
-                          f"--resume after fixing the reward)") from e
+                          f"--resume {run.path} after fixing the reward)") from e
     if ft.acc.is_main_process:
         export_finetuner(ft)
         before_after(ft, run)

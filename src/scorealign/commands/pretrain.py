@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scorealign.commands.common import Say, open_run, silent, typed_errors
+from scorealign.commands.common import Say, open_run, run_guard, silent, typed_errors
 
 
 def train_and_export(cfg: Any, run: Any, resume: bool = False) -> Path:
@@ -38,8 +38,12 @@ def pretrain(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
 
     ``say`` receives the lines to show (the metrics, the report's path); default: none.
 
+    A failure before the first checkpoint of a new run removes the directory it created; Ctrl-C
+    raises :class:`~scorealign.commands.common.RunInterrupted` saying how to continue.
+
     Raises:
-        UsageError: ``out`` holds a run already; RunNotFoundError: ``resume`` is no run;
+        UsageError: ``out`` is a file, another command's directory or a run with checkpoints;
+        RunNotFoundError: ``resume`` is no run;
         ConfigError: a value the trainer rejects (the message names the run's config.yaml).
     """
     from scorealign.report.html import write_report
@@ -47,9 +51,9 @@ def pretrain(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
     from scorealign.train.evaluate import evaluate, sample_grid, write_eval
 
     say = say or silent
-    run = open_run(cfg, out, resume, "pretrain")
+    run, footprint = open_run(cfg, out, resume, "pretrain")
     t0 = time.time()
-    with typed_errors(prefix=f"{run.config_file}: "):
+    with run_guard("pretrain", run.path, footprint), typed_errors(prefix=f"{run.config_file}: "):
         train_and_export(cfg, run, resume=resume is not None)
     _, task, model = load_run(run.path)
     sample_grid(task, model, cfg.sample, run.samples / "final.png")

@@ -7,6 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from scorealign.commands.common import default_out, typed_errors
+from scorealign.errors import UsageError
+
+
+def check_dataset_out(out: Path) -> None:
+    """Raise UsageError unless ``out`` is new, empty, or a pair dataset (complete or a killed
+    build's leftovers, which the writer replaces): a user's directory or file is never removed."""
+    from scorealign.preference.rpo.dataset import MANIFEST_FILE, PAIRS_FILE
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"--out {out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (
+            (out / PAIRS_FILE).is_file() or (out / MANIFEST_FILE).is_file()):
+        raise UsageError(f"--out {out}: exists, is not empty and is not a pair dataset; choose "
+                         f"another --out (nothing was written)")
 
 
 def build_pairs(cfg: Any, out: str | Path | None = None, overwrite: bool = False
@@ -17,12 +30,14 @@ def build_pairs(cfg: Any, out: str | Path | None = None, overwrite: bool = False
     ``overwrite`` replaces a complete dataset at ``out``; an incomplete one is continued.
 
     Raises:
-        UsageError: a complete dataset exists at ``out`` (without ``overwrite``);
+        UsageError: a complete dataset exists at ``out`` (without ``overwrite``), or ``out`` is
+            a file or a directory that is not a pair dataset (even with ``overwrite``);
         ConfigError: a missing file the config names; DatasetError, StageError.
     """
     from scorealign.preference.rpo.build import build_pairs as build
 
-    target = out or default_out(f"pairs-{cfg.method}")
+    target = Path(out or default_out(f"pairs-{cfg.method}"))
+    check_dataset_out(target)
     with typed_errors(values=False):
         return build(cfg, target, overwrite=overwrite)
 

@@ -7,6 +7,11 @@ the command's run kind in ``run.json`` (``{"kind": "finetune"}``, written atomic
 that already has checkpoints unless asked to resume; ``RunDir.open`` reopens one for ``--resume``.
 Metrics are appended one JSON object per line and flushed, so a killed run keeps what it logged;
 on resume, lines logged after the checkpoint being resumed are dropped so the log is not doubled.
+
+The run directory is the record of the configuration the run trained with: ``--set`` overrides
+given with ``--resume`` are written into ``config.yaml`` (atomically, :meth:`RunDir.record_config`)
+and each change is appended to ``overrides.jsonl`` (``{"time": ..., "changed": {"train.epochs":
+[4, 6]}}``), so ``eval``, ``report``, ``export`` and the next ``--resume`` read the same values.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from scorealign.config import dump_config
 
 
 RUN_RECORD = "run.json"
+OVERRIDES = "overrides.jsonl"
 
 
 class RunDirError(ScorealignError, OSError):
@@ -50,6 +56,7 @@ class RunDir:
         self.metrics_file = self.path / "metrics.jsonl"
         self.config_file = self.path / "config.yaml"
         self.record_file = self.path / RUN_RECORD
+        self.overrides_file = self.path / OVERRIDES
         self._tracker: str | None = None
 
     @classmethod
@@ -82,6 +89,35 @@ class RunDir:
         if not run.config_file.is_file():
             raise FileNotFoundError(f"{run.config_file}: not a run directory (no config.yaml)")
         return run  # creates nothing: a read-only model directory stays untouched
+
+    def record_config(self, cfg: Any) -> dict[str, list[Any]]:
+        """Make ``config.yaml`` say ``cfg`` (the config a resumed run continues with).
+
+        When a field differs from the recorded config, ``config.yaml`` is rewritten atomically
+        and one line ``{"time", "changed": {dotted field: [old, new]}}`` is appended to
+        ``overrides.jsonl``. Returns the changes (empty: nothing written).
+        """
+        import time
+
+        import yaml
+
+        from scorealign.run.atomic import write_text
+        text = dump_config(cfg)
+        try:
+            old = yaml.safe_load(self.config_file.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            old = {}
+        old, new = _flat(old), _flat(yaml.safe_load(text) or {})
+        changed = {k: [old.get(k), new.get(k)] for k in sorted(old.keys() | new.keys())
+                   if old.get(k) != new.get(k)}
+        if changed:
+            write_text(self.config_file, text)
+            line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "changed": changed}
+            with open(self.overrides_file, "a") as f:
+                f.write(json.dumps(line, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        return changed
 
     @property
     def kind(self) -> str | None:
@@ -137,3 +173,13 @@ class RunDir:
         tmp = self.metrics_file.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, self.metrics_file)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 4}}`` → ``{"train.epochs": 4}`` (lists stay values)."""
+    if not isinstance(tree, dict) or (prefix and not tree):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
