@@ -336,6 +336,31 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+#: One range rule for every command's config (issue 26): a budget, count, size or interval
+#: given in a YAML file or with --set must be >= 1, a learning rate > 0, a warm-up, decay or clip
+#: >= 0. Matched by field name, checked before anything is written; fields whose 0 means "off"
+#: (``eval_every``) or "none" are not in these sets.
+AT_LEAST_ONE = frozenset({"epochs", "steps", "iterations", "batch_size", "per_epoch", "k",
+                          "minibatch_size", "sample_batch_size", "inner_epochs", "grad_accum",
+                          "log_every", "ckpt_every", "keep_checkpoints", "num_eval", "n_paths",
+                          "eval_paths"})
+NON_NEGATIVE = frozenset({"warmup_steps", "weight_decay", "grad_clip"})
+POSITIVE = frozenset({"lr"})
+
+
+def _check_range(name: str, value: Any) -> str | None:
+    """Why ``value`` is out of the shared range of field ``name``, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if name in AT_LEAST_ONE and value < 1:
+        return f"must be >= 1, got {value}"
+    if name in NON_NEGATIVE and value < 0:
+        return f"must be >= 0, got {value}"
+    if name in POSITIVE and not value > 0:
+        return f"must be > 0, got {value}"
+    return None
+
+
 def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -356,6 +381,8 @@ def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
                                   f"command); write {RENAMED[dotted]} instead")
             raise ConfigError(f"{where}: unknown key; valid keys here: {sorted(fields)}")
         kwargs[key] = _coerce(hints[key], child, dotted, src)
+        if (problem := _check_range(key, kwargs[key])) is not None:
+            raise ConfigError(f"{_where(src, child, dotted)}: {problem}")
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and \
                 f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
