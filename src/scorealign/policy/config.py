@@ -41,6 +41,13 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         from scorealign.policy.actions import parse_action_steps
+        from scorealign.samplers.grids import GRIDS
+        from scorealign.samplers.steps import SAMPLERS
+        for name, reg in (("sampler", SAMPLERS), ("grid", GRIDS)):
+            value = getattr(self, name)
+            if value not in reg:  # a registered name, checked before anything is built
+                raise FieldError(name, f"unknown {reg.kind} {value!r}; choose one of "
+                                       f"{sorted(reg)}")
         try:
             parse_action_steps(self.action_steps)
         except ValueError as e:

@@ -209,9 +209,11 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         from scorealign.rl.advantages import ADVANTAGES
-        for reg, name in ((RL_LOSSES, self.algo.loss), (ADVANTAGES, self.algo.advantage)):
+        for reg, field_, name in ((RL_LOSSES, "algo.loss", self.algo.loss),
+                                  (ADVANTAGES, "algo.advantage", self.algo.advantage)):
             if name is not None and name not in reg:
-                raise ValueError(f"unknown {reg.kind} {name!r}; choose one of {sorted(reg)}")
+                raise FieldError(field_, f"unknown {reg.kind} {name!r}; choose one of "
+                                         f"{sorted(reg)}")
         t, p = self.train, self.prompts
         b = p.per_epoch * p.k
         if b % t.minibatch_size or t.minibatch_size % t.grad_accum:
