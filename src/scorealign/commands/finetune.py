@@ -57,22 +57,28 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
     if ft.acc.is_main_process:
         export_finetuner(ft)
         before_after(ft, run)
+        if ft.setup.problem is not None:  # testbed: the yardsticks against the exact optimum
+            from scorealign.commands.kind_finetune import testbed_evaluate
+            scores = testbed_evaluate(ft.cfg, ft.setup, ft.acc.unwrap_model(ft.model),
+                                      device=ft.acc.device, plot=run.plots / "testbed.png")
+            (run.path / "eval_testbed.json").write_text(json.dumps(scores, indent=2))
         run.log(ft.epoch, **{"time/total_s": time.time() - t0})
         write_report(run.path, title=title or f"finetune: {run.path.name}")
     return run.path
 
 
 @torch.no_grad()
-def before_after(ft: Any, run: Any, per_prompt: int = 8) -> dict[str, float]:
-    """Grids of the base and the fine-tuned model from the same seeds; their mean rewards."""
-    from scorealign.report.figures import save_image_grid
+def before_after(ft: Any, run: Any, per_prompt: int | None = None) -> dict[str, float]:
+    """Grids of the base and the fine-tuned model from the same seeds (``per_prompt``: 8, or the
+    setup's ``figure_rows``); their mean rewards."""
+    per_prompt = per_prompt or ft.setup.figure_rows or 8
     prompts = ft.setup.prompts[:10]
     seeds = torch.arange(len(prompts) * per_prompt) + 10_000
     scores = {}
     for name, pol in (("before", ft.ref_policy), ("after", ft.policy)):
         traj = pol.rollout(prompts, per_prompt, seeds=seeds, device=ft.acc.device)
         images = ft.setup.decode(traj.x0).cpu()
-        save_image_grid(images, run.samples / f"{name}.png", nrow=per_prompt)
+        ft.setup.save_samples(images, run.samples / f"{name}.png", per_prompt)
         out = ft.rewards(images, traj.prompts, {"epoch": ft.epoch})
         scores.update({f"{name}/{k}": v for k, v in out.metrics().items()})
     (run.path / "eval_before_after.json").write_text(json.dumps(scores, indent=2))

@@ -48,6 +48,8 @@ def export_setup(setup: Any, cfg: Any, dest: str | Path) -> Path:
 
     if cfg.base.type == "digits":
         return formats.export_digits(setup.model, dest)
+    if cfg.base.type == "testbed":
+        return export_testbed(setup, cfg, dest)
     if cfg.base.type == "sd_tiny":  # the base pipeline is rebuilt from its seed
         from scorealign.policy.sd import build_tiny_sd_pipeline
 
@@ -72,6 +74,59 @@ def export_setup(setup: Any, cfg: Any, dest: str | Path) -> Path:
         family = "sd3" if cfg.base.type.startswith("sd3") else "flux"
         return formats.export_flow(tr if lora else copy.deepcopy(tr), family, base, dest, lora)
     raise ExportError(f"base.type {cfg.base.type!r}: no export format")
+
+
+TESTBED_WEIGHTS = "control.safetensors"
+
+
+def export_testbed(setup: Any, cfg: Any, dest: str | Path) -> Path:
+    """A testbed run's trained control network (``control.safetensors``: the trainable weights
+    by name) and ``testbed.json`` (problem, d, β, SDE, kind); the base is exact, rebuilt from the
+    config."""
+    import json
+
+    from safetensors.torch import save_file
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in setup.trainable_state().items()},
+              str(dest / TESTBED_WEIGHTS))
+    b = cfg.base
+    (dest / "testbed.json").write_text(json.dumps(
+        {"problem": b.problem, "dim": b.dim, "beta": b.beta, "sde": b.sde, "kind": setup.kind,
+         "control_hidden": b.control_hidden}, indent=2))
+    return dest
+
+
+@torch.no_grad()
+def testbed_evaluate(cfg: Any, setup: Any, model: Any, *, n: int = 1000, seed: int = 10_000,
+                     device: Any = "cpu", plot: str | Path | None = None) -> dict[str, float]:
+    """The testbed yardsticks (``testbed.finetune.testbed_metrics``) of ``model`` (keys
+    ``testbed/…``) and of the frozen base (``base/testbed/…``) from the same ``n`` row seeds
+    with the run's policy; the KL of ``model`` is its policy's summed per-step KL to the base on
+    these rollouts (a path KL). The sampler's floor is computed once. ``plot``: write the
+    samples-over-contours / frontier PNG there."""
+    from scorealign.testbed.finetune import plot_testbed, testbed_metrics
+
+    p, problem = cfg.policy, setup.problem
+    ref_pol = setup.policy(cfg, setup.ref)
+    out, xs, pts = {}, {}, {}
+    for name, m in (("trained", model), ("base", setup.ref)):
+        pol = setup.policy(cfg, m)
+        traj = pol.rollout(setup.prompts[:1], n, seeds=torch.arange(n) + seed, device=device)
+        kl = 0.0 if m is setup.ref else float(pol.kl(ref_pol, traj).double().sum(1).mean())
+
+        def pred_fn(x, t, m=m):
+            return m(x.to(device), t.to(device)).cpu()
+        met = testbed_metrics(problem, setup.sde, setup.kind, traj.x0, kl, pred_fn,
+                              sampler=p.sampler, steps=p.steps, eta=p.eta, grid=p.grid,
+                              seed=seed, with_floor=name == "trained")
+        prefix = "testbed/" if name == "trained" else "base/testbed/"
+        out.update({prefix + k: v for k, v in met.items()})
+        xs[name], pts[name] = traj.x0.cpu(), (kl, met["reward"])
+    if plot is not None:
+        plot_testbed(problem, {"base": xs["base"], "trained": xs["trained"]}, pts, plot)
+    return out
 
 
 def export_finetuner(ft: Any, dest: str | Path | None = None) -> Path:
@@ -112,6 +167,15 @@ def load(run_dir: Path, device: str):
     from scorealign.commands.load import Loaded
 
     cfg = read_run_config(run_dir, FinetuneConfig)
+    if cfg.base.type == "testbed":  # final/'s control (else the checkpoint's) on the exact base
+        weights = run_dir / "final" / TESTBED_WEIGHTS
+        _, setup = finetune_setup(run_dir, trained=not weights.is_file())
+        if weights.is_file():
+            from safetensors.torch import load_file
+            setup.load_trainable(load_file(str(weights)))
+        model = setup.model.to(device).eval()
+        return Loaded("finetune", cfg, model, setup=setup, base=setup.ref.to(device),
+                      denoiser=model)
     if cfg.base.type == "digits":
         from scorealign.commands.formats import merged_model
         from scorealign.train.bases import load_digits_base
@@ -149,6 +213,11 @@ def sample(loaded, req: SampleRequest) -> Sampled:
     """Digits: as a pretraining run; SD-style: a grid of ``req.n`` images per prompt."""
     if loaded.task is not None:
         return sample_digits(loaded, req)
+    if loaded.setup.problem is not None:  # testbed: points over p*_β's contours
+        x = draw(loaded, loaded.setup.prompts[:1], req.n, req.seed, False)
+        path = out_file(req.out, Path(loaded.run_dir) / "samples" / f"sample_seed{req.seed}.png")
+        loaded.setup.save_samples(x, path, req.n)
+        return Sampled(path)
     from scorealign.report.figures import save_image_grid
 
     prompts = list(req.prompts or loaded.setup.prompts[:4])
@@ -165,6 +234,14 @@ def evaluate(loaded, req: EvalRequest):
     from scorealign.rewards.compose import build_reward_set
     from scorealign.train.evaluate import image_metrics
 
+    if loaded.setup is not None and loaded.setup.problem is not None:
+        if any(v is not None for v in (req.sampler, req.steps, req.eta, req.guidance)):
+            from scorealign.errors import UsageError
+            raise UsageError("testbed runs are evaluated with their own policy (sampler, "
+                             "steps, eta); drop --sampler/--steps/--eta/--guidance")
+        dev = next(iter(loaded.model.parameters())).device
+        return testbed_evaluate(loaded.config, loaded.setup, loaded.model, n=req.n or 1000,
+                                device=dev), None
     rc = loaded.config.reward
     rewards = build_reward_set(rc.optimized, rc.gold)
     if loaded.task is not None:

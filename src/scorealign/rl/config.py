@@ -22,11 +22,13 @@ class BaseConfig(SharedBase):
     """The pretrained model that is fine-tuned (and kept frozen as the KL reference):
     :class:`scorealign.config.BaseConfig` and what a pipeline base needs."""
 
-    type: Literal["digits", "sd_tiny", "sd3_tiny", "flux_tiny", "sd3", "flux"] = field(
-        default="digits", metadata=_h(
+    type: Literal["digits", "sd_tiny", "sd3_tiny", "flux_tiny", "sd3", "flux", "testbed"] = \
+        field(default="digits", metadata=_h(
             "digits: a scorealign digits model (VP or flow); sd_tiny: the tiny SD pipeline "
             "(policy/sd.py); sd3_tiny / flux_tiny: tiny flow-transformer pipelines "
-            "(policy/flow_pipelines.py); sd3 / flux: a real pipeline at base.path"))
+            "(policy/flow_pipelines.py); sd3 / flux: a real pipeline at base.path; testbed: a "
+            "closed-form problem (scorealign.testbed): the exact base score plus a zero-"
+            "initialized control network, rewarded by the problem's reward"))
     path: str = field(default="pretrained:digits8", metadata=_h(
         "digits: a pretraining run directory, or 'pretrained:digits8' / "
         "'pretrained:digits8-flow' (shipped models); sd3 / flux: a pipeline directory or hub id"))
@@ -46,6 +48,25 @@ class BaseConfig(SharedBase):
         "sd_tiny: encode each distinct prompt once per run (embeddings cached)"))
     compile: bool = field(default=False, metadata=_h(
         "sd_tiny: torch.compile the UNet (weights, optimizer and checkpoints unchanged)"))
+    problem: str = field(default="quadratic", metadata=_h(
+        "testbed: the preset problem (testbed.PROBLEMS: linear | quadratic | multimodal)"))
+    dim: int = field(default=2, metadata=_h("testbed: the dimension d (2, 8 or 32)"))
+    beta: float = field(default=1.0, metadata=_h(
+        "testbed: β of the target p*_β ∝ p₀ e^{r/β} the metrics compare with (the multimodal "
+        "reward is defined at this β)"))
+    sde: Literal["vp", "flow"] = field(default="vp", metadata=_h(
+        "testbed: vp (ε-prediction, VPSDE) or flow (velocity, rectified flow)"))
+    control_hidden: int = field(default=64, metadata=_h(
+        "testbed: width of the control network (nets.mlp.TimeMLP, depth 2)"))
+
+    def __post_init__(self) -> None:
+        if self.type == "testbed":
+            if self.dim not in (2, 8, 32):
+                raise FieldError("dim", f"testbed dimensions are 2, 8, 32; got {self.dim}")
+            if not self.beta > 0:
+                raise FieldError("beta", f"must be > 0; got {self.beta}")
+            if self.control_hidden < 1:
+                raise FieldError("control_hidden", f"must be >= 1; got {self.control_hidden}")
 
 
 @dataclass(frozen=True)

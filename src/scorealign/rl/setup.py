@@ -38,6 +38,13 @@ class Setup:
     # moves what ``encode``/``decode`` run on (text encoders, VAE, cached embeddings) to the
     # trainer's device; the trainable model and the reference are placed by the trainer itself
     place: Callable[[torch.device], None] | None = None
+    # base.type testbed: the problem (scorealign.testbed.Problem), the reward set that replaces
+    # the config's reward section, how sample figures are drawn (x [B, D], path) and how many
+    # rows per prompt a figure shows
+    problem: Any = None
+    rewards: Any = None
+    save_figure: Callable[[Tensor, Any], None] | None = None
+    figure_rows: int = 0
 
     def trainable_state(self, model: nn.Module | None = None) -> dict[str, Tensor]:
         """Trainable weights by name (the full model, or only LoRA adapters)."""
@@ -55,6 +62,14 @@ class Setup:
         with torch.no_grad():
             for k, v in state.items():
                 params[k].copy_(v)
+
+    def save_samples(self, x: Tensor, path: Any, nrow: int) -> None:
+        """Save decoded samples ``x`` as a figure: an image grid, or the setup's own figure."""
+        if self.save_figure is not None:
+            self.save_figure(x, path)
+            return
+        from scorealign.report.figures import save_image_grid
+        save_image_grid(x, path, nrow=nrow)
 
     def policy(self, cfg: FinetuneConfig, model: Any = None) -> Policy:
         """The policy of ``cfg.policy`` around ``model`` (default: the trainable model)."""
@@ -126,6 +141,37 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
                  prompts, place=place)
 
 
+def _testbed(cfg: FinetuneConfig) -> Setup:
+    """A closed-form testbed problem: the exact base prediction plus a zero-initialized control
+    (trainable), the exact base as the frozen reference, the problem's reward (gold: log p*_β),
+    no conditioning (one dummy prompt), samples as points."""
+    from scorealign.rewards.compose import RewardSet
+    from scorealign.sde import FlowSDE, VPSDE
+    from scorealign.testbed import make_problem
+    from scorealign.testbed.finetune import (ControlledBase, ProblemReward, TargetLogDensity,
+                                             plot_testbed)
+
+    b = cfg.base
+    if cfg.lora.rank > 0:
+        raise ValueError("base.type testbed trains its control network whole: lora.rank must "
+                         "be 0")
+    problem = make_problem(b.problem, b.dim, b.beta)
+    if b.sde == "vp":
+        sde, kind = VPSDE(), "eps"
+    else:  # transition policies start at pure noise (as _digits); score actions need t < 1
+        sde, kind = (FlowSDE(t_max=1.0) if cfg.policy.exploration == 0 else FlowSDE()), "v"
+    model = ControlledBase(problem, sde, kind, b.control_hidden, seed=b.seed)
+    ref = ControlledBase(problem, sde, kind, None).requires_grad_(False).eval()
+
+    def save_figure(x: Tensor, path: Any) -> None:
+        plot_testbed(problem, {"samples": x}, {}, path)
+
+    return Setup(model, ref, sde, kind, (problem.dim,), None, lambda x: x, ["testbed"],
+                 problem=problem, rewards=RewardSet(ProblemReward(problem),
+                                                    TargetLogDensity(problem), clamp=None),
+                 save_figure=save_figure, figure_rows=256)
+
+
 def base_pipeline(cfg: FinetuneConfig) -> Any:
     """The base diffusers pipeline of an SD-style ``cfg.base`` (the tiny SD / SD3 / FLUX ones
     rebuilt from ``base.seed``, or a real SD3 / FLUX pipeline loaded from ``base.path``), as the
@@ -160,7 +206,7 @@ def build_setup(cfg: FinetuneConfig) -> Setup:
     """The :class:`Setup` for ``cfg.base.type``."""
     setup = {"digits": _digits, "sd_tiny": _sd_tiny, "sd3_tiny": _flow_pipeline,
              "flux_tiny": _flow_pipeline, "sd3": _flow_pipeline,
-             "flux": _flow_pipeline}[cfg.base.type](cfg)
+             "flux": _flow_pipeline, "testbed": _testbed}[cfg.base.type](cfg)
     if cfg.prompts.prompts:
         setup.prompts = list(cfg.prompts.prompts)
     setup.model.eval()  # no dropout: log-probs must not depend on RNG state

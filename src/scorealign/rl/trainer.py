@@ -94,7 +94,9 @@ class Finetuner:
             self.setup.place(self.acc.device)
         self.policy = self.setup.policy(cfg, self.model)
         self.ref_policy = self.setup.policy(cfg, self.setup.ref)
-        self.rewards = build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
+        # a testbed setup brings its problem's reward (the reward section is not used)
+        self.rewards = self.setup.rewards if self.setup.rewards is not None else \
+            build_reward_set(cfg.reward.optimized, cfg.reward.gold, cfg.reward.clamp)
         self.epoch = 0
         # the update kind of the loss (rl/update_kinds.py), chosen once
         self.kind: UpdateKind = build_update(self.context())
@@ -357,11 +359,11 @@ class Finetuner:
         return dict(last)
 
     @torch.no_grad()
-    def save_epoch_grid(self, per_prompt: int = 4) -> None:
+    def save_epoch_grid(self, per_prompt: int | None = None) -> None:
         """``samples/epoch_NNNN.png``: fixed-seed samples of the current weights (the report shows
         them between the before and after grids). Uses the unwrapped model on this process only
         and explicit seeds, so no random state of the run changes (exact resume holds)."""
-        from scorealign.report.figures import save_image_grid
+        per_prompt = per_prompt or self.setup.figure_rows or 4
         prompts = self.setup.prompts[:10]
         # the seeds of the first ``per_prompt`` columns of the before/after grids (8 per prompt)
         seeds = (torch.arange(len(prompts))[:, None] * 8 + torch.arange(per_prompt)).flatten() \
@@ -369,8 +371,8 @@ class Finetuner:
         policy = self.setup.policy(self.cfg, self.acc.unwrap_model(self.model))
         traj = policy.rollout(prompts, per_prompt, seeds=seeds, device=self.acc.device)
         images = self.setup.decode(traj.x0).float().cpu()
-        save_image_grid(images, self.run.samples / f"epoch_{self.epoch:04d}.png",
-                        nrow=per_prompt)
+        self.setup.save_samples(images, self.run.samples / f"epoch_{self.epoch:04d}.png",
+                                per_prompt)
 
 
 def kl_metrics(kl_steps: torch.Tensor, random_steps: torch.Tensor) -> dict[str, float]:
