@@ -35,11 +35,12 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
     from scorealign.rl.trainer import Finetuner
     from scorealign.run.rundir import RunDir
 
+    with typed_errors():  # refusals while building (a non-differentiable reward) pass as is
+        run = RunDir.open(resume) if resume else RunDir.create(out or default_out("finetune"),
+                                                               cfg)
+        ft = Finetuner(cfg, run)
     try:
         with typed_errors():
-            run = RunDir.open(resume) if resume else RunDir.create(out or default_out("finetune"),
-                                                                   cfg)
-            ft = Finetuner(cfg, run)
             if resume:
                 ft.acc.print(f"resuming {run.path} from epoch {ft.resume()}")
             t0 = time.time()
