@@ -419,50 +419,6 @@ def reward_backprop(reward: Tensor) -> LossOut:
     return LossOut(loss, {"reward/mean": reward.detach().mean(), "reward/std": std.detach()})
 
 
-#: The authors' temperature: ``reward_multiplier: 100.0`` (λ = 1/100) in the SD 1.5 configs of
-#: soc-fine-tuning-sd (read in the fork shawnye1994/soc-fine-tuning-sd, configs/multi_prompt.yaml,
-#: for ImageReward); ``num_timesteps_to_load_train: 5`` trained steps of 50.
-AM_DEFAULT_LAM = 0.01
-AM_DEFAULT_TIMES = 5
-
-
-@RL_LOSSES.register(
-    "adjoint_matching", paper="Domingo-Enrich+25 (Adjoint Matching), arXiv:2409.08861",
-    equation="L = E Σ_k ‖u_θ(X_k) + σ_k ã_{k+1}‖², ã from the lean adjoint of the base drift "
-             "started at −∇r(X_0)/λ (Alg. 1; eq. numbers not verified; docs/methods/"
-             "adjoint_matching.md)",
-    properties=frozenset({"needs_differentiable_reward", "lean_adjoint"}))
-def adjoint_matching(control: Tensor, adjoint: Tensor, sigma: Tensor, *,
-                     lam: float = AM_DEFAULT_LAM, times: int = AM_DEFAULT_TIMES,
-                     clip: float | None = None) -> LossOut:
-    r"""Adjoint Matching regression (``rl.adjoint_matching.adjoint_matching_loss``).
-
-    L(θ) = (1/(B K)) Σ_{b,k} ‖w_θ(X_k) + σ_k ã_{k+1}‖²,   w = (μ_θ − μ_base)/σ_k
-    [Domingo-Enrich+25 Adjoint Matching loss, Alg. 1; the authors' reduction].
-
-    The update kind ``adjoint_matching`` (``rl.update_kinds``) builds the inputs; the
-    hyper-parameters it reads are declared here so that ``algo.loss_kwargs`` is validated.
-
-    Args:
-        control: w ``[B, K, *D]`` with gradient (``rl.adjoint_matching.discrete_control``).
-        adjoint: ã ``[B, K, *D]`` of the states the K steps produce (no gradient).
-        sigma: step noise stds ``[B, K]``.
-        lam: the temperature λ > 0: target ∝ p_base e^{r/λ}; the adjoint starts at −∇r/λ.
-            Default 0.01 = 1/``reward_multiplier`` of the authors' SD 1.5 config.
-        times: K, steps trained per trajectory (``sample_time_indices``; authors: 5 of 50).
-        clip: drop (row, step) terms with ‖w + σ ã‖ above it (None: keep all).
-    Returns:
-        LossOut with ``loss/am``, ``am/control_norm``, ``am/target_norm``, ``am/clip_frac``.
-    """
-    from scorealign.rl.adjoint_matching import adjoint_matching_loss
-
-    if not lam > 0:
-        raise ValueError(f"adjoint_matching: lam (the temperature λ) must be > 0, got {lam}")
-    out = adjoint_matching_loss(control, adjoint, sigma, clip=clip)
-    metrics = {"loss/am": out.loss.detach(), **{f"am/{k}": v for k, v in out.metrics.items()}}
-    return LossOut(out.loss, metrics)
-
-
 def kl_required(entry) -> bool:
     """Whether the loss's ``kl`` data argument is required (no default: DPOK's Σ_t KL_t)."""
     param = inspect.signature(entry.fn).parameters.get("kl")

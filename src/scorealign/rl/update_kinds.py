@@ -47,7 +47,8 @@ from scorealign.policy.trajectory import Trajectory
 from scorealign.registry import Entry, Registry
 from scorealign.rl.context import UpdateContext
 from scorealign.rl.flow_methods import OldModel, nft_loss
-from scorealign.rl.losses import AM_DEFAULT_TIMES, LossOut
+from scorealign.rl.adjoint_matching import AM_DEFAULT_TIMES
+from scorealign.rl.losses import LossOut
 from scorealign.rl.updates import (adjoint_matching_loss, backprop_loss, chunked_policy_loss,
                                    loss_needs_kl, policy_loss)
 

@@ -208,7 +208,7 @@ def adjoint_matching_loss(ctx: "UpdateContext", sub: Trajectory, epoch: int, cal
     SD 1.5 configs set both off, which here is ``policy.guidance: 1``.
     """
     from scorealign.rl.adjoint_matching import discrete_control, sample_time_indices
-    from scorealign.rl.losses import AM_DEFAULT_LAM, AM_DEFAULT_TIMES
+    from scorealign.rl.adjoint_matching import AM_DEFAULT_LAM, AM_DEFAULT_TIMES
     from scorealign.rng import generator
     from scorealign.samplers.memoryless import base_step_mean
     from scorealign.sde.soc import lean_adjoint
