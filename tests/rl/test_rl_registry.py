@@ -37,6 +37,10 @@ def _inputs(names, scale, seed=0):
         "v_target": scale * torch.randn(B, 5, generator=g),
         "v_ref": scale * torch.randn(B, 5, generator=g),
         "t": torch.rand(B, generator=g),
+        # adjoint matching: controls and adjoints [B, K, D], step stds [B, K]
+        "control": (scale * torch.randn(B, T, 5, generator=g)).requires_grad_(),
+        "adjoint": scale * torch.randn(B, T, 5, generator=g),
+        "sigma": torch.rand(B, T, generator=g) + 0.01,
     }
     missing = set(names) - set(pool)
     assert not missing, f"unknown tensor argument names {missing}: extend _inputs"

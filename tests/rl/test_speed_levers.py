@@ -12,6 +12,7 @@ from scorealign.config import ConfigError
 from scorealign.rl.losses import RL_LOSSES, split_signature
 from scorealign.rl.trainer import Finetuner, epoch_rows
 from scorealign.rl.updates import chunked_policy_loss, policy_loss
+from scorealign.rl.update_kinds import update_kind_for
 
 SD_SETS = ["base.type=sd_tiny", "policy.steps=3", "policy.guidance=5.0", "prompts.per_epoch=2",
            "prompts.k=2", "train.sample_batch_size=2", "train.minibatch_size=4", "lora.rank=4",
@@ -137,10 +138,9 @@ def _loss_inputs(names, b=3, s=4, seed=0):
     return {n: data[n] for n in names if n in data}
 
 
-@pytest.mark.parametrize("name", sorted(n for n in RL_LOSSES
-                                        if "forward_process" not in RL_LOSSES.get(n).properties
-                                        and n != "reward_backprop"))
-def test_registered_losses_are_step_separable(name):
+@pytest.mark.parametrize("name", sorted(n for n in RL_LOSSES  # the chunked log-prob kind's
+                                        if update_kind_for(RL_LOSSES.get(n)) == "log_prob"))
+def test_registered_losses_are_step_separable(name):  # (the others are never chunked)
     """∂L/∂(logp, kl)[:, k] does not depend on the other steps' values: the per-chunk
     backward of ``chunked_policy_loss`` sums to the full gradient."""
     entry = RL_LOSSES.get(name)

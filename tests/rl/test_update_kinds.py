@@ -18,8 +18,10 @@ def test_every_registered_loss_declares_its_update_kind():
     kinds = {name: update_kind_for(entry) for name, entry in RL_LOSSES.items()}
     assert kinds.pop("reward_backprop") == "reward_backprop"
     assert kinds.pop("diffusion_nft") == "forward_process"
+    assert kinds.pop("adjoint_matching") == "adjoint_matching"
     assert set(kinds.values()) == {"log_prob"}
-    assert set(UPDATE_KINDS) == {"log_prob", "reward_backprop", "forward_process"}
+    assert set(UPDATE_KINDS) == {"log_prob", "reward_backprop", "forward_process",
+                                 "adjoint_matching"}
 
 
 def test_the_context_is_frozen():

@@ -43,11 +43,16 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
         run, footprint = open_run(cfg, out, resume, "finetune")
     try:
         with run_guard("finetune", run.path, footprint, again), typed_errors():
-            ft = Finetuner(cfg, run)
+            try:
+                ft = Finetuner(cfg, run)
+            except RewardError as e:  # refused while building (a non-differentiable reward)
+                raise _Refused(e) from None
             if resume:
                 ft.acc.print(f"resuming {run.path} from epoch {ft.resume()}")
             t0 = time.time()
             ft.fit()
+    except _Refused as e:
+        raise e.error from None
     except RewardError as e:
         if not has_checkpoint(run.path):
             raise RewardError(f"{e}\nthe run stopped before its first checkpoint; nothing was "
@@ -65,6 +70,14 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
         run.log(ft.epoch, **{"time/total_s": time.time() - t0})
         write_report(run.path, title=title or f"finetune: {run.path.name}")
     return run.path
+
+
+class _Refused(Exception):
+    """A reward refused while the trainer is built: passed on as is, with no resume hint."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 @torch.no_grad()

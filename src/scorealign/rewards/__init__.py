@@ -7,7 +7,8 @@ reward and a VLM yes/no reward (local directories or cached hub ids), a 2-D targ
 """
 
 from scorealign.rewards.base import (REWARDS, ImportedReward, Reward, RewardError, build_reward,
-                                     check_reward_output, load_callable, reward_name, to_uint8)
+                                     check_reward_output, is_differentiable, load_callable,
+                                     require_differentiable, reward_name, to_uint8)
 from scorealign.rewards.compose import (AsyncReward, Normalized, RewardOutput, RewardSet,
                                         RunningMoments, WeightedSum, build_reward_set)
 from scorealign.rewards.digits import DigitAlignment
@@ -19,5 +20,6 @@ from scorealign.rewards import clip, imagereward, ocr, vlm  # noqa: E402,F401
 __all__ = ["AsyncReward", "BrightnessContrast", "DigitAlignment", "ImportedReward", "JpegReward",
            "LaionAesthetic", "Normalized", "REWARDS", "Reward", "RewardError", "RewardOutput",
            "RewardSet", "RunningMoments", "TargetDistance", "WeightedSum", "build_reward",
-           "build_reward_set", "check_reward_output", "jpeg_size_kb", "load_callable",
-           "load_head", "mlp_from_state_dict", "reward_name", "to_uint8"]
+           "build_reward_set", "check_reward_output", "is_differentiable", "jpeg_size_kb", "load_callable",
+           "load_head", "mlp_from_state_dict", "require_differentiable", "reward_name",
+           "to_uint8"]

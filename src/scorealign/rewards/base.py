@@ -43,6 +43,28 @@ def reward_name(reward: Any) -> str:
     return getattr(reward, "name", None) or getattr(reward, "__name__", type(reward).__name__)
 
 
+def is_differentiable(reward: Any) -> bool | None:
+    """Whether ``reward`` declares a gradient in its samples: its ``differentiable`` attribute
+    (True: a torch expression of the samples, usable by reward backprop and adjoint matching;
+    False: e.g. JPEG size, OCR, a VLM's yes/no); None when it declares nothing (an imported
+    function without the attribute)."""
+    d = getattr(reward, "differentiable", None)
+    return None if d is None else bool(d)
+
+
+def require_differentiable(reward: Any, method: str) -> None:
+    """Refuse a reward that declares no gradient, before any rollout (issue 23 item 3).
+
+    Raises:
+        RewardError: one line naming the reward and ``method``. An undeclared reward (None) is
+            accepted here; the update checks at its first call that the value has a graph.
+    """
+    if is_differentiable(reward) is False:
+        raise RewardError(f"reward {reward_name(reward)!r} is not differentiable; {method} "
+                          f"needs a reward with a gradient (e.g. aesthetic_proxy, "
+                          f"digit_alignment)")
+
+
 def check_reward_output(r: Any, batch: int, name: str) -> Tensor:
     """Validate one reward output: a finite float32 tensor of shape ``[batch]``.
 
@@ -112,6 +134,8 @@ class ImportedReward:
         # With kwargs the attribute is a factory: call it once to get the reward.
         self.fn = fn(**kwargs) if kwargs else fn
         self.name = path
+        # declared by the function (``fn.differentiable = True/False``), else unknown (None)
+        self.differentiable = getattr(self.fn, "differentiable", None)
 
     def __call__(self, samples: Tensor, prompts: list[str], meta: dict) -> Tensor:
         r = self.fn(samples, prompts, meta)

@@ -43,6 +43,7 @@ class ClipPromptReward(ModelReward):
     """A ``CLIPModel`` + tokenizer; ``score`` returns the configured transform of ⟨ê_I, ê_T⟩."""
 
     name = "clip"
+    differentiable = True  # torch preprocessing
 
     def __init__(self, model: Any, tokenizer: Any, kind: str, device: str | None = None,
                  dtype: str = "float32", grad: bool = False):

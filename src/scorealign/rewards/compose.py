@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from scorealign.rewards.base import (REWARDS, Reward, build_reward, check_reward_output,
-                                     reward_name)
+                                     is_differentiable, reward_name)
 
 
 class WeightedSum:
@@ -42,6 +42,9 @@ class WeightedSum:
         self.names = list(names) if names is not None else _unique(map(reward_name, self.rewards))
         if len(set(self.names)) != len(self.names) or len(self.names) != len(self.rewards):
             raise ValueError(f"component names must be unique, one per term: {self.names}")
+        # differentiable iff every component is (False if one is not, None if one is unknown)
+        flags = [is_differentiable(r) for r in self.rewards]
+        self.differentiable = False if False in flags else (None if None in flags else True)
 
     def components(self, samples: Tensor, prompts: list[str], meta: dict) -> dict[str, Tensor]:
         """Each component's validated values ``[B]``, by name."""
@@ -133,6 +136,7 @@ class Normalized:
         self.eps, self.clip = eps, clip
         self.moments = RunningMoments()
         self.name = f"normalized({reward_name(reward)})"
+        self.differentiable = is_differentiable(reward)
 
     def __call__(self, samples: Tensor, prompts: list[str], meta: dict) -> Tensor:
         r = check_reward_output(self.reward(samples, prompts, meta), samples.shape[0],

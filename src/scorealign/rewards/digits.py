@@ -35,6 +35,7 @@ class DigitAlignment:
     """
 
     name = "digit_alignment"
+    differentiable = True  # when the classifier is (the project's CNN is)
 
     def __init__(self, classifier: Any, label_from_prompt: Callable[[str], int],
                  mode: Mode = "log_prob", output: Literal["logits", "probs"] = "logits",

@@ -39,6 +39,8 @@ def jpeg_size_kb(samples: Tensor, quality: int = 95) -> Tensor:
 class JpegReward:
     """±JPEG size in kB: ``sign = -1`` compressibility, ``+1`` incompressibility."""
 
+    differentiable = False  # Pillow encodes uint8 images
+
     def __init__(self, sign: float, quality: int, name: str):
         if not 1 <= quality <= 95:
             raise ValueError(f"JPEG quality must be in 1..95 (Pillow), got {quality}")
@@ -79,6 +81,7 @@ class BrightnessContrast:
     """
 
     name = "aesthetic_proxy"
+    differentiable = True
 
     def __init__(self, contrast_weight: float = 1.0, brightness_weight: float = 1.0,
                  target_brightness: float = 0.5):
@@ -103,6 +106,7 @@ class TargetDistance:
     """2-D (any [B, D]) toy reward r(x) = −scale · ‖x − c‖², differentiable."""
 
     name = "target_distance"
+    differentiable = True
 
     def __init__(self, target: Sequence[float], scale: float = 1.0):
         self.target, self.scale = torch.as_tensor(target, dtype=torch.float32), scale

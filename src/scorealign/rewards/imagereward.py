@@ -112,6 +112,7 @@ class ImageReward(ModelReward):
     """Batched ImageReward score of each image with its prompt."""
 
     name = "imagereward"
+    differentiable = True  # torch preprocessing
 
     def __init__(self, model: ImageRewardModel, tokenizer: Any, device: str | None = None,
                  dtype: str = "float32", grad: bool = False):

@@ -73,6 +73,7 @@ class LaionAesthetic(ModelReward):
     """
 
     name = "laion_aesthetic"
+    differentiable = True  # torch preprocessing
 
     def __init__(self, clip: nn.Module, head: nn.Module, device: str | None = None,
                  dtype: str = "float32", grad: bool = False):

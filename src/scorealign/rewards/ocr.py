@@ -145,6 +145,7 @@ class OcrReward(ModelReward):
     """
 
     name = "ocr"
+    differentiable = False  # discrete decoding
 
     def __init__(self, recognizer: Recognizer, characters: str = EN_G2_CHARS, height: int = 64,
                  crop: bool = True, device: str | None = None, dtype: str = "float32"):

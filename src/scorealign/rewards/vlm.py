@@ -33,6 +33,7 @@ class VlmYesNo(ModelReward):
     """p(yes)/(p(yes) + p(no)) of a VLM asked ``question.format(prompt=…)`` about each image."""
 
     name = "vlm_yes_no"
+    differentiable = False  # uint8 processor inputs
 
     def __init__(self, model: Any, processor: Any, question: str = QUESTION,
                  template: str = TEMPLATE, answers: tuple[str, str] = ("yes", "no"),

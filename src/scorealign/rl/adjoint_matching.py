@@ -17,7 +17,9 @@ Differences from the authors' code (docs/methods/adjoint_matching.md): the adjoi
 step i → i+1 is ã_{i+1} (the state the step produces), the exact discrete fixed point
 (tests/soc/test_adjoint_matching_lq.py); the authors pair it with ã_i (an O(δ) shift).
 
-Not registered in ``rl.losses.RL_LOSSES``: its inputs are not per-step log-probabilities.
+Registered in ``rl.losses.RL_LOSSES`` as ``adjoint_matching`` (:func:`adjoint_matching`, imported by
+``scorealign.rl`` as the flow methods are); its inputs are built by the update kind
+``adjoint_matching`` (``rl.update_kinds``, ``rl.updates.adjoint_matching_loss``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scorealign.rl.losses import LossOut
+from scorealign.rl.losses import RL_LOSSES, LossOut
 from scorealign.sde.base import SDE, as_time, bcast
 
 # The authors' stratified time sampling: half the indices from the first 60% of the sampler steps
@@ -117,5 +119,47 @@ def adjoint_matching_loss(control: Tensor, adjoint: Tensor, sigma: Tensor, *,
     return LossOut(loss, metrics)
 
 
-__all__ = ["AUTHORS_SPLIT", "control_from_scores", "control_from_velocities", "discrete_control",
+#: The authors' temperature: ``reward_multiplier: 100.0`` (λ = 1/100) in the SD 1.5 configs of
+#: soc-fine-tuning-sd (read in the fork shawnye1994/soc-fine-tuning-sd, configs/multi_prompt.yaml,
+#: for ImageReward); ``num_timesteps_to_load_train: 5`` trained steps of 50.
+AM_DEFAULT_LAM = 0.01
+AM_DEFAULT_TIMES = 5
+
+
+@RL_LOSSES.register(
+    "adjoint_matching", paper="Domingo-Enrich+25 (Adjoint Matching), arXiv:2409.08861",
+    equation="L = E Σ_k ‖u_θ(X_k) + σ_k ã_{k+1}‖², ã from the lean adjoint of the base drift "
+             "started at −∇r(X_0)/λ (Alg. 1; eq. numbers not verified; docs/methods/"
+             "adjoint_matching.md)",
+    properties=frozenset({"needs_differentiable_reward", "lean_adjoint"}))
+def adjoint_matching(control: Tensor, adjoint: Tensor, sigma: Tensor, *,
+                     lam: float = AM_DEFAULT_LAM, times: int = AM_DEFAULT_TIMES,
+                     clip: float | None = None) -> LossOut:
+    r"""Adjoint Matching regression (``rl.adjoint_matching.adjoint_matching_loss``).
+
+    L(θ) = (1/(B K)) Σ_{b,k} ‖w_θ(X_k) + σ_k ã_{k+1}‖²,   w = (μ_θ − μ_base)/σ_k
+    [Domingo-Enrich+25 Adjoint Matching loss, Alg. 1; the authors' reduction].
+
+    The update kind ``adjoint_matching`` (``rl.update_kinds``) builds the inputs; the
+    hyper-parameters it reads are declared here so that ``algo.loss_kwargs`` is validated.
+
+    Args:
+        control: w ``[B, K, *D]`` with gradient (``rl.adjoint_matching.discrete_control``).
+        adjoint: ã ``[B, K, *D]`` of the states the K steps produce (no gradient).
+        sigma: step noise stds ``[B, K]``.
+        lam: the temperature λ > 0: target ∝ p_base e^{r/λ}; the adjoint starts at −∇r/λ.
+            Default 0.01 = 1/``reward_multiplier`` of the authors' SD 1.5 config.
+        times: K, steps trained per trajectory (``sample_time_indices``; authors: 5 of 50).
+        clip: drop (row, step) terms with ‖w + σ ã‖ above it (None: keep all).
+    Returns:
+        LossOut with ``loss/am``, ``am/control_norm``, ``am/target_norm``, ``am/clip_frac``.
+    """
+    if not lam > 0:
+        raise ValueError(f"adjoint_matching: lam (the temperature λ) must be > 0, got {lam}")
+    out = adjoint_matching_loss(control, adjoint, sigma, clip=clip)
+    metrics = {"loss/am": out.loss.detach(), **{f"am/{k}": v for k, v in out.metrics.items()}}
+    return LossOut(out.loss, metrics)
+
+
+__all__ = ["AM_DEFAULT_LAM", "AM_DEFAULT_TIMES", "AUTHORS_SPLIT", "adjoint_matching", "control_from_scores", "control_from_velocities", "discrete_control",
            "sample_time_indices", "adjoint_matching_loss"]

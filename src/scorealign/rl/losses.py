@@ -49,6 +49,7 @@ LOG_RATIO_MAX = 20.0
 DEFAULT_ADVANTAGE: dict[str, str | None] = {
     "reinforce": "batch", "ppo_clip": "per_prompt", "loop": "leave_one_out", "grpo": "group",
     "dpok": "value", "score_as_action": "batch", "reward_backprop": None,
+    "adjoint_matching": None,
 }
 
 
@@ -398,7 +399,7 @@ def score_as_action(logp: Tensor, logp_old: Tensor, adv: Tensor, dt: Tensor,
                              "arXiv:2310.03739",
     equation="max_θ E[r(sample_θ(c, noise), c)] by backprop through the (truncated) sampler "
              "(eq. number not verified)",
-    properties=frozenset({"needs_differentiable_reward"}))
+    properties=frozenset({"needs_differentiable_reward", "backprop_through_sampler"}))
 def reward_backprop(reward: Tensor) -> LossOut:
     r"""DRaFT-K / AlignProp: minus the mean differentiable reward.
 

@@ -12,13 +12,20 @@ kind                loss entries                                  micro-batch lo
                     LOOP, GRPO and the Flow-GRPO family, DPOK,   recomputed per-step log-probs
                     score_as_action)                             and KL (``rl.updates``),
                                                                  optionally per chunk of steps
-``reward_backprop`` property ``needs_differentiable_reward``     DRaFT-K: backprop through the
+``reward_backprop`` property ``backprop_through_sampler``        DRaFT-K: backprop through the
                     (``reward_backprop``)                        last K solver steps and the
                                                                  reward [Clark+24 DRaFT]
+``adjoint_matching`` property ``lean_adjoint``                   regress the control on the
+                    (``adjoint_matching``)                       lean adjoint of the base model
+                                                                 [Domingo-Enrich+25 AM]
 ``forward_process`` property ``forward_process``                 DiffusionNFT on re-noised
                     (``diffusion_nft``)                          final samples; an old model
                                                                  samples [Zheng+25 DiffusionNFT]
 =================== ============================================ ==============================
+
+A loss with property ``needs_differentiable_reward`` (reward backprop, adjoint matching) refuses
+an optimized reward that declares no gradient (``rewards.base.require_differentiable``) when its
+kind is built, i.e. before any rollout.
 
 Each kind is registered in :data:`UPDATE_KINDS` with the loss property that selects it (the
 entry's ``properties``; none for the default ``log_prob``); a new kind is one class and one
@@ -40,8 +47,10 @@ from scorealign.policy.trajectory import Trajectory
 from scorealign.registry import Entry, Registry
 from scorealign.rl.context import UpdateContext
 from scorealign.rl.flow_methods import OldModel, nft_loss
+from scorealign.rl.adjoint_matching import AM_DEFAULT_TIMES
 from scorealign.rl.losses import LossOut
-from scorealign.rl.updates import backprop_loss, chunked_policy_loss, loss_needs_kl, policy_loss
+from scorealign.rl.updates import (adjoint_matching_loss, backprop_loss, chunked_policy_loss,
+                                   loss_needs_kl, policy_loss)
 
 UPDATE_KINDS = Registry("RL update kind")
 
@@ -120,7 +129,7 @@ class LogProbUpdate(UpdateKind):
 @UPDATE_KINDS.register(
     "reward_backprop", paper="Clark+24 (DRaFT), arXiv:2309.17400",
     equation="−mean r(x_0) with gradients through the last K solver steps",
-    properties=frozenset({"needs_differentiable_reward"}))
+    properties=frozenset({"backprop_through_sampler"}))
 class RewardBackpropUpdate(UpdateKind):
     """DRaFT-K (:func:`~scorealign.rl.updates.backprop_loss`): no advantages, no ratio."""
 
@@ -168,6 +177,69 @@ class ForwardProcessUpdate(UpdateKind):
         self.old.load(states.get("nft_old", {}))
 
 
+@UPDATE_KINDS.register(
+    "adjoint_matching", paper="Domingo-Enrich+25 (Adjoint Matching), arXiv:2409.08861",
+    equation="E Σ_k ‖(μ_θ − μ_base)/σ_k + σ_k ã_{k+1}‖² at K sampled steps; ã the lean adjoint "
+             "of the base sampler step from −∇r(x_0)/λ (Alg. 1)",
+    properties=frozenset({"lean_adjoint"}))
+class AdjointMatchingUpdate(UpdateKind):
+    """Adjoint Matching (:func:`~scorealign.rl.updates.adjoint_matching_loss`): rollouts of θ
+    under the memoryless sampler, no advantages, no ratio. Refuses a sampler that is not
+    memoryless when built (before any rollout)."""
+
+    uses_advantages = False
+    clip_metrics = False
+
+    def __init__(self, ctx: UpdateContext):
+        super().__init__(ctx)
+        check_memoryless(ctx.policy)
+        self.epoch, self.calls = -1, 0
+
+    def loss(self, ctx, sub, adv, epoch) -> LossOut:
+        if epoch != self.epoch:  # the time draws restart each epoch: exact resume at epochs
+            self.epoch, self.calls = epoch, 0
+        self.calls += 1
+        return adjoint_matching_loss(ctx, sub, epoch, self.calls)
+
+    def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
+        """Rows × (K trained steps with a parameter graph + S base VJPs w.r.t. the state)."""
+        times = int({"times": AM_DEFAULT_TIMES, **ctx.algo.loss_kwargs}["times"])
+        return sub.batch_size * (min(times, sub.num_steps) + sub.num_steps)
+
+
+def check_memoryless(policy: Policy) -> None:
+    """Refuse a policy whose rollouts are not memoryless [Domingo-Enrich+25, memoryless noise
+    schedule]: DDPM or DDIM η = 1 (every step random, no x̂₀ clipping, no score-action
+    exploration) from full noise (``samplers.memoryless.memory`` ≤ ``MEMORY_TOL``).
+
+    Raises:
+        FieldError: naming ``policy.sampler``/``policy.eta`` (or the offending field).
+    """
+    from scorealign.config import FieldError
+    from scorealign.samplers.memoryless import MEMORY_TOL, memory
+
+    eta = 1.0 if policy.eta is None else float(policy.eta)
+    if not (policy.sampler == "ddpm" or (policy.sampler == "ddim" and eta == 1.0)):
+        raise FieldError("policy.sampler", f"adjoint matching needs a memoryless sampler: "
+                         f"policy.sampler=ddpm, or ddim with policy.eta=1.0 (got "
+                         f"sampler={policy.sampler!r}, eta={policy.eta})")
+    if policy.exploration > 0:
+        raise FieldError("policy.exploration", "adjoint matching samples the η = 1 SDE itself: "
+                         "needs policy.exploration=0")
+    if policy.clip_sample is not None:
+        raise FieldError("policy.clip_sample", "adjoint matching needs the unclipped step mean "
+                         "(its Jacobian is the lean adjoint's): needs policy.clip_sample=null")
+    if not bool(policy.stochastic_steps(0, 0).all()):
+        raise FieldError("policy.action_steps", f"adjoint matching samples every step of the "
+                         f"SDE (its loss divides by each step's std): needs "
+                         f"policy.action_steps=all (got {policy.action_steps!r})")
+    mem = memory(policy.sde, float(policy.ts[0]))
+    if mem > MEMORY_TOL:
+        raise FieldError("policy.sampler", f"the rollout starts at t={float(policy.ts[0]):.4g} "
+                         f"with signal m/s = {mem:.3g} > {MEMORY_TOL}: not memoryless (needs a "
+                         f"VP or flow SDE sampled from full noise)")
+
+
 def update_kind_for(entry: Entry) -> str:
     """The update kind a registered loss declares through its properties: the kind whose
     registered ``properties`` the loss has, else ``log_prob``."""
@@ -180,9 +252,16 @@ def update_kind_for(entry: Entry) -> str:
 
 
 def build_update(ctx: UpdateContext) -> UpdateKind:
-    """The update kind of ``ctx.entry``, built for the run whose first context is ``ctx``."""
+    """The update kind of ``ctx.entry``, built for the run whose first context is ``ctx``.
+
+    Raises:
+        RewardError: the loss needs a differentiable reward and the optimized one declares none.
+    """
+    if "needs_differentiable_reward" in ctx.entry.properties:
+        from scorealign.rewards.base import require_differentiable
+        require_differentiable(ctx.rewards.optimized, f"algo.loss={ctx.algo.loss}")
     return UPDATE_KINDS.get(update_kind_for(ctx.entry)).fn(ctx)
 
 
-__all__ = ["UPDATE_KINDS", "ForwardProcessUpdate", "LogProbUpdate", "RewardBackpropUpdate",
-           "UpdateKind", "build_update", "update_kind_for"]
+__all__ = ["UPDATE_KINDS", "AdjointMatchingUpdate", "ForwardProcessUpdate", "LogProbUpdate", "RewardBackpropUpdate",
+           "UpdateKind", "build_update", "check_memoryless", "update_kind_for"]
