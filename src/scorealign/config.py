@@ -337,7 +337,7 @@ def _type_name(tp: Any) -> str:
 
 
 #: One range rule for every command's config (issue 26): a budget, count, size or interval
-#: given in a YAML file or with --set must be >= 1, a learning rate > 0, a warm-up, decay or clip
+#: given in a YAML file or with --set must be > 0 (>= 1), a learning rate > 0, a warm-up, decay or clip
 #: >= 0. Matched by field name, checked before anything is written; fields whose 0 means "off"
 #: (``eval_every``) or "none" are not in these sets.
 AT_LEAST_ONE = frozenset({"epochs", "steps", "iterations", "batch_size", "per_epoch", "k",
@@ -352,8 +352,8 @@ def _check_range(name: str, value: Any) -> str | None:
     """Why ``value`` is out of the shared range of field ``name``, or None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    if name in AT_LEAST_ONE and value < 1:
-        return f"must be >= 1, got {value}"
+    if name in AT_LEAST_ONE and value < 1:  # integer counts: > 0, as the commands always said
+        return f"must be > 0, got {value}"
     if name in NON_NEGATIVE and value < 0:
         return f"must be >= 0, got {value}"
     if name in POSITIVE and not value > 0:
