@@ -64,3 +64,12 @@ def test_in_range_value_is_accepted(schema, name, bad):
         load_config(None, schema, [f"{name}={good}"])
     except ConfigError as e:  # another field's own check may refuse the combination
         assert f"{name}: must be" not in str(e)
+
+
+def test_a_typo_in_set_is_blamed_on_set_not_on_a_line_of_the_file(tmp_path):
+    """issue 26: ``--set train.stepz=3`` used to name the YAML line of ``train:``."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  steps: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg, PretrainConfig, ["train.stepz=3"])
+    assert str(e.value).startswith(f"{cfg} (--set): train.stepz: unknown key")

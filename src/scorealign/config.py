@@ -374,7 +374,7 @@ def _build(cls: type, loc: _Located, prefix: str, src: str) -> Any:
                                   f"{ALIASES[dotted][0]}, which is also given; keep one")
             key, dotted = new, ALIASES[dotted][0]
         if key not in fields:
-            where = _where(src, child if child.line else loc, dotted)
+            where = _where(src, child, dotted)  # its YAML line, or "(--set)" for an override
             if dotted in RENAMED:
                 where = _where(src, child, dotted)  # its own line, or "(--set)"
                 raise ConfigError(f"{where}: renamed to {RENAMED[dotted]} (one name for every "
