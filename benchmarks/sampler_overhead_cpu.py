@@ -27,6 +27,15 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
+
+def _portable(path: Path) -> str:
+    """``path`` relative to the repository (committed results hold no machine paths)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
 def per_step_counts() -> dict:
     """Per sampler step (difference of an 8- and a 4-step ``sample(record=True)``, divided by
     4): calls of ``Tensor.to``/``torch.as_tensor`` naming a device (on CUDA, a host→device copy
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         prev = []
     runs = prev + [{**r, "commit": commit} for r in runs]
     keys = [k for k, v in runs[0].items() if isinstance(v, float)]
-    out[a.label] = {"commit": commit, "scorealign_path": str(Path(scorealign.__file__).parent),
+    out[a.label] = {"commit": commit, "scorealign_path": _portable(Path(scorealign.__file__).parent),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "median": {k: statistics.median(r[k] for r in runs) for k in keys},
                     "per_step_counts": per_step_counts(),

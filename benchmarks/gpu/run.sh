@@ -4,12 +4,13 @@
 #   bash benchmarks/gpu/run.sh --cpu-smoke  # the same logic on CPU, tiny sizes
 # Offline machines: WHEELS=<dir of wheels> installs those wheels that fit this interpreter
 # (python tag, ABI, platform) first, without an index or dependency resolution, into
-# /tmp/site: e.g. the versions of this project's .venv for diffusers, trl==0.23.0, peft,
-# accelerate, transformers and their pure-python dependencies, from
+# $SITE (default .cache/gpu-site in the checkout): e.g. the versions of this project's .venv
+# for diffusers, trl==0.23.0, peft, accelerate, transformers and their pure-python dependencies, from
 # `pip download <name>==<version> --no-deps -d <dir>` (binary ones per python version).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PY="${PYTHON:-python3}"
+SITE="${SITE:-$ROOT/.cache/gpu-site}"
 if [ -n "${WHEELS:-}" ]; then
   mapfile -t FIT < <("$PY" - "$WHEELS" <<'PYEOF'
 import sys
@@ -26,10 +27,10 @@ for w in sorted(Path(sys.argv[1]).glob("*.whl")):
         print(w)
 PYEOF
 )
-  echo "installing ${#FIT[@]} wheels that fit $("$PY" -V 2>&1) into /tmp/site"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+  echo "installing ${#FIT[@]} wheels that fit $("$PY" -V 2>&1) into $SITE"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" \
     "${FIT[@]}"
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+  export PYTHONPATH="$SITE:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$ROOT/src:${PYTHONPATH:-}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONUNBUFFERED=1

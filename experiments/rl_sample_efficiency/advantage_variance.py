@@ -24,6 +24,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
+
+def _portable(path: Path) -> str:
+    """``path`` relative to the repository (committed results hold no machine paths)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
 def main(argv: list[str] | None = None) -> int:
     from scorealign.config import load_config
     from scorealign.rewards.compose import build_reward_set
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     table = {name: [float((r - v[:, k]).var(unbiased=True)) for k in steps]
              for name, v in designs.items()}
     out = {"steps": steps, "t": [float(test_traj.ts[k]) for k in steps], "var": table,
-           "reward_var": float(r.var(unbiased=True)), "settings": vars(a) | {"results": str(
+           "reward_var": float(r.var(unbiased=True)), "settings": vars(a) | {"results": _portable(
                a.results)}}
     a.results.mkdir(parents=True, exist_ok=True)
     (a.results / "advantage_variance.json").write_text(json.dumps(out, indent=1))

@@ -61,6 +61,15 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         9: 2.262}
 
 
+
+def _portable(path: Path) -> str:
+    """``path`` relative to the repository (committed results hold no machine paths)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
 def build(method: str, a: argparse.Namespace, lr: float, seed: int):
     """The FinetuneConfig of one cell."""
     from scorealign.config import load_config
@@ -349,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     res["selection"] = selection
     first = next(iter(cells.values()))["rows"][0]
     res["base_eval"] = {k: v for k, v in first.items() if k.startswith("eval/")}
-    res["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
+    res["settings"] = {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
     (a.results / ("results_quick.json" if a.quick else "results.json")).write_text(
         json.dumps(res, indent=1))
     if not a.quick:
