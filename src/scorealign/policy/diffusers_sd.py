@@ -23,7 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from scorealign.nets.cond import Cond
+from scorealign.policy.schedule import SchedulerVP
 from scorealign.sde.discrete import DiscreteVP
+
+_SNAP = 1e-3  # timesteps within 1e-3 of an integer are that integer (fp32 time round-off)
 
 
 class SDUNet(nn.Module):
@@ -45,7 +48,10 @@ class SDUNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         """ε̂ in ``x``'s dtype; the UNet itself runs in its parameters' dtype (bf16/fp16 ok)."""
         t = t.expand(x.shape[0]) if t.dim() == 0 else t
-        k = self.sde.t_to_timestep(t.double()).to(x.device, torch.float32)
+        k = self.sde.t_to_timestep(t.double())
+        # the scheduler's integer timesteps arrive through fp32 times (error ≤ 3e-5 timesteps):
+        # snap them back, so the UNet sees the pipeline's own timestep bits
+        k = torch.where((k - k.round()).abs() < _SNAP, k.round(), k).to(x.device, torch.float32)
         dtype = self.unet.conv_in.weight.dtype  # LoRA adapters may be fp32: not .dtype
         if cond is None:
             emb = self.null_emb.expand(x.shape[0], -1, -1)
@@ -63,7 +69,8 @@ class SDParts:
 
     Attributes:
         model: :class:`SDUNet` around the pipeline's UNet.
-        sde: ``DiscreteVP`` of the scheduler.
+        sde: ``DiscreteVP`` of the scheduler (a ``SchedulerVP``: its default grid is the
+            scheduler's own, ``policy.schedule``).
         shape: latent shape ``(C, H, W)``.
 
     Args:
@@ -81,7 +88,7 @@ class SDParts:
                  gradient_checkpointing: bool = False, cache_prompts: bool = False,
                  compile: bool | str = False):
         self.pipe = pipe
-        self.sde = DiscreteVP.from_scheduler(pipe.scheduler)
+        self.sde = SchedulerVP.from_scheduler(pipe.scheduler)
         self.dtype = _dtype(dtype)
         for m in (pipe.text_encoder, pipe.vae, pipe.unet):
             if m.dtype != self.dtype:

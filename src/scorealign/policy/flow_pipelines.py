@@ -33,12 +33,17 @@ import torch
 from torch import Tensor, nn
 
 from scorealign.nets.cond import Cond
+from scorealign.policy.schedule import SchedulerFlow
 from scorealign.policy.sd import _seeded, build_clip_tokenizer
 from scorealign.sde.flow import FlowSDE
 
 TEXT_TOKENS = 8  # T5 max_sequence_length of the tiny pipelines (SD3 default 256, FLUX 512)
 # FLUX.1-dev's default guidance scale (diffusers FluxPipeline.__call__: guidance_scale=3.5).
 FLUX_GUIDANCE = 3.5
+# FLUX.1-dev's scheduler (black-forest-labs/FLUX.1-dev scheduler/scheduler_config.json):
+# FlowMatchEulerDiscreteScheduler with the resolution-dependent (dynamic, exponential) shift.
+FLUX_SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                      base_image_seq_len=256, max_image_seq_len=4096)
 
 
 def _pack_pooled(tokens: Tensor, pooled: Tensor) -> Tensor:
@@ -109,7 +114,10 @@ class FluxVelocity(_FlowVelocity):
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((b,), self.guidance, device=x.device, dtype=torch.float32)
-        out = self.transformer(hidden_states=packed, timestep=t.to(dtype), guidance=guidance,
+        # FluxPipeline.__call__ hands the transformer ``timestep / 1000`` with timestep = σ·1000
+        # (the scheduler's timesteps, in the latents' dtype): the same bits here
+        ts = (t.float() * 1000).to(dtype) / 1000
+        out = self.transformer(hidden_states=packed, timestep=ts, guidance=guidance,
                                pooled_projections=pooled.to(dtype),
                                encoder_hidden_states=tokens.to(dtype), txt_ids=txt_ids,
                                img_ids=img_ids, return_dict=False)[0]
@@ -128,8 +136,9 @@ class FlowParts:
         max_sequence_length: T5 tokens (``encode_prompt``'s argument).
         guidance: FLUX guidance-embedding scale.
     Attributes:
-        model, sde (``FlowSDE(t_max=1)``: flow models start at pure noise), shape ``(C, H, W)``,
-        family (``"sd3"`` or ``"flux"``).
+        model, sde (``SchedulerFlow``: a ``FlowSDE`` from t = 1, pure noise, to t = 0, whose
+        default grid is the pipeline scheduler's σ's), shape ``(C, H, W)``, family (``"sd3"``
+        or ``"flux"``).
     """
 
     def __init__(self, pipe: Any, latent_size: int | None = None,
@@ -158,7 +167,11 @@ class FlowParts:
             self.model = FluxVelocity(tr, null, pooled_dim, guidance)
             c, size = int(tr.config.in_channels) // 4, latent_size
         self.shape = (c, size, size)
-        self.sde = FlowSDE(t_max=1.0)
+        # the pipeline's σ grid by default (policy/schedule.py); image tokens as the pipeline
+        # counts them: SD3 (H/p)(W/p), FLUX (H/2)(W/2) after 2×2 packing
+        patch = int(tr.config.patch_size) if self.family == "sd3" else 2
+        self.sde: FlowSDE = SchedulerFlow(scheduler=pipe.scheduler, family=self.family,
+                                          image_seq_len=(size // patch) ** 2)
 
     def _encoders(self) -> list[nn.Module]:
         names = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -248,7 +261,8 @@ def build_tiny_flux_pipeline(seed: int = 0):
 
     A CLIP text encoder (pooled 32), a T5 encoder (d_model 32) over the same byte-level
     vocabulary, a ``FluxTransformer2DModel`` with the guidance embedding (1 double + 1 single
-    block, RoPE axes 4+6+6 = head dim 16), an ``AutoencoderKL`` and the scheduler.
+    block, RoPE axes 4+6+6 = head dim 16), an ``AutoencoderKL`` and FLUX.1-dev's scheduler
+    (:data:`FLUX_SCHEDULER`: dynamic shift from the image sequence length).
     """
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
@@ -264,7 +278,7 @@ def build_tiny_flux_pipeline(seed: int = 0):
         num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
         guidance_embeds=True, axes_dims_rope=(4, 6, 6)))
     vae = _tiny_vae(seed + 3, 4)
-    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER), vae=vae,
                         text_encoder=te, tokenizer=tok, text_encoder_2=te2, tokenizer_2=tok2,
                         transformer=transformer)
     return _finish(pipe, (transformer, vae, te, te2))

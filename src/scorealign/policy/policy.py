@@ -53,12 +53,43 @@ from scorealign.policy.config import PolicyConfig
 from scorealign.policy.trajectory import Trajectory
 from scorealign.rng import derive_seed, randn_per_sample
 from scorealign.samplers import SAMPLERS, gaussian_log_prob, make_grid, sample
+from scorealign.samplers.grids import explicit_grid
 from scorealign.samplers.loop import _is_stochastic
 from scorealign.samplers.steps import model_time, model_times
 from scorealign.sde.base import SDE, bcast
 from scorealign.sde.param import convert, to_eps, to_score
 
 Model = Callable[[Tensor, Tensor, Any], Tensor]
+# Samplers whose authors' code computes a rescaled step "log-prob" (``log_prob_units=authors``):
+# yifan123/flow_grpo flow_grpo/diffusers_patch/sd3_sde_with_logprob.py, sde_type='cps':
+# ``log_prob = -((prev_sample.detach() - prev_sample_mean) ** 2)`` ("remove all constants"),
+# then ``.mean`` over dimensions (the mean is our ``algo.ratio_units=per_dim``).
+AUTHORS_LOG_PROB = frozenset({"flow_cps"})
+# Samplers whose authors' KL divides by the SDE's σ_t instead of the kernel std σ_t √|Δt|
+# (flow_grpo sd3_sde_with_logprob.py sde_type='sde' returns std_dev_t = σ_t).
+KL_DT_SAMPLERS = frozenset({"flow_sde"})
+
+
+def authors_log_prob(x_next: Tensor, mean: Tensor) -> Tensor:
+    """−Σ_d (x' − μ)² per row, fp32 (fp64 for fp64 inputs): flow_grpo's CPS "log-prob" summed
+    over dimensions; equal to 2σ² (log N(x'; μ, σ² I) + D log σ + (D/2) log 2π)."""
+    dt = torch.float64 if x_next.dtype == torch.float64 else torch.float32
+    return -(x_next.detach().to(dt) - mean.to(dt)).pow(2).flatten(1).sum(1)
+
+
+def policy_grid(sde: SDE, config: PolicyConfig) -> Tensor:
+    """The grid of a policy's settings: ``config.timesteps``/``sigmas`` through the pipeline
+    SDE's scheduler (``policy.schedule``), else ``make_grid(sde, steps, grid)``; ``grid: auto`` is
+    the SDE's default grid (a pipeline's scheduler grid; ``uniform`` for the VP and flow SDEs)."""
+    if config.timesteps is not None or config.sigmas is not None:
+        fn = getattr(sde, "scheduler_grid", None)
+        name = "timesteps" if config.timesteps is not None else "sigmas"
+        if fn is None:
+            raise ValueError(f"policy.{name} needs a diffusers pipeline policy (a scheduler); "
+                             f"{type(sde).__name__} has none: use policy.grid or pass an "
+                             f"explicit grid to Policy(grid=...)")
+        return fn(config.steps, timesteps=config.timesteps, sigmas=config.sigmas)
+    return make_grid(sde, config.steps, config.grid)
 
 
 @dataclass(frozen=True)
@@ -103,6 +134,13 @@ class Policy:
     def __init__(self, model: Model, sde: SDE, config: PolicyConfig | None = None, *,
                  kind: str, shape: Sequence[int],
                  encode: Callable[[list[str]], Any] | None = None, **settings: Any):
+        explicit = None
+        if not isinstance(settings.get("grid", "auto"), str):  # an explicit grid [S + 1]
+            explicit = explicit_grid(settings.pop("grid"))
+            n = explicit.numel() - 1
+            if settings.setdefault("steps", n) != n:
+                raise ValueError(f"steps={settings['steps']} but the explicit grid has "
+                                 f"{n} steps")
         if config is None:
             config = PolicyConfig(**{"guidance": 1.0, **settings})
         elif settings:
@@ -124,7 +162,10 @@ class Policy:
         self.clip_sample, self.init_same_noise = clip_sample, init_same_noise
         self.action_spec = parse_action_steps(action_steps)
         self.action_steps = action_steps
-        self.ts = make_grid(sde, steps, grid)
+        self.ts = explicit if explicit is not None else policy_grid(sde, config)
+        if explicit is not None:
+            self.grid = "explicit"
+        self.log_prob_units = config.log_prob_units
         self.kernel_stds = kernel_stds(sampler, eta, sde, self.ts, self.shape, kind)
         self.stochastic_steps(0, 0)  # validate the spec against the grid now
 
@@ -167,7 +208,8 @@ class Policy:
 
     def rollout(self, prompts: Sequence[str], k: int = 1, *, seeds: Tensor,
                 prompt_ids: Tensor | None = None, device: torch.device | str = "cpu",
-                run_seed: int = 0, epoch: int = 0, keep_graph: bool = False) -> Trajectory:
+                run_seed: int = 0, epoch: int = 0, keep_graph: bool = False,
+                deterministic: bool = False, x_T: Tensor | None = None) -> Trajectory:
         """K trajectories per prompt, rows ``[p0]*K + [p1]*K + …``.
 
         Args:
@@ -184,14 +226,28 @@ class Policy:
                 :meth:`log_prob`). Valid for an update at the rollout's weights only (on-policy:
                 one optimizer step per rollout batch), where it equals :meth:`log_prob` and its
                 gradient, so the training forward can be skipped.
+            deterministic: take every step without noise (the sampler's η = 0 step, DDIM η = 0
+                / the flow ODE's Euler step; no action noise): the policy's deterministic
+                sampler, what ``pipe(...)`` runs with η = 0. No step is random (log-probs 0).
+            x_T: ``[P·K, *D]`` initial states instead of the ones drawn from ``seeds`` (e.g. the
+                ``latents`` handed to a pipeline); the step noise still derives from ``seeds``.
         Returns:
             Trajectory with ``log_probs`` of the policy's random choices (see module docstring).
         """
         with torch.set_grad_enabled(keep_graph):
             return self._rollout(prompts, k, seeds, prompt_ids, device, run_seed, epoch,
-                                 keep_graph)
+                                 keep_graph, deterministic, x_T)
 
-    def _rollout(self, prompts, k, seeds, prompt_ids, device, run_seed, epoch, keep_graph):
+    def initial_state(self, seeds: Tensor, device: torch.device | str = "cpu") -> Tensor:
+        """The x_T ``[B, *D]`` a rollout with these row seeds starts from (no shared noise)."""
+        return self._noise(seeds, device)[0]
+
+    def step_noise(self, seeds: Tensor, device: torch.device | str = "cpu") -> Tensor:
+        """The standard normal step noise ``[S, B, *D]`` a rollout with these row seeds uses."""
+        return self._noise(seeds, device)[1]
+
+    def _rollout(self, prompts, k, seeds, prompt_ids, device, run_seed, epoch, keep_graph,
+                 deterministic=False, x_T0=None):
         rows = [p for p in prompts for _ in range(k)]
         if seeds.shape != (len(rows),):
             raise ValueError(f"seeds must be [{len(rows)}] (P·K), got {tuple(seeds.shape)}")
@@ -202,8 +258,14 @@ class Policy:
         x_T, noise, act_noise = self._noise(seeds, device)
         if self.init_same_noise:
             x_T = self._group_x_T(ids, run_seed, epoch).to(x_T)
+        if x_T0 is not None:
+            if tuple(x_T0.shape) != tuple(x_T.shape):
+                raise ValueError(f"x_T must be {list(x_T.shape)}, got {list(x_T0.shape)}")
+            x_T = x_T0.to(x_T)
         base, lam = self.pred_fn(cond), self.exploration
         rand = self.stochastic_steps(run_seed, epoch)
+        if deterministic:
+            rand = torch.zeros_like(rand)
         mask = trained_mask(self.action_spec, rand, seeds.cpu())
         need = mask.any(0).tolist() if keep_graph else [False] * self.steps
         if keep_graph:  # a graph at the trained steps only
@@ -228,14 +290,18 @@ class Policy:
         def advance(i: int, t: Tensor, x: Tensor) -> None:
             state["k"], state["first"] = i + 1, True
 
-        det = ~rand if lam == 0 else None
+        det = ~rand if lam == 0 or deterministic else None
         out = sample(explore, self.kind, self.sde, x_T, sampler=self.sampler, steps=self.steps,
-                     eta=self.eta, grid=self.grid, noise=noise, record=True, callback=advance,
+                     eta=self.eta, grid=self.ts, noise=noise, record=True, callback=advance,
                      deterministic=det, clip_x0=self.clip_sample, detach_states=keep_graph)
         b = len(rows)
         stoch = rand[None, :].expand(b, -1).to(out.xs.device)
         mask = mask.to(out.xs.device)
-        lp = torch.where(stoch, out.log_probs, torch.zeros_like(out.log_probs))
+        step_lp = out.log_probs
+        if self._authors_log_prob:  # the authors' rescaled "log-prob" (same arithmetic below)
+            step_lp = torch.stack([authors_log_prob(out.xs[:, i + 1], out.means[:, i])
+                                   for i in range(self.steps)], 1)
+        lp = torch.where(stoch, step_lp, torch.zeros_like(step_lp))
         if lam > 0:
             acts = torch.stack(actions, 1).detach()
             lp = self._action_log_prob(acts, torch.stack(eps_model, 1))
@@ -332,9 +398,32 @@ class Policy:
             eps = torch.stack([self.act(traj.xs[:, k], mts[k], None, pred=p).eps
                                for p, k in zip(preds, ks)], 1)
             return self._action_log_prob(traj.actions[:, ks], eps)
+        if self._authors_log_prob:
+            return torch.stack([authors_log_prob(traj.xs[:, k + 1], st.mean) for k, st in
+                                zip(ks, self.kernel_steps(traj, ks, model, fold))], 1)
         return torch.stack([gaussian_log_prob(traj.xs[:, k + 1], st.mean, st.std,
                                               std_value=st.std_value) for k, st in
                             zip(ks, self.kernel_steps(traj, ks, model, fold))], 1)
+
+    @property
+    def _authors_log_prob(self) -> bool:
+        """Whether step log-probs are the authors' rescaled form (``log_prob_units``)."""
+        return (self.log_prob_units == "authors" and self.exploration == 0 and
+                self.sampler in AUTHORS_LOG_PROB)
+
+    def authors_kl_factors(self) -> Tensor:
+        """c_k ``[S]`` (float64) with the authors' per-step KL = c_k · (exact per-step KL) / D.
+
+        flow_grpo's ``kl_loss = mean_d (μ − μ_ref)² / (2 std_dev_t²)`` (``scripts/train_sd3.py``)
+        divides by the ``std_dev_t`` its step returns: for ``sde_type='sde'`` (``flow_sde``) the
+        SDE's σ_t, while the kernel std is σ_t √|Δt|, so c_k = |Δt_k|; for ``'cps'``
+        (``flow_cps``) the kernel std itself, c_k = 1 (``sd3_sde_with_logprob.py``). Every other
+        sampler: 1 (DanceGRPO's ``flux_step`` returns the kernel std, η √Δt).
+        """
+        c = torch.ones(self.steps, dtype=torch.float64)
+        if self.sampler in KL_DT_SAMPLERS and self.exploration == 0:
+            c = (self.ts[:-1] - self.ts[1:]).abs()
+        return c
 
     def kernels(self, traj: Trajectory, steps: Sequence[int], model: Model | None = None,
                 fold: bool = False) -> list[tuple[Tensor, Tensor]]:

@@ -6,7 +6,7 @@ Grids are built in float64 and stay float64 (EDM keeps its σ grid in float64 to
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -52,6 +52,19 @@ def logsnr_grid(sde: SDE, steps: int, t_max: float, t_min: float, rho: float) ->
     return _to_t(sde, logs.exp(), t_max, t_min)
 
 
+@GRIDS.register("scheduler", paper="diffusers schedulers' set_timesteps (the pipeline's own grid)",
+                equation="policy/schedule.py", properties=frozenset({"own_endpoints"}))
+def scheduler_grid(sde: SDE, steps: int, t_max: float, t_min: float, rho: float) -> Tensor:
+    """The grid of the pipeline scheduler an SDE carries (``policy.schedule``: DDIM/DDPM integer
+    timesteps with the scheduler's final ᾱ, flow σ's with their shift, ending at 0); its own
+    endpoints (``t_max``/``t_min`` do not apply)."""
+    fn = getattr(sde, "scheduler_grid", None)
+    if fn is None:
+        raise ValueError(f"grid 'scheduler' needs the SDE of a diffusers pipeline policy "
+                         f"(policy/schedule.py); {type(sde).__name__} has no scheduler")
+    return fn(steps)
+
+
 def _nsr_range(sde: SDE, t_max: float, t_min: float) -> tuple[float, float]:
     r = sde.nsr(torch.tensor([t_max, t_min], dtype=torch.float64))
     if not bool(torch.isfinite(r).all()) or float(r[1]) <= 0:
@@ -75,7 +88,9 @@ def make_grid(sde: SDE, steps: int, kind: str = "uniform", t_max: float | None =
         sde: the SDE (its ``T``, ``t_min`` and noise-to-signal ratio).
         steps: number of sampler steps S ≥ 1.
         kind: a name in ``GRIDS``: ``uniform``, ``quadratic``, ``karras`` (EDM ρ-schedule in
-            s/m), ``logsnr`` (uniform in log s/m); or ``auto``: the SDE's ``default_grid``.
+            s/m), ``logsnr`` (uniform in log s/m), ``scheduler`` (a pipeline SDE's scheduler
+            grid, with its own endpoints); or ``auto``: the SDE's ``default_grid`` (``uniform``
+            but for the contractive SDEs and the pipelines' SDEs).
         t_max, t_min: endpoints (default ``sde.t_max`` and ``sde.t_min``).
         rho: ρ of the ``karras`` grid.
 
@@ -90,7 +105,26 @@ def make_grid(sde: SDE, steps: int, kind: str = "uniform", t_max: float | None =
         raise ValueError(f"need t_max > t_min ≥ 0, got t_max={t_max}, t_min={t_min}")
     if kind == "auto":
         kind = sde.default_grid
-    fn: Callable[..., Tensor] = GRIDS.get(kind).fn
+    entry = GRIDS.get(kind)
+    fn: Callable[..., Tensor] = entry.fn
     ts = fn(sde, steps, t_max, t_min, rho)
+    if "own_endpoints" in entry.properties:
+        return ts.to(torch.float64)
     ts[0], ts[-1] = t_max, t_min  # exact endpoints (t_max + 1·(t_min − t_max) may round)
     return ts
+
+
+def explicit_grid(ts: Tensor | Sequence[float], steps: int | None = None) -> Tensor:
+    """An explicit grid as a float64 tensor ``[S + 1]``, checked: 1-D, strictly decreasing,
+    non-negative, ``steps + 1`` nodes when ``steps`` is given."""
+    g = torch.as_tensor(ts, dtype=torch.float64).detach().cpu().clone()
+    if g.dim() != 1 or g.numel() < 2:
+        raise ValueError(f"an explicit grid needs ≥ 2 times in a 1-D list, got shape "
+                         f"{list(g.shape)}")
+    if steps is not None and g.numel() != steps + 1:
+        raise ValueError(f"an explicit grid of {steps} steps has {steps + 1} times, got "
+                         f"{g.numel()}")
+    if not bool((g[1:] < g[:-1]).all()) or float(g[-1]) < 0:
+        raise ValueError(f"an explicit grid must be strictly decreasing and ≥ 0, got "
+                         f"{g.tolist()}")
+    return g
