@@ -185,11 +185,14 @@ def test_flow_method_state_resumes_bit_for_bit(tmp_path, flow_setup, sets, monke
     assert strip(run.read_metrics()) == strip(RunDir(tmp_path / "full").read_metrics())
 
 
-# -- Flow-GRPO family: β weighs the KL in per-dimension units, as the ratio ---------------------
-def test_flow_grpo_kl_term_is_averaged_over_dimensions(flow_setup):
+# -- Flow-GRPO family: β weighs the KL in the authors' units (kl_units) -----------------------
+@pytest.mark.parametrize("units", ["authors", "exact"])
+def test_flow_grpo_kl_term_in_the_authors_units_or_the_exact_kl(flow_setup, units):
     from scorealign.rl.updates import policy_loss
+    from scorealign.samplers.flow import flow_grpo_sigma
 
-    ft = Finetuner(_cfg("algo.loss=flow_grpo"), None, setup=flow_setup())
+    ft = Finetuner(_cfg("algo.loss=flow_grpo", f"algo.kl_units={units}"), None,
+                   setup=flow_setup())
     prompts, ids, seeds = epoch_rows(ft.cfg, ft.setup.prompts, 0)
     _, traj, _ = ft.sample_and_score(prompts, ids, seeds)
     with torch.no_grad():  # θ ≠ ref: move θ so that the KL is not 0
@@ -197,7 +200,22 @@ def test_flow_grpo_kl_term_is_averaged_over_dimensions(flow_setup):
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
         out = policy_loss(ft, traj, torch.randn(traj.batch_size))
         kl = ft.policy.kl(ft.ref_policy, traj)  # [B, S] nats, summed over the 64 dimensions
+        ks = list(range(traj.num_steps))
+        mine, theirs = ft.policy.kernels(traj, ks), ft.ref_policy.kernels(traj, ks)
     m = traj.trained.float()
-    want = ((kl * m).sum(1) / m.sum(1)).mean() / 64
+    if units == "exact":  # the exact per-step KL per dimension
+        per_step = kl / 64
+    else:  # yifan123/flow_grpo scripts/train_sd3.py (ac4c86e) lines 895-896, written out:
+        # kl_loss = ((prev_sample_mean - prev_sample_mean_ref) ** 2).mean(dim=(1,2,3),
+        #           keepdim=True) / (2 * std_dev_t ** 2), std_dev_t = a·sqrt(σ/(1 − σ))
+        ts = traj.ts
+        per_step = torch.stack([
+            ((m1 - m2) ** 2).flatten(1).mean(1).double() /
+            (2 * flow_grpo_sigma(ts[k:k + 1], ts[k + 1:k + 2], 0.7) ** 2)
+            for k, ((m1, _), (m2, _)) in enumerate(zip(mine, theirs))], 1).float()
+        # conversion: authors' = |Δt_k| · exact / D
+        torch.testing.assert_close(per_step * m, (kl / 64 * traj.dt.float()[None]) * m,
+                                   rtol=1e-4, atol=1e-12)
+    want = ((per_step * m).sum(1) / m.sum(1)).mean()
     assert float(want) > 0
-    torch.testing.assert_close(out.metrics["loss/kl"], want, rtol=1e-5, atol=0)
+    torch.testing.assert_close(out.metrics["loss/kl"], want, rtol=1e-4, atol=0)

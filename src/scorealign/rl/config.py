@@ -139,6 +139,11 @@ class AlgoConfig:
     kl: Literal["exact", "eps_mse"] = field(default="exact", metadata=_h(
         "per-step KL term: exact = Gaussian KL of the sampled kernel/action in nats; eps_mse = "
         "DPOK's code, mean over dims of (eps_theta - eps_ref)^2 (guided), no per-step weights"))
+    kl_units: Literal["authors", "exact"] = field(default="authors", metadata=_h(
+        "Flow-GRPO family's KL term: authors = yifan123/flow_grpo's kl_loss, mean over dims of "
+        "(mu - mu_ref)^2 / (2 std_dev_t^2) = c_k * KL_k / D (c_k = |dt_k| for flow_sde, whose "
+        "std_dev_t is the SDE's sigma_t; 1 for flow_cps/dance_sde); exact = the exact per-step "
+        "KL KL_k in nats (divided by D under ratio_units per_dim); other losses: exact"))
     value: ValueConfig | None = field(default=None, metadata=_h(
         "learned value baseline {hidden, lr, steps_per_epoch}; required by advantage=value"))
 

@@ -60,6 +60,28 @@ ADV_CLIP_MAX = 5.0
 # _get_config: config.decay_type = 1 (sd3_ocr: 2).
 NFT_DECAY_SCHEDULES = {0: (0, 0.0, 0.0), 1: (0, 0.001, 0.5), 2: (75, 0.0075, 0.999)}
 NFT_DECAY_TYPE = 1
+# The times each row trains on: NVlabs/DiffusionNFT scripts/train_nft_sd3.py
+# num_train_timesteps = int(config.sample.num_steps * config.train.timestep_fraction) (9 of 10
+# with config/base.py train.timestep_fraction = 0.99, config/nft.py sample.num_steps = 10), the
+# first that many of a per-row random permutation of the grid times (perms_time = randperm).
+NFT_TIMESTEP_FRACTION = 0.99
+
+
+def nft_times(seeds: Tensor, steps: int, fraction: float = NFT_TIMESTEP_FRACTION) -> Tensor:
+    """``[B, S]`` bool: the grid times t_0 … t_{S−1} row b trains on, int(S·fraction) of them
+    (at least one), a random subset drawn from the row seed [DiffusionNFT: ``perms_time``]."""
+    from scorealign.rng import generator
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"timestep_fraction must be in (0, 1], got {fraction}")
+    n = max(int(steps * fraction), 1)
+    out = torch.zeros(len(seeds), steps, dtype=torch.bool)
+    for i, seed in enumerate(seeds.tolist()):
+        if n == steps:
+            out[i] = True
+        else:
+            out[i, torch.randperm(steps, generator=generator(int(seed), "nft-times"))[:n]] = True
+    return out
 
 
 def _grpo_entry(name: str, paper: str, equation: str, beta: float, note: str):
@@ -122,7 +144,8 @@ def nft_weight(adv: Tensor, adv_clip_max: float = ADV_CLIP_MAX) -> Tensor:
 def diffusion_nft(v: Tensor, v_old: Tensor, v_target: Tensor, t: Tensor, adv: Tensor,
                   v_ref: Tensor | None = None, *, beta: float = NFT_BETA,
                   kl_beta: float = NFT_KL_BETA, adv_clip_max: float = ADV_CLIP_MAX,
-                  adaptive: bool = True, decay_type: int = NFT_DECAY_TYPE) -> LossOut:
+                  adaptive: bool = True, decay_type: int = NFT_DECAY_TYPE,
+                  timestep_fraction: float = NFT_TIMESTEP_FRACTION) -> LossOut:
     r"""DiffusionNFT's loss on forward-noised samples.
 
         v⁺ = β v_θ + (1 − β) v_old,   v⁻ = (1 + β) v_old − β v_θ,
@@ -152,6 +175,9 @@ def diffusion_nft(v: Tensor, v_old: Tensor, v_target: Tensor, t: Tensor, adv: Te
         adaptive: use the adaptive weights w± (the authors' default); False: w± = 1.
         decay_type: schedule of the old model's soft update (:func:`nft_decay`), applied by
             the trainer after each epoch (:class:`OldModel`); it does not enter this value.
+        timestep_fraction: the share of grid times each row trains on (:func:`nft_times`,
+            used by :func:`nft_loss`; the authors' 0.99, 9 of 10; 1: every time); it does not
+            enter this value.
     Returns:
         LossOut with ``loss/policy``, ``loss/kl``, ``nft/r_mean``, ``nft/old_deviate``.
     """
@@ -160,6 +186,8 @@ def diffusion_nft(v: Tensor, v_old: Tensor, v_target: Tensor, t: Tensor, adv: Te
     if decay_type not in NFT_DECAY_SCHEDULES:
         raise ValueError(f"decay_type must be one of {sorted(NFT_DECAY_SCHEDULES)}, "
                          f"got {decay_type}")
+    if not 0 < timestep_fraction <= 1:
+        raise ValueError(f"timestep_fraction must be in (0, 1], got {timestep_fraction}")
     v, v_old, v_target = v.float(), v_old.float().detach(), v_target.float()
     tt = t.float().view(-1, *([1] * (v.dim() - 1)))
     r = nft_weight(adv, adv_clip_max)
@@ -250,47 +278,79 @@ class OldModel:
 
 
 def nft_loss(ctx: "UpdateContext", sub: "Trajectory", adv: Tensor, old: nn.Module) -> LossOut:
-    """DiffusionNFT on rows ``sub``: re-noise their final samples at every grid time t_k with
-    per-row noise (derived from the row seed and k), and average :func:`diffusion_nft` over k;
-    ``old`` is the old (sampling) model (:class:`OldModel`).
+    """DiffusionNFT on rows ``sub``: re-noise their final samples at the grid times t_k each
+    row trains on (:func:`nft_times`: the authors' random 9 of 10 by default, every time with
+    ``timestep_fraction: 1``) with per-row noise (derived from the row seed and k), and average
+    :func:`diffusion_nft` over the rows' (row, time) pairs, as the authors' loop over
+    ``num_train_timesteps`` does; ``old`` is the old (sampling) model (:class:`OldModel`).
 
     The model is evaluated without guidance (the authors train and sample NFT with CFG 1).
-    Model evaluations with gradient: rows × S.
+    Model evaluations with gradient: rows × int(S · timestep_fraction).
     """
     from scorealign.rng import randn_per_sample
+
+    kw = {k: v for k, v in ctx.algo.loss_kwargs.items()}
+    x0 = sub.x0
+    S = sub.num_steps
+    eps_all = randn_per_sample(sub.seeds.tolist(), (S, *x0.shape[1:]), "nft-noise").to(x0)
+    times = nft_times(sub.seeds.cpu(), S, float(kw.get("timestep_fraction",
+                                                       NFT_TIMESTEP_FRACTION)))
+    if bool(times.all()):
+        return _nft_all_times(ctx, sub, adv, old, eps_all, kw)
+    n = int(times[0].sum())
+    total, metrics = None, {}
+    for k in range(S):
+        rows = times[:, k].nonzero().flatten()
+        if rows.numel() == 0:
+            continue
+        w = rows.numel() / (n * sub.batch_size)  # Σ over (row, time) pairs / (rows · n)
+        out = _nft_at(ctx, sub.index(rows), adv[rows.to(adv.device)], old,
+                      eps_all[rows.to(x0.device), k], k, kw)
+        total = out.loss * w if total is None else total + out.loss * w
+        for name, val in out.metrics.items():
+            metrics[name] = metrics.get(name, 0.0) + val * w
+    return LossOut(total, metrics)
+
+
+def _nft_at(ctx: "UpdateContext", sub: "Trajectory", adv: Tensor, old: nn.Module, eps: Tensor,
+            k: int, kw: dict) -> LossOut:
+    """:func:`diffusion_nft` of rows ``sub`` re-noised at t_k with noise ``eps``."""
     from scorealign.samplers.steps import model_time
     from scorealign.sde.param import convert
 
     pol, sde = ctx.policy, ctx.policy.sde
-    kw = {k: v for k, v in ctx.algo.loss_kwargs.items()}
     kl_beta = float(kw.get("kl_beta", NFT_KL_BETA))
     x0 = sub.x0
+    t64 = sub.ts[k].expand(sub.batch_size).to(x0.device)
+    m = sde.marginal(t64)
+    shape = (-1, *([1] * (x0.dim() - 1)))
+    x_t = (m.mean_coef.view(shape) * x0.double() + m.std.view(shape) * eps.double()).to(x0.dtype)
+    tm = model_time(t64, x_t)
+    v_target = (eps - x0).to(x0.dtype)
+
+    def vel(model):
+        return convert(model(x_t, tm, sub.cond), pol.kind, "v", x_t, tm, sde)
+
+    v = vel(ctx.model)
+    with torch.no_grad():
+        v_old = vel(old)
+        v_ref = vel(ctx.ref_model) if kl_beta > 0 else None
+    return diffusion_nft(v, v_old, v_target, tm, adv, v_ref, **kw)
+
+
+def _nft_all_times(ctx: "UpdateContext", sub: "Trajectory", adv: Tensor, old: nn.Module,
+                   eps_all: Tensor, kw: dict) -> LossOut:
+    """:func:`nft_loss` with every row at every grid time (``timestep_fraction: 1``)."""
     S = sub.num_steps
-    eps_all = randn_per_sample(sub.seeds.tolist(), (S, *x0.shape[1:]), "nft-noise").to(x0)
     total, metrics = None, {}
     for k in range(S):
-        t64 = sub.ts[k].expand(sub.batch_size).to(x0.device)
-        m = sde.marginal(t64)
-        eps = eps_all[:, k]
-        shape = (-1, *([1] * (x0.dim() - 1)))
-        x_t = (m.mean_coef.view(shape) * x0.double() + m.std.view(shape) * eps.double()).to(
-            x0.dtype)
-        tm = model_time(t64, x_t)
-        v_target = (eps - x0).to(x0.dtype)
-
-        def vel(model, x=x_t, tm=tm):
-            return convert(model(x, tm, sub.cond), pol.kind, "v", x, tm, sde)
-
-        v = vel(ctx.model)
-        with torch.no_grad():
-            v_old = vel(old)
-            v_ref = vel(ctx.ref_model) if kl_beta > 0 else None
-        out = diffusion_nft(v, v_old, v_target, tm, adv, v_ref, **kw)
+        out = _nft_at(ctx, sub, adv, old, eps_all[:, k], k, kw)
         total = out.loss if total is None else total + out.loss
         for name, val in out.metrics.items():
             metrics[name] = metrics.get(name, 0.0) + val / S
     return LossOut(total / S, metrics)
 
 
-__all__ = ["ADV_CLIP_MAX", "CLIP_RANGE", "OldModel", "dance_grpo", "diffusion_nft", "flow_grpo",
-           "flow_grpo_fast", "mixgrpo", "nft_decay", "nft_loss", "nft_weight"]
+__all__ = ["ADV_CLIP_MAX", "CLIP_RANGE", "NFT_TIMESTEP_FRACTION", "OldModel", "dance_grpo",
+           "diffusion_nft", "flow_grpo", "flow_grpo_fast", "mixgrpo", "nft_decay", "nft_loss",
+           "nft_times", "nft_weight"]

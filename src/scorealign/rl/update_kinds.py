@@ -46,7 +46,7 @@ from scorealign.policy.policy import Policy
 from scorealign.policy.trajectory import Trajectory
 from scorealign.registry import Entry, Registry
 from scorealign.rl.context import UpdateContext
-from scorealign.rl.flow_methods import OldModel, nft_loss
+from scorealign.rl.flow_methods import NFT_TIMESTEP_FRACTION, OldModel, nft_loss, nft_times
 from scorealign.rl.adjoint_matching import AM_DEFAULT_TIMES
 from scorealign.rl.losses import LossOut
 from scorealign.rl.updates import (adjoint_matching_loss, backprop_loss, chunked_policy_loss,
@@ -164,8 +164,9 @@ class ForwardProcessUpdate(UpdateKind):
         return nft_loss(ctx, sub, adv, self.old.model)
 
     def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
-        """Rows × every grid time."""
-        return sub.batch_size * sub.num_steps
+        """Rows × the grid times each row trains on (``nft_times``)."""
+        frac = float(ctx.algo.loss_kwargs.get("timestep_fraction", NFT_TIMESTEP_FRACTION))
+        return int(nft_times(sub.seeds.cpu(), sub.num_steps, frac).sum())
 
     def after_epoch(self, ctx: UpdateContext, epoch: int) -> dict[str, float]:
         return self.old.soft_update(ctx.unwrap(ctx.model), epoch)

@@ -71,12 +71,15 @@ def policy_loss(ctx: "UpdateContext", sub: Trajectory, adv: Tensor, logp: Tensor
         data["dt"] = sub.dt.to(logp.device).float()
     if "kl" in names:
         data["kl"] = kl if kl is not None or not needs_kl(ctx) else step_kl(ctx, sub, fold=fold)
-        if data["kl"] is not None and "flow_family" in ctx.entry.properties and \
-                cfg.ratio_units == "per_dim":
+        flow = data["kl"] is not None and "flow_family" in ctx.entry.properties
+        if flow and (cfg.ratio_units == "per_dim" or cfg.kl_units == "authors"):
             # the Flow-GRPO family's β weighs the KL averaged over dimensions, like the ratio:
             # yifan123/flow_grpo scripts/train_sd3.py kl_loss = ((μ − μ_ref)²).mean(dim=(1,2,3))
             # / (2σ²) beside log_prob.mean(dims) (flow_grpo/diffusers_patch/sd3_sde_with_logprob.py)
             data["kl"] = data["kl"] / math.prod(ctx.policy.shape)
+        if flow and cfg.kl_units == "authors":  # their σ: c_k = |Δt_k| for flow_sde (Policy)
+            c = ctx.policy.authors_kl_factors().to(data["kl"].device, data["kl"].dtype)
+            data["kl"] = data["kl"] * c[None, :]
     return ctx.entry.fn(**{n: data[n] for n in names if n in data}, **kw)
 
 
