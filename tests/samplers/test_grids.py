@@ -10,13 +10,21 @@ from scorealign.sde import build_sde
 
 
 @pytest.mark.parametrize("name", ["ve", "vp", "subvp", "cou", "csubvp", "flow"])
-@pytest.mark.parametrize("kind", sorted(GRIDS))
+@pytest.mark.parametrize("kind", [k for k in sorted(GRIDS)
+                                  if "own_endpoints" not in GRIDS[k].properties])
 def test_grid_is_decreasing_with_exact_endpoints(name, kind):
     sde = build_sde(name)
     ts = make_grid(sde, 12, kind)
     assert ts.dtype == torch.float64 and ts.shape == (13,)
     assert float(ts[0]) == sde.t_max and float(ts[-1]) == sde.t_min
     assert bool((ts[1:] < ts[:-1]).all())
+
+
+def test_the_scheduler_grid_needs_a_pipeline_sde():
+    # its endpoints are the scheduler's own (tests/policy/test_scheduler_grid.py, tests/flow)
+    assert "own_endpoints" in GRIDS["scheduler"].properties
+    with pytest.raises(ValueError, match="needs the SDE of a diffusers pipeline"):
+        make_grid(build_sde("vp"), 8, "scheduler")
 
 
 def test_noise_ladders():
