@@ -60,9 +60,11 @@ class PolicyConfig:
         from scorealign.samplers.steps import SAMPLERS
         for name, reg in (("sampler", SAMPLERS), ("grid", GRIDS)):
             value = getattr(self, name)
-            if value not in reg and not (name == "grid" and value == "auto"):  # a registered name, checked before anything is built
+            # a registered name (or grid auto), checked before anything is built
+            if value not in reg and not (name == "grid" and value == "auto"):
+                extra = ["auto"] if name == "grid" else []
                 raise FieldError(name, f"unknown {reg.kind} {value!r}; choose one of "
-                                       f"{sorted(reg)}")
+                                       f"{extra + sorted(reg)}")
         try:
             parse_action_steps(self.action_steps)
         except ValueError as e:

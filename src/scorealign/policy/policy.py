@@ -121,8 +121,13 @@ class Policy:
         encode: ``prompts -> cond`` (None: unconditional).
         settings: ``PolicyConfig`` fields by name (over ``config`` when both are given):
             sampler (a name in ``SAMPLERS``), steps (solver steps S), eta (the sampler's η;
-            None: its default), grid (a time-grid name), guidance (classifier-free guidance
-            scale; 1: none, needs a ``Cond``), exploration (λ, std of the ε-space action noise;
+            None: its default), grid (a time-grid name; ``auto``: the SDE's default, a pipeline
+            scheduler's own grid for pipeline policies (``policy.schedule``); or an explicit
+            decreasing grid of S + 1 times, a tensor or list, whose length sets ``steps``),
+            timesteps / sigmas (explicit lists through a pipeline's scheduler, as
+            ``pipe(timesteps=…)`` / ``pipe(sigmas=…)``), log_prob_units (``authors``: flow_cps's
+            log-prob as flow_grpo computes it, −Σ (x′ − μ)²; ``exact``), guidance
+            (classifier-free guidance scale; 1: none, needs a ``Cond``), exploration (λ, std of the ε-space action noise;
             0: transition log-probs), action_steps (which steps are actions,
             :mod:`scorealign.policy.actions`), clip_sample (clamp x̂₀ to ±clip_sample in every
             step, ddim/ddpm pixel space, None: off; log-probs stay exact, the kernel is Gaussian

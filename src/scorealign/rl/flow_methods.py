@@ -3,8 +3,11 @@ r"""The Flow-GRPO family on the one trainer: Flow-GRPO, Flow-GRPO-Fast, MixGRPO,
 (a likelihood-free, forward-process loss).
 
 The four GRPO variants share one objective — group-normalized advantages, the PPO clip on the
-exact per-step Gaussian ratio of a flow SDE step (``samplers.flow``) and the per-step KL
-‖μ_θ − μ_ref‖²/(2σ_t²) to the reference — and differ in *which steps are random and trained*,
+per-step ratio of a flow SDE step (``samplers.flow``; per dimension, and for ``flow_cps`` in the
+authors' rescaled log-prob, ``policy.log_prob_units``) and the per-step KL to the reference in
+flow_grpo's units by default (``algo.kl_units: authors``: mean_d (μ_θ − μ_ref)² / (2σ_t²) =
+|Δt| · KL / D for ``flow_sde``; ``exact``: KL / D; docs/conventions.md, Units) — and differ in
+*which steps are random and trained*,
 which is the policy's ``action_steps`` setting (issue 10), not the loss:
 
 =================  =================  =======================================================
@@ -92,10 +95,11 @@ def _grpo_entry(name: str, paper: str, equation: str, beta: float, note: str):
 
     fn.__name__ = name
     fn.__doc__ = (
-        f"[{paper}] GRPO's clipped surrogate with the exact per-step Gaussian KL (β = {beta}).\n\n"
+        f"[{paper}] GRPO's clipped surrogate with a per-step KL term (β = {beta}).\n\n"
         "    L(θ) = −(1/B) Σ_b (1/|T_b|) Σ_{t∈T_b} [min(ρ_t A_b, clip(ρ_t, 1−ε, 1+ε) A_b)"
         " − β KL_t],\n"
-        "    KL_t = ‖μ_θ − μ_ref‖² / (2σ_t²),  A_b group-normalized,\n"
+        "    KL_t in ``algo.kl_units`` (authors: flow_grpo's mean_d (μ_θ − μ_ref)² / (2σ_t²) ="
+        " |Δt| · KL_exact / D for flow_sde; exact: KL_exact / D), A_b group-normalized,\n"
         f"    T_b the trained steps. {note}\n\n"
         "    Arguments as :func:`scorealign.rl.losses.grpo`.\n")
     RL_LOSSES.register(name, paper=paper, equation=equation,
