@@ -120,3 +120,49 @@ def test_explicit_lists_are_validated_with_the_field_named(sets, field, msg):
     assert e.match(msg)
     ok = load_config(None, FinetuneConfig, ["policy.steps=2", "policy.sigmas=[1.0, 0.5]"])
     assert ok.policy.sigmas == [1.0, 0.5] and ok.policy.grid == "auto"
+
+
+def test_ddpm_scheduler_grid_and_step(parts):
+    """DDPMScheduler: its timesteps, then ᾱ = 1 (t = 0); each ancestral step is the policy's
+    kernel with the scheduler's own noise draw (``generator``)."""
+    from diffusers import DDPMScheduler
+
+    from scorealign.policy.schedule import SchedulerVP
+    sched = DDPMScheduler.from_config(parts.pipe.scheduler.config)
+    sde = SchedulerVP.from_scheduler(sched)
+    pol = Policy(parts.model, sde, kind="eps", shape=parts.shape, sampler="ddpm", steps=5,
+                 eta=1.0, guidance=5.0, encode=parts.encode, action_steps="all")
+    sched.set_timesteps(5)
+    ks = sched.timesteps.double()
+    assert torch.equal(pol.ts, torch.cat([(ks + 1) / sde.num_timesteps,
+                                          torch.zeros(1, dtype=torch.float64)]))
+    with torch.no_grad():
+        traj = pol.rollout(PROMPTS, 1, seeds=torch.arange(2))
+        steps = pol.kernel_steps(traj, range(5))
+        preds = pol.step_preds(traj)
+        for k, t in enumerate(sched.timesteps):
+            x = traj.xs[:, k]
+            theirs = sched.step(preds[k], t, x, generator=torch.Generator().manual_seed(k))
+            z = torch.randn(x.shape, generator=torch.Generator().manual_seed(k))
+            ours = steps[k].mean + steps[k].std.view(-1, 1, 1, 1) * z if int(t) > 0 \
+                else steps[k].mean  # DDPM adds no noise at timestep 0 (our std is 0 there)
+            torch.testing.assert_close(ours, theirs.prev_sample, rtol=1e-5, atol=1e-5)
+    assert float(traj.stds[0, -1]) == 0.0
+
+
+def test_a_ddim_spacing_that_skips_nodes_is_refused(parts):
+    from diffusers import DDIMScheduler
+
+    from scorealign.policy.schedule import SchedulerVP
+    sched = DDIMScheduler.from_config(parts.pipe.scheduler.config, timestep_spacing="linspace")
+    sde = SchedulerVP.from_scheduler(sched)
+    with pytest.raises(ValueError, match="no chain of states"):
+        sde.scheduler_grid(10)
+    # explicit timesteps are taken as given, and the rollout may start from given latents
+    pol = Policy(parts.model, sde, kind="eps", shape=parts.shape, sampler="ddim", steps=3,
+                 eta=1.0, timesteps=[999.0, 500.0, 100.0], encode=parts.encode)
+    x_T = pol.initial_state(torch.arange(2) + 9)
+    with torch.no_grad():
+        a = pol.rollout(PROMPTS, 1, seeds=torch.arange(2) + 9)
+        b = pol.rollout(PROMPTS, 1, seeds=torch.arange(2) + 9, x_T=x_T.clone())
+    assert torch.equal(a.xs, b.xs)
