@@ -80,6 +80,8 @@ def test_run_records_its_base_and_keeps_the_builtin_weights(runs, fam):
     rec = run.base
     assert rec["type"] == f"{fam}_tiny" and rec["source"] == "builtin" and rec["seed"] == 0
     assert rec["saved"] == "base"
+    epochs = [r for r in run.read_metrics() if "reward/mean" in r]
+    assert epochs and all(r["mem/peak_gb"] > 0 for r in epochs)  # run/memory.py, every epoch
     cls = {"sd": StableDiffusionPipeline, "sd3": StableDiffusion3Pipeline,
            "flux": FluxPipeline}[fam]
     saved = cls.from_pretrained(str(out[fam] / "base"))  # no extra arguments
