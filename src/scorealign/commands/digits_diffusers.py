@@ -145,11 +145,4 @@ images = {call}.images
 """
 
 
-def digits_pipeline_model(model: nn.Module) -> nn.Module:
-    """``model`` with LoRA adapters merged (a plain ``build_model`` network)."""
-    from scorealign.commands.formats import merged_model
-    return merged_model(model)
-
-
-__all__ = ["AFFINE_SAMPLERS", "PIPELINE_FILE", "scheduler_config", "write_digits_pipeline",
-           "digits_pipeline_model"]
+__all__ = ["AFFINE_SAMPLERS", "PIPELINE_FILE", "scheduler_config", "write_digits_pipeline"]
