@@ -130,6 +130,16 @@ def test_adapter_without_with_base_is_a_usage_error(tmp_path):
     assert res.exit_code == 2 and "--adapter goes with --with-base" in res.output
 
 
+def test_with_base_of_a_kind_without_a_pipeline_is_an_export_error(tmp_path):
+    from scorealign.cli.app import app
+    from scorealign.run.rundir import RunDir
+    RunDir.create(tmp_path / "lm", {"model": {}}, kind="dpo")
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "lm"), "--to", str(tmp_path / "x"),
+                                   "--with-base"])
+    assert res.exit_code == 2 and "kind 'dpo' have no diffusers pipeline" in res.output
+    assert not (tmp_path / "x").exists()
+
+
 def readme_examples() -> dict[str, str]:
     """The README's ``<!-- elsewhere-example: NAME -->`` code blocks."""
     text = (ROOT / "README.md").read_text()

@@ -25,8 +25,9 @@ def export_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any 
                                             "LoRA adapters unfused (load_lora_weights(DIR)).")
                ) -> None:
     """Export a run's model in its ecosystem's format (digits pair, diffusers LoRA or pipeline,
-    transformers/peft directory, control policy), from any checkpoint. An existing file at
-    --to, or a non-empty directory that is not an export, is an error (unless --overwrite)."""
+    transformers/peft directory, control policy), from any checkpoint; with --with-base, a
+    complete diffusers pipeline that loads without scorealign. An existing file at --to, or a
+    non-empty directory that is not an export, is an error (unless --overwrite)."""
     from scorealign.commands.export import export_run
     from scorealign.errors import ScorealignError
     try:

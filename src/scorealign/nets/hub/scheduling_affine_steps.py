@@ -87,8 +87,8 @@ class AffineStepScheduler(SchedulerMixin, ConfigMixin):
         """x_{i+1} = A_i x + B_i pred + σ_i z for step ``step_index`` (an int in [0, S)).
 
         ``noise``: z (shape of ``sample``); drawn from ``generator`` when the sampler is
-        stochastic and none is given. Computed in fp32 (fp64 for fp64 samples) with the coefficients as
-        host numbers: mean = x·A + B·pred, then mean + σ·z.
+        stochastic and none is given. Computed in fp32 (fp64 for fp64 samples) with the
+        coefficients as host numbers: mean = x·A + B·pred, then mean + σ·z.
         """
         i = int(step_index)
         a = float(self.config.coef_x[i])
