@@ -38,6 +38,8 @@ def _reference(base, scfg, prompts, x_T, noise):
                                           grid="quadratic")),
     ("pretrained:digits8-flow", SamplingConfig(sampler="euler_ode", steps=8, eta=0.0,
                                                guidance=2.0, grid="auto")),
+    ("pretrained:digits8-flow", SamplingConfig(sampler="flow_sde", steps=6, eta=0.7,
+                                               guidance=2.0, grid="auto")),
 ])
 def test_exported_pipeline_reproduces_scorealign_sampling(name, scfg, tmp_path):
     base = load_base(name)
@@ -94,7 +96,9 @@ def test_label_and_unconditional_models(mtype, cond, tmp_path):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_non_affine_sampler_is_a_clear_error():
+def test_two_evaluation_samplers_and_correctors_are_clear_errors():
     base = load_base("pretrained:digits8")
-    with pytest.raises(ExportError, match="sample.sampler 'heun_ode'"):
+    with pytest.raises(ExportError, match="sample.sampler 'heun_ode'.*one-evaluation"):
         scheduler_config(base.task, SamplingConfig(sampler="heun_ode", steps=4))
+    with pytest.raises(ExportError, match="policy.corrector_steps 1"):
+        scheduler_config(base.task, SamplingConfig(steps=4, corrector_steps=1), "policy")

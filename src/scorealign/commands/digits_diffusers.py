@@ -9,7 +9,7 @@
 * ``text_encoder/`` + ``tokenizer/`` (text models): the bundled all-MiniLM-L6-v2;
 * ``scheduler/``: ``AffineStepScheduler`` (``nets/hub/scheduling_affine_steps.py``) holding the
   run's grid and each step's (A_i, B_i, σ_i), read off the sampler's own step
-  (:func:`scorealign.samplers.steps.affine_step_coefs`);
+  (:func:`scorealign.samplers.steps.affine_step_coefs`, checked affine by :func:`_step_coefs`);
 * ``pipeline.py`` (``ScorealignDigitsPipeline``), ``model_index.json`` and ``README.md``.
 
 ``DiffusionPipeline.from_pretrained(DIR, custom_pipeline=f"{DIR}/pipeline.py",
@@ -29,26 +29,57 @@ from torch import nn
 
 from scorealign.errors import ExportError
 
-AFFINE_SAMPLERS = ("ddim", "ddpm", "euler_maruyama", "euler_ode")
 PIPELINE_FILE = "pipeline.py"
+# probe rows (x, pred) at which each step's mean must equal A x + B pred: an affinity check
+_PROBE_X, _PROBE_PRED = (0.5, 2.0), (-1.5, 0.25)
+
+
+def _step_coefs(fn: Any, kind: str, t: float, t_next: float, sde: Any, kw: dict,
+                where: str) -> tuple[float, float, float]:
+    """(A, B, σ) of one sampler step, checked to be affine in (x, pred) with a σ that depends
+    on neither (a third and fourth probe against A x + B pred, float64).
+
+    Raises:
+        ExportError: the step is not of that form (``where`` names the config field).
+    """
+    from scorealign.samplers.steps import affine_step_coefs, general_path
+
+    f64 = torch.float64
+    try:
+        a, b, std = affine_step_coefs(fn, kind, t, t_next, sde, **kw)
+        x = torch.tensor(_PROBE_X, dtype=f64)[:, None]
+        p = torch.tensor(_PROBE_PRED, dtype=f64)[:, None]
+        with general_path(), torch.no_grad():
+            st = fn(x, p, kind, torch.full((2,), t, dtype=f64),
+                    torch.full((2,), t_next, dtype=f64), sde, noise=None, **kw)
+    except ValueError as e:
+        raise ExportError(f"{where}: {' '.join(str(e).split())}; the diffusers export replays "
+                          f"one-evaluation samplers") from None
+    affine = torch.allclose(st.mean.to(f64), a * x + b * p, rtol=1e-9, atol=1e-12) and \
+        torch.allclose(st.std.to(f64), torch.full((2,), std, dtype=f64), rtol=1e-9, atol=0)
+    if not affine:
+        raise ExportError(f"{where}: its step is not affine in (x, prediction) with a fixed "
+                          f"noise level; the diffusers export cannot replay it")
+    return a, b, std
 
 
 def scheduler_config(task: Any, sampling: Any, field: str = "sample") -> dict:
     """The ``AffineStepScheduler`` config of ``sampling`` (sampler, steps, eta, grid) on the
-    task's SDE and prediction kind.
+    task's SDE and prediction kind: the grid and each step's (A_i, B_i, σ_i).
+
+    Every one-evaluation sampler here (ddim, ddpm, euler_ode, euler_maruyama, flow_sde,
+    flow_cps, dance_sde, consistency) takes such steps; Heun (two evaluations) and Langevin
+    correctors do not.
 
     Raises:
-        ExportError: a sampler that is not affine in (x, pred), or Langevin corrector steps
+        ExportError: a sampler whose step is not affine (checked per step), or corrector steps
             (``field``: the config section named in the message).
     """
     from scorealign.samplers.grids import make_grid
     from scorealign.samplers.loop import _is_stochastic
-    from scorealign.samplers.steps import SAMPLERS, affine_step_coefs
+    from scorealign.samplers.steps import SAMPLERS
 
-    if sampling.sampler not in AFFINE_SAMPLERS:
-        raise ExportError(f"{field}.sampler {sampling.sampler!r}: the diffusers export replays "
-                          f"samplers affine in (x, prediction) {list(AFFINE_SAMPLERS)}; set "
-                          f"{field}.sampler to one of them")
+    where = f"{field}.sampler {sampling.sampler!r}"
     if getattr(sampling, "corrector_steps", 0):
         raise ExportError(f"{field}.corrector_steps {sampling.corrector_steps}: the diffusers "
                           f"export has no Langevin corrector; set it to 0")
@@ -57,8 +88,8 @@ def scheduler_config(task: Any, sampling: Any, field: str = "sample") -> dict:
     entry = SAMPLERS.get(sampling.sampler)
     kw = {} if sampling.eta is None else {"eta": float(sampling.eta)}
     if "stochastic_if_eta" not in entry.properties and kw.get("eta", 0.0) == 0.0:
-        kw = {}
-    coefs = [affine_step_coefs(entry.fn, kind, float(ts[i]), float(ts[i + 1]), sde, **kw)
+        kw = {}  # deterministic / always-stochastic steps take their own η
+    coefs = [_step_coefs(entry.fn, kind, float(ts[i]), float(ts[i + 1]), sde, kw, where)
              for i in range(sampling.steps)]
     return {"times": [float(t) for t in ts], "coef_x": [c[0] for c in coefs],
             "coef_pred": [c[1] for c in coefs], "noise_std": [c[2] for c in coefs],
@@ -95,6 +126,9 @@ def write_digits_pipeline(model: nn.Module, task: Any, sampling: Any, dest: str 
         "scheduler": ["scheduling_affine_steps", "AffineStepScheduler"],
         "conditioner": [None, None], "text_encoder": [None, None], "tokenizer": [None, None],
         "guidance_scale": float(sampling.guidance), "max_length": 64}
+    if mcfg.cond == "text":
+        from scorealign.nets.text import get_text_encoder
+        index["max_length"] = get_text_encoder().max_length  # the prompts' token limit
     with atomic_dir(dest) as tmp:
         model.unet.save_pretrained(tmp / "unet", safe_serialization=True)
         sched.save_pretrained(tmp / "scheduler")
@@ -145,4 +179,4 @@ images = {call}.images
 """
 
 
-__all__ = ["AFFINE_SAMPLERS", "PIPELINE_FILE", "scheduler_config", "write_digits_pipeline"]
+__all__ = ["PIPELINE_FILE", "scheduler_config", "write_digits_pipeline"]
