@@ -201,3 +201,20 @@ assert (got - ref["want"]).abs().max() < 1e-5, float((got - ref["want"]).abs().m
     assert res.stdout.strip().endswith("ok")
     for png in ("sd.png", "sd3.png", "flux.png", "digit.png"):
         assert (work / png).stat().st_size > 0
+
+
+def test_full_finetune_with_base_is_the_trained_weights(tmp_path):
+    """A full fine-tune (no LoRA): the pipeline directory holds the trained UNet as is."""
+    from diffusers import DiffusionPipeline
+
+    from scorealign.commands.formats import export_pipeline_with_base
+    from scorealign.policy.sd import build_tiny_sd_pipeline
+
+    trained = build_tiny_sd_pipeline(0).unet
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)
+    export_pipeline_with_base(trained, build_tiny_sd_pipeline(0), tmp_path / "p", lora=False)
+    got = DiffusionPipeline.from_pretrained(str(tmp_path / "p")).unet.state_dict()
+    want = trained.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
