@@ -180,7 +180,7 @@ def test_flow_method_state_resumes_bit_for_bit(tmp_path, flow_setup, sets, monke
     if full.old is not None:
         a, b = full.old.state(), cut.old.state()
         assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")}
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith(("time/", "mem/"))}
                           for r in rows]
     assert strip(run.read_metrics()) == strip(RunDir(tmp_path / "full").read_metrics())
 

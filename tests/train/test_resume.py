@@ -33,4 +33,7 @@ def test_kill_and_resume_is_bit_identical(pretrain_killed_and_resumed):
     # The metrics log holds each step once, as the uninterrupted run's does.
     ra, rb = RunDir(killed).read_metrics(), RunDir(ref).read_metrics()
     assert [r["step"] for r in ra] == [r["step"] for r in rb] == list(range(2, 13, 2))
-    assert ra == rb
+    mem = lambda rows: [{k: v for k, v in r.items() if k != "mem/peak_gb"}  # noqa: E731
+                        for r in rows]
+    assert mem(ra) == mem(rb)  # every row equal but the process's peak memory
+    assert all(r["mem/peak_gb"] > 0 for r in ra)

@@ -34,7 +34,7 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
             ConfigError: a value, key or file of the config that the trainer cannot use;
             CheckpointError, RunDirError.
     """
-    from scorealign.commands.kind_finetune import export_finetuner
+    from scorealign.commands.kind_finetune import export_finetuner, record_base
     from scorealign.report.html import write_report
     from scorealign.rewards.base import RewardError
     from scorealign.rl.trainer import Finetuner
@@ -49,6 +49,8 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
                 raise _Refused(e) from None
             if resume:
                 ft.acc.print(f"resuming {run.path} from epoch {ft.resume()}")
+            elif ft.acc.is_main_process:  # the base travels with the run (run.json, RUN/base)
+                record_base(run, cfg)
             t0 = time.time()
             ft.fit()
     except _Refused as e:

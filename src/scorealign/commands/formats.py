@@ -5,7 +5,10 @@
 * SD-style pipelines: LoRA runs as diffusers LoRA weights (``pytorch_lora_weights.safetensors``
   with the adapter config as metadata), so ``pipe.load_lora_weights(DIR)`` on the base pipeline
   gives the trained denoiser; full fine-tunes as a diffusers pipeline directory;
-* causal LMs: a transformers directory with the tokenizer, or a peft adapter directory.
+* causal LMs: a transformers directory with the tokenizer, or a peft adapter directory;
+* ``--with-base`` (:func:`export_pipeline_with_base`): the complete diffusers pipeline of the
+  base with the trained denoiser, LoRA fused (W ← W + (α/r)·B·A) or kept as adapters beside it,
+  loadable by ``DiffusionPipeline.from_pretrained(DIR)`` alone (:func:`save_pipeline`).
 
 Each is written into a temporary sibling and moved into place with one rename
 (:func:`scorealign.run.atomic.atomic_dir`), so a failed export leaves the previous directory (or
@@ -104,7 +107,86 @@ def export_flow(transformer: nn.Module, family: str, base_pipe: Any, dest: str |
                                        transformer_lora_adapter_metadata=meta)
         else:
             base_pipe.transformer = transformer
-            base_pipe.save_pretrained(tmp, safe_serialization=True)
+            save_pipeline(base_pipe, tmp)
+    return Path(dest)
+
+
+def _zero_t5(pipe: Any) -> tuple[nn.Module, Any]:
+    """A T5 encoder whose output is exactly zero (final RMS-norm weight 0) and its byte-level
+    tokenizer, of width ``joint_attention_dim``: an SD3 pipeline without T5 pads its prompt
+    embeddings with zero T5 tokens, and with this encoder it computes the same zeros."""
+    from transformers import T5Config, T5EncoderModel
+
+    from scorealign.policy.sd import _seeded, build_clip_tokenizer
+
+    tok = build_clip_tokenizer()
+    width = int(pipe.transformer.config.joint_attention_dim)
+    cfg = T5Config(vocab_size=len(tok), d_model=width, d_kv=8, d_ff=8, num_layers=1, num_heads=1,
+                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                   decoder_start_token_id=0)
+    t5 = _seeded(0, lambda: T5EncoderModel(cfg))
+    with torch.no_grad():
+        t5.encoder.final_layer_norm.weight.zero_()
+    return t5.to(pipe.transformer.dtype).eval(), tok
+
+
+def save_pipeline(pipe: Any, dest: str | Path) -> Path:
+    """``pipe.save_pretrained(dest)`` such that ``DiffusionPipeline.from_pretrained(dest)`` (and
+    the pipeline class's own ``from_pretrained``) reloads it without extra arguments.
+
+    ``StableDiffusion3Pipeline`` without T5 (``text_encoder_3=None``, as the tiny SD3 base and SD3
+    directories saved without T5): ``text_encoder_3`` / ``tokenizer_3`` are required components
+    of the class (not in ``_optional_components``), so the ``[null, null]`` entries that
+    ``save_pretrained`` writes make ``from_pretrained`` refuse the directory unless the caller
+    passes ``text_encoder_3=None, tokenizer_3=None``. The saved pipeline gets instead a T5 whose
+    output is exactly zero (:func:`_zero_t5`): the reloaded pipeline's prompt embeddings are
+    bit-identical to the T5-less pipeline's zero T5 tokens.
+    """
+    from diffusers import StableDiffusion3Pipeline
+
+    if isinstance(pipe, StableDiffusion3Pipeline) and pipe.text_encoder_3 is None:
+        t5, tok = _zero_t5(pipe)
+        pipe.register_modules(text_encoder_3=t5, tokenizer_3=tok)
+        try:
+            pipe.save_pretrained(dest, safe_serialization=True)
+        finally:
+            pipe.register_modules(text_encoder_3=None, tokenizer_3=None)
+    else:
+        pipe.save_pretrained(dest, safe_serialization=True)
+    return Path(dest)
+
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def export_pipeline_with_base(denoiser: nn.Module, base_pipe: Any, dest: str | Path,
+                              lora: bool, adapter: bool = False) -> Path:
+    """``base_pipe`` with the trained ``denoiser`` (its ``unet`` or ``transformer``) as one
+    diffusers pipeline directory.
+
+    Args:
+        denoiser: the trained UNet / transformer (with peft LoRA adapters when ``lora``).
+        base_pipe: the run's base pipeline (replaced parts are modified in place).
+        lora: the run trained LoRA adapters (else ``denoiser`` holds full weights).
+        adapter: keep the adapters unfused: the base pipeline plus diffusers LoRA weights
+            (``pytorch_lora_weights.safetensors``) in the same directory, for
+            ``pipe.load_lora_weights(DIR)``; default: fused into the base weights.
+    """
+    attr = "unet" if getattr(base_pipe, "unet", None) is not None else "transformer"
+    with atomic_dir(dest) as tmp:
+        if lora and adapter:
+            save_pipeline(base_pipe, tmp)
+            layers, meta = _lora_layers(denoiser)
+            kw = {f"{attr}_lora_layers": layers, f"{attr}_lora_adapter_metadata": meta}
+            type(base_pipe).save_lora_weights(tmp, **kw)
+        else:
+            target = getattr(base_pipe, attr)
+            if lora:
+                _, state = merged_copy(denoiser)
+                target.load_state_dict(state, strict=True)
+            else:
+                target.load_state_dict(denoiser.state_dict(), strict=True)
+            save_pipeline(base_pipe, tmp)
     return Path(dest)
 
 
@@ -120,4 +202,4 @@ def export_lm(model: nn.Module, tokenizer: Any, dest: str | Path) -> Path:
 
 
 __all__ = ["merged_copy", "merged_model", "export_digits", "export_sd", "export_flow",
-           "export_lm"]
+           "export_lm", "save_pipeline", "export_pipeline_with_base", "LORA_FILE"]

@@ -57,6 +57,17 @@ def export(run_dir: Path, dest: Path, checkpoint=None) -> Path:
     return export_digits(trained_policy(run_dir, checkpoint)[2], dest)
 
 
+def export_with_base(run_dir: Path, dest: Path, checkpoint=None) -> Path:
+    """The checkpoint's model (LoRA merged) as a diffusers pipeline replaying the sampler the
+    run's ``sample``/``eval`` use (the default ``SamplingConfig``)."""
+    from scorealign.commands.digits_diffusers import write_digits_pipeline
+    from scorealign.commands.formats import merged_model
+    from scorealign.train.task import SamplingConfig
+
+    _, base, policy = trained_policy(run_dir, checkpoint)
+    return write_digits_pipeline(merged_model(policy).eval(), base.task, SamplingConfig(), dest)
+
+
 def detect(config: dict) -> bool:
     return config.get("task") == "diffusion"
 

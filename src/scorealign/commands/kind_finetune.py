@@ -21,7 +21,7 @@ from scorealign.commands.kinds import EvalRequest, RunKind, SampleRequest, Sampl
 from scorealign.commands.runs import (digits_from_dir, draw_digits, out_file, prompt_tag,
                                       read_run_config, run_checkpoint, sample_digits,
                                       sampling_overrides)
-from scorealign.errors import ExportError
+from scorealign.errors import ExportError, UsageError
 from scorealign.rl.config import FinetuneConfig
 
 FLOW_TYPES = ("sd3_tiny", "flux_tiny", "sd3", "flux")
@@ -74,6 +74,100 @@ def export_setup(setup: Any, cfg: Any, dest: str | Path) -> Path:
         family = "sd3" if cfg.base.type.startswith("sd3") else "flux"
         return formats.export_flow(tr if lora else copy.deepcopy(tr), family, base, dest, lora)
     raise ExportError(f"base.type {cfg.base.type!r}: no export format")
+
+
+BASE_DIR = "base"  # RUN/base: a built-in base pipeline's weights (diffusers format)
+# sd_tiny sizes too large to copy into every run (sd15: SD 1.5's 860M-parameter UNet, 3.4 GB);
+# their record says how to rebuild them (type, size, seed) and has no "saved"
+BASE_NOT_SAVED_SIZES = ("sd15",)
+
+
+def base_record(cfg: Any) -> dict[str, Any]:
+    """What ``cfg.base`` is, for ``run.json``: a built-in pipeline (rebuilt from ``seed``), a
+    local directory (resolved path) or a hub id, or a digits base (``pretrained:NAME`` shipped
+    with scorealign, or a run / model directory)."""
+    b = cfg.base
+    rec: dict[str, Any] = {"type": b.type}
+    if b.type in ("sd_tiny", "sd3_tiny", "flux_tiny"):
+        rec.update(source="builtin", seed=b.seed,
+                   **({"size": b.size} if b.type == "sd_tiny" else {}))
+    elif b.type in ("sd3", "flux", "digits"):
+        if b.type == "digits" and str(b.path).startswith("pretrained:"):
+            rec.update(source="scorealign", path=b.path)
+        elif Path(b.path).is_dir():
+            rec.update(source="local", path=str(Path(b.path).resolve()))
+        else:
+            rec.update(source="hub", id=b.path)
+    else:
+        rec.update(source="builtin", problem=b.problem, dim=b.dim)
+    return rec
+
+
+def record_base(run: Any, cfg: Any) -> dict[str, Any]:
+    """Record the run's base in ``run.json`` (:meth:`RunDir.record_base`); a built-in
+    pipeline's weights are drawn in code, so they are saved in ``RUN/base`` (diffusers format,
+    :func:`~scorealign.commands.formats.save_pipeline`; ``"saved": "base"``) unless its size is
+    in :data:`BASE_NOT_SAVED_SIZES`. Returns the record."""
+    from scorealign.commands.formats import save_pipeline
+    from scorealign.rl.setup import base_pipeline
+    from scorealign.run.atomic import atomic_dir
+
+    rec = base_record(cfg)
+    if rec["source"] == "builtin" and cfg.base.type != "testbed" \
+            and rec.get("size") not in BASE_NOT_SAVED_SIZES:
+        with atomic_dir(Path(run.path) / BASE_DIR) as tmp:
+            save_pipeline(base_pipeline(cfg), tmp)
+        rec["saved"] = BASE_DIR
+    run.record_base(rec)
+    return rec
+
+
+def run_base_pipeline(run_dir: Path, cfg: Any) -> Any:
+    """The run's base pipeline: ``RUN/base`` when the run saved it, else as the run's setup
+    builds it (rebuilt from the seed, or loaded from ``base.path``)."""
+    from scorealign.rl.setup import base_pipeline
+
+    saved = run_dir / BASE_DIR
+    if (saved / "model_index.json").is_file():
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained(str(saved), local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    return base_pipeline(cfg)
+
+
+def export_with_base(run_dir: Path, dest: Path, checkpoint=None, adapter: bool = False) -> Path:
+    """``scorealign export RUN --with-base``: a pipeline that loads without scorealign.
+
+    SD / SD3 / FLUX: the base pipeline (``RUN/base``, else rebuilt / loaded) with the trained
+    denoiser, LoRA fused (``adapter``: kept as diffusers LoRA weights in the same directory);
+    digits: the merged model as a diffusers pipeline replaying the run's policy sampler
+    (:func:`scorealign.commands.digits_diffusers.write_digits_pipeline`).
+    """
+    from scorealign.commands import formats
+
+    cfg, setup = finetune_setup(run_dir, checkpoint)
+    t = cfg.base.type
+    if t == "digits":
+        if adapter:
+            raise UsageError("--adapter: a digits model is exported whole (LoRA merged); drop "
+                             "--adapter")
+        from scorealign.commands.digits_diffusers import write_digits_pipeline
+        from scorealign.train.bases import load_digits_base
+        from scorealign.train.task import SamplingConfig
+
+        p = cfg.policy
+        scfg = SamplingConfig(sampler=p.sampler, steps=p.steps, eta=p.eta, grid=p.grid,
+                              guidance=p.guidance)
+        task, _ = load_digits_base(cfg.base.path)
+        return write_digits_pipeline(formats.merged_model(setup.model), task, scfg, dest,
+                                     field="policy")
+    if t == "testbed":
+        raise ExportError("base.type testbed: a closed-form base has no diffusers pipeline; "
+                          "export without --with-base")
+    denoiser = setup.model.unet if t == "sd_tiny" else setup.model.transformer
+    return formats.export_pipeline_with_base(denoiser, run_base_pipeline(run_dir, cfg), dest,
+                                             lora=cfg.lora.rank > 0, adapter=adapter)
 
 
 TESTBED_WEIGHTS = "control.safetensors"

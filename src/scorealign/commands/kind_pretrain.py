@@ -43,6 +43,22 @@ def export(run_dir: Path, dest: Path, checkpoint=None) -> Path:
     return dest
 
 
+def export_with_base(run_dir: Path, dest: Path, checkpoint=None) -> Path:
+    """The checkpoint's EMA model as a diffusers pipeline replaying the run's ``sample``
+    sampler (:func:`scorealign.commands.digits_diffusers.write_digits_pipeline`)."""
+    from scorealign.commands.digits_diffusers import write_digits_pipeline
+    from scorealign.nets import build_model
+    from scorealign.train.bases import read_pretrain_config
+    from scorealign.train.task import build_task
+
+    cfg = read_pretrain_config(run_dir / "config.yaml")
+    states, _ = run_checkpoint(run_dir, checkpoint)
+    task = build_task(cfg.data, cfg.sde, cfg.model)
+    model = build_model(cfg.model)
+    model.load_state_dict(states.get("ema") or states["model"])
+    return write_digits_pipeline(model.eval(), task, cfg.sample, dest, field="sample")
+
+
 def detect(config: dict) -> bool:
     return {"data", "sde", "model"} <= set(config)
 

@@ -23,6 +23,7 @@ from scorealign.preference.mallows import auto_dispersion_scale
 from scorealign.rng import generator
 from scorealign.run.loop import Cadence, LogWindow, mean_over_processes, resume_states, run_steps
 from scorealign.run.loop import lr_at as schedule_lr
+from scorealign.run.memory import peak_gb
 from scorealign.run.rundir import RunDir
 
 
@@ -151,6 +152,7 @@ def train(cfg: Any, run: RunDir, *, resume: bool = False,
     def on_log(done: int, acc: dict[str, float]) -> dict[str, float]:
         acc = mean_over_processes(acc, accelerator) if world > 1 else dict(acc)
         row = window.close({**acc, "perf/lr": lr_at(done - 1, t)})
+        row["mem/peak_gb"] = peak_gb(accelerator.device)  # run/memory.py
         summary["last"] = {"step": done, **row}
         return row
 

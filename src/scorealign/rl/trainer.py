@@ -45,6 +45,7 @@ from scorealign.rl.updates import cat_trajectories, policy_loss
 from scorealign.rl.value import ValueBaseline, x0_rewards
 from scorealign.rng import derive_seed, generator
 from scorealign.run.loop import Cadence, resume_states, run_steps
+from scorealign.run.memory import peak_gb
 from scorealign.run.rundir import RunDir
 from scorealign.train.pretrain import make_accelerator
 
@@ -237,6 +238,7 @@ class Finetuner:
         metrics.update(self.update(traj, adv))
         metrics.update(self.kind.after_epoch(ctx, self.epoch))
         metrics["time/epoch_s"] = time.time() - t0
+        metrics["mem/peak_gb"] = peak_gb(acc.device)  # run/memory.py: CUDA max alloc or peak RSS
         return metrics
 
     def update(self, traj, adv) -> dict[str, float]:

@@ -130,6 +130,28 @@ class RunDir:
         kind = data.get("kind") if isinstance(data, dict) else None
         return kind if isinstance(kind, str) else None
 
+    @property
+    def base(self) -> dict[str, Any] | None:
+        """The base model recorded in ``run.json`` by :meth:`record_base` (None: none)."""
+        try:
+            data = json.loads(self.record_file.read_text())
+        except (OSError, ValueError):
+            return None
+        base = data.get("base") if isinstance(data, dict) else None
+        return base if isinstance(base, dict) else None
+
+    def record_base(self, base: dict[str, Any]) -> None:
+        """Record the run's base model (``{"type", "source": builtin | local | hub | scorealign,
+        ...}``) in ``run.json`` beside the kind, atomically."""
+        from scorealign.run.atomic import write_json
+        try:
+            data = json.loads(self.record_file.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        data["base"] = base
+        write_json(self.record_file, data)
+
     def log(self, step: int, **metrics: Any) -> None:
         """Append one metrics line ``{"step": step, ...}`` (floats rounded to 6 significant digits)."""
         row = {"step": step}

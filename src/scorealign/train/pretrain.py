@@ -13,6 +13,7 @@ import torch
 
 from scorealign.rng import generator
 from scorealign.run.loop import Cadence, optimizer_step, resume_states, run_steps
+from scorealign.run.memory import peak_gb
 from scorealign.run.rundir import RunDir
 from scorealign.sde.dsm import dsm_loss, sample_t
 from scorealign.train.config import PretrainConfig, TrainConfig  # noqa: F401 (re-export)
@@ -63,7 +64,8 @@ def pretrain(cfg: PretrainConfig, run: RunDir, resume: bool = False) -> dict[str
                         weighting=tc.weighting).mean()
         gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
         update_ema(ema, acc.unwrap_model(model), tc.ema_decay, i)
-        return {"loss/dsm": loss.item(), "opt/lr": lr_at(i, tc), "opt/grad_norm": gnorm}
+        return {"loss/dsm": loss.item(), "opt/lr": lr_at(i, tc), "opt/grad_norm": gnorm,
+                "mem/peak_gb": peak_gb(acc.device)}
 
     run_steps(run=run, acc=acc, cadence=Cadence(tc.steps, tc.log_every, tc.ckpt_every,
                                                  tc.keep_checkpoints),
