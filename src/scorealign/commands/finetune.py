@@ -84,6 +84,7 @@ class _Refused(Exception):
 def before_after(ft: Any, run: Any, per_prompt: int | None = None) -> dict[str, float]:
     """Grids of the base and the fine-tuned model from the same seeds (``per_prompt``: 8, or the
     setup's ``figure_rows``); their mean rewards."""
+    from scorealign.report.figures import save_grid_rows
     per_prompt = per_prompt or ft.setup.figure_rows or 8
     prompts = ft.setup.prompts[:10]
     seeds = torch.arange(len(prompts) * per_prompt) + 10_000
@@ -92,8 +93,11 @@ def before_after(ft: Any, run: Any, per_prompt: int | None = None) -> dict[str, 
         traj = pol.rollout(prompts, per_prompt, seeds=seeds, device=ft.acc.device)
         images = ft.setup.decode(traj.x0).cpu()
         ft.setup.save_samples(images, run.samples / f"{name}.png", per_prompt)
+        if ft.setup.save_figure is None:  # an image grid: one row per prompt, labelled
+            save_grid_rows(run.samples / f"{name}.png", prompts)
         out = ft.rewards(images, traj.prompts, {"epoch": ft.epoch})
         scores.update({f"{name}/{k}": v for k, v in out.metrics().items()})
+    scores["samples"] = len(seeds)  # per model (the report's label of these numbers)
     (run.path / "eval_before_after.json").write_text(json.dumps(scores, indent=2))
     return scores
 
