@@ -43,8 +43,8 @@ def test_summary_line_has_reward_before_after_gold_kl_and_time(tmp_path):
     run, rows = _fake_run(tmp_path)
     line = summary_line(rows, {"eval_before_after": json.loads(
         (run / "eval_before_after.json").read_text())})
-    assert line == ("reward 0.15 → 0.35 · gold reward 0.89 → 0.85 (after-training evaluation) · "
-                    "KL to base 0 → 0.1 nats (last training epoch) · time 1m00s")
+    assert line == ("reward 0.150 → 0.350 · gold reward 0.890 → 0.850 (after-training evaluation) · "
+                    "KL to base 0.000 → 0.100 nats (last training epoch) · time 1m00s")
 
 
 def test_constant_series_are_detected_and_not_plotted(tmp_path):
@@ -85,7 +85,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
             "--user-data-dir=" + str(tmp_path / "profile")]
     dom = subprocess.run([*args, "--dump-dom", shared.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
-    assert "reward 0.15 → 0.35" in dom and dom.count("<img") >= 6
+    assert "reward 0.150 → 0.350" in dom and dom.count("<img") >= 6
     shot = tmp_path / "shot.png"
     subprocess.run([*args, f"--screenshot={shot}", "--window-size=1000,1400", shared.as_uri()],
                    capture_output=True, timeout=120)

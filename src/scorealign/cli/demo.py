@@ -21,7 +21,9 @@ def demo_cmd(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Ru
     --overwrite to redo it); a directory that is not a demo run is never touched.
     """
     from scorealign.commands.demo import demo
-    typer.echo(f"report: {demo(out, set_, say=typer.echo, overwrite=overwrite) / 'report.html'}")
+    # a new run ends with the before → after table and the report's path; a finished one says
+    # where its report is
+    demo(out, set_, say=typer.echo, overwrite=overwrite)
 
 
 def register(app: typer.Typer) -> None:

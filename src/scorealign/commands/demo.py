@@ -58,7 +58,8 @@ def demo(out: str | Path = Path("runs/demo"), sets: list[str] | None = None, *,
             if not same:
                 raise UsageError(f"--out {out}: holds a finished demo run with other settings; "
                                  f"choose another --out or pass --overwrite to redo it")
-            (say or silent)(f"{out} holds a finished demo run (pass --overwrite to redo it)")
+            (say or silent)(f"{out} holds a finished demo run (pass --overwrite to redo it); "
+                            f"report: {out / 'report.html'}")
             return out
         if overwrite and (out / "report.html").is_file():
             shutil.rmtree(out)  # a finished run of this program, redone as the user asked

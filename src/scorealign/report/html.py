@@ -28,7 +28,8 @@ import yaml
 from scorealign.report.figures import (constant_series, grid_rows, label_grid_rows, plot_metrics,
                                        plot_step_kl)
 from scorealign.report.gold import GOLD_MARGIN, epoch_alarms, eval_alarm, gold_meaning
-from scorealign.report.numbers import before_after_numbers, eval_source, metric_meaning
+from scorealign.report.numbers import (before_after_numbers, eval_source, fmt_value,
+                                       metric_meaning)
 from scorealign.run.rundir import RunDir
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
@@ -185,7 +186,7 @@ def summary_box(rows: list[dict], evals: dict[str, dict], gold_name: str | None 
 def _fmt_num(n, v: float | None) -> str:
     if v is None:
         return ""
-    return _duration(v) if n.unit == "time" else f"{v:.4g}" + (f" {n.unit}" if n.unit else "")
+    return _duration(v) if n.unit == "time" else fmt_value(v) + (f" {n.unit}" if n.unit else "")
 
 
 def _metric_groups(rows: list[dict], skip: set[str]) -> dict[str, list[str]]:
@@ -244,8 +245,9 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
             flat = {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
             if isinstance(d.get("sampling"), dict):
                 flat["sampling"] = ", ".join(f"{k}={v}" for k, v in d["sampling"].items())
-            label = eval_source(d) if name == "eval_before_after" else \
-                f"{name}.json, written by scorealign eval after training"
+            label = (eval_source(d) + ": the base and the fine-tuned model sampled from the "
+                     "same seeds, one row per prompt") if name == "eval_before_after" else \
+                f"{name}.json, written after training"
             parts.append(f"<h3>{html.escape(name)}</h3><p class='means'>Source: "
                          f"{html.escape(label)}.</p>{_table(flat)}")
     other, constant = [], {}

@@ -95,11 +95,17 @@ class BeforeAfter:
 
     def text(self) -> str:
         """``name b → a unit`` (plain text)."""
-        fmt = _duration if self.unit == "time" else (lambda v: f"{v:.4g}")
+        fmt = _duration if self.unit == "time" else fmt_value
         unit = "" if self.unit in ("", "time") else f" {self.unit}"
         if self.before is None:
             return f"{self.name} {fmt(self.after)}{unit}"
         return f"{self.name} {fmt(self.before)} → {fmt(self.after)}{unit}"
+
+
+def fmt_value(v: float) -> str:
+    """A reward-like number: 3 decimals (``1.000``, ``0.354``) up to 1000, else 4 significant
+    digits."""
+    return f"{v:.3f}" if abs(v) < 1000 else f"{v:.4g}"
 
 
 def _num(v: object) -> float | None:
@@ -124,7 +130,7 @@ def eval_source(before_after: Mapping) -> str:
     """The label of the after-training evaluation's numbers."""
     n = before_after.get("samples")
     count = f", {int(n)} samples" if isinstance(n, (int, float)) else ""
-    return f"after-training evaluation{count}; base and fine-tuned model from the same seeds"
+    return f"after-training evaluation{count}"
 
 
 def before_after_numbers(rows: Sequence[Mapping], before_after: Mapping | None = None
@@ -149,8 +155,8 @@ def before_after_numbers(rows: Sequence[Mapping], before_after: Mapping | None =
                                    f"training epochs {first[1]} → {last[1]}, batch means"))
     kl = _last(rows, "kl/base")
     if kl is not None:
-        out.append(BeforeAfter("KL to base", 0.0, kl[0], f"last training epoch ({kl[1]}), "
-                               f"batch mean of the sum over steps", unit="nats"))
+        out.append(BeforeAfter("KL to base", 0.0, kl[0], f"last training epoch ({kl[1]})",
+                               unit="nats"))
     total = _last(rows, "time/total_s")
     if total is not None:
         out.append(BeforeAfter("time", None, total[0], "wall time of the run", unit="time"))
@@ -162,5 +168,5 @@ def before_after_numbers(rows: Sequence[Mapping], before_after: Mapping | None =
     return out
 
 
-__all__ = ["BeforeAfter", "METRIC_MEANS", "before_after_numbers", "eval_source",
+__all__ = ["BeforeAfter", "METRIC_MEANS", "before_after_numbers", "eval_source", "fmt_value",
            "metric_meaning"]
