@@ -368,6 +368,7 @@ class Finetuner:
         gold = metrics.get(GOLD_KEY)
         if gold is None:
             return metrics
+        gold = float(f"{gold:.6g}")  # as metrics.jsonl holds it: the report decides alike
         if self._gold_base is None:  # the first epoch's (rollouts of the base weights)
             logged = self.run.read_metrics() if self.run is not None else []
             self._gold_base = base_gold(logged) if base_gold(logged) is not None else gold
