@@ -42,7 +42,7 @@ def test_epoch_and_eval_alarms_from_rows():
     a = eval_alarm({"before/reward/gold_mean": 0.9, "after/reward/gold_mean": 0.6})
     assert a == GoldAlarm("the after-training evaluation", 0.6, 0.9)
     text = a.sentence("digit_alignment")
-    for words in ("0.600", "0.05 below the base model's 0.900", "prompt alignment",
+    for words in ("0.6000", "0.05 below the base model's 0.9000", "prompt alignment",
                   "never optimized", "proxy is being gamed"):
         assert words in text
 

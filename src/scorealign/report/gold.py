@@ -62,15 +62,15 @@ class GoldAlarm:
 
     def sentence(self, gold_name: str | None = None) -> str:
         """The alarm in words: what gold measures, how far it fell, what the fall means."""
-        return (f"Gold-reward alarm at {self.where}: the gold reward fell to {self.gold:.3f}, "
-                f"more than {self.margin:g} below the base model's {self.base:.3f}. Gold "
+        return (f"Gold-reward alarm at {self.where}: the gold reward fell to {self.gold:.4f}, "
+                f"more than {self.margin:g} below the base model's {self.base:.4f}. Gold "
                 f"({gold_meaning(gold_name)}) is held out, never optimized; a fall while the "
                 f"optimized reward rises means the proxy is being gamed and the model is losing "
                 f"what gold measures.")
 
     def short(self) -> str:
         """One line for the epochs after the first alarm."""
-        return (f"gold alarm ({self.where}): gold {self.gold:.3f} < base {self.base:.3f} − "
+        return (f"gold alarm ({self.where}): gold {self.gold:.4f} < base {self.base:.4f} − "
                 f"{self.margin:g}")
 
 

@@ -170,8 +170,8 @@ def summary_box(rows: list[dict], evals: dict[str, dict], gold_name: str | None 
         if epochs:
             where = ", ".join(a.where.split()[-1] for a in epochs)
             text += f" Raised at training epoch{'s' if len(epochs) > 1 else ''} {where}"
-            text += (f"; at the end too ({final.where}: gold {final.gold:.3f} against the "
-                     f"base's {final.base:.3f})." if final is not None else
+            text += (f"; at the end too ({final.where}: gold {final.gold:.4f} against the "
+                     f"base's {final.base:.4f})." if final is not None else
                      "; the end of the run is back within the margin." if not end_raised
                      else ".")
         body.append(f"<p class='alarm' id='gold-alarm'><b>Gold-reward alarm.</b> "
