@@ -265,11 +265,13 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
                    and not q.name.startswith("."))
     extra = [p for p in extra if p.stem not in {s for *_, s in _KEY_CURVES} | {"kl_per_step"}
              and not p.stem.startswith("grid_")]
-    if other or extra or constant:
+    if extra:  # figures the command drew itself (testbed frontier, scatter plots): shown
+        parts.append("<h2>Figures</h2>")
+        parts += [_figure(p, p.stem, 420) for p in extra]
+    if other or constant:
         parts.append("<details id='secondary'><summary class='fold'>Secondary metrics "
                      "(optimizer and diagnostics; click to open)</summary>")
         parts += [_figure(p, cap, 420) for p, cap in other]
-        parts += [_figure(p, p.stem, 420) for p in extra]
         if constant:
             parts.append("<p class='muted'>constant over the run (not plotted): " + html.escape(
                 ", ".join(f"{k} = {v:.4g}" for k, v in sorted(constant.items()))) + "</p>")
