@@ -111,3 +111,34 @@ def test_readme_api_example_short_run_raises_the_alarm(tmp_path, monkeypatch, ca
     assert ba["after/reward/mean"] > ba["before/reward/mean"]
     cls, body = _summary((run / "report.html").read_text())
     assert cls == "summary red" and "Gold-reward alarm" in body and "epoch 2" in body
+
+
+def test_trainer_gold_check_uses_the_logged_base_after_resume():
+    """Finetuner.gold_check: a fresh run takes its first epoch's gold as the base; a resumed one
+    reads it (and whether the alarm was already said in words) from metrics.jsonl."""
+    from types import SimpleNamespace
+
+    from scorealign.rl.trainer import Finetuner
+
+    said = []
+
+    def fake(logged):
+        return SimpleNamespace(
+            run=SimpleNamespace(read_metrics=lambda: logged), _gold_base=None, _gold_said=False,
+            acc=SimpleNamespace(print=said.append),
+            cfg=SimpleNamespace(reward=SimpleNamespace(gold={"name": "digit_alignment"})))
+
+    fresh = fake([])
+    assert Finetuner.gold_check(fresh, 1, {"reward/gold_mean": 0.9})[ALARM_KEY] == 0.0
+    assert Finetuner.gold_check(fresh, 2, {"reward/gold_mean": 0.86})[ALARM_KEY] == 0.0
+    assert Finetuner.gold_check(fresh, 3, {"reward/gold_mean": 0.8})[ALARM_KEY] == 1.0
+    assert said[-1].startswith("Gold-reward alarm at epoch 3") and "prompt alignment" in said[-1]
+    assert Finetuner.gold_check(fresh, 4, {"reward/gold_mean": 0.7})[ALARM_KEY] == 1.0
+    assert said[-1].startswith("gold alarm (epoch 4)")          # in words once, then one line
+    assert Finetuner.gold_check(fresh, 5, {"reward/mean": 0.2}) == {"reward/mean": 0.2}
+
+    resumed = fake([{"step": 1, "reward/gold_mean": 1.0, ALARM_KEY: 0.0},
+                    {"step": 2, "reward/gold_mean": 0.5, ALARM_KEY: 1.0}])
+    row = Finetuner.gold_check(resumed, 3, {"reward/gold_mean": 0.9})
+    assert row[ALARM_KEY] == 1.0 and resumed._gold_base == 1.0
+    assert said[-1] == "gold alarm (epoch 3): gold 0.9000 < base 1.0000 − 0.05"
