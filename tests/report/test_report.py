@@ -43,8 +43,8 @@ def test_summary_line_has_reward_before_after_gold_kl_and_time(tmp_path):
     run, rows = _fake_run(tmp_path)
     line = summary_line(rows, {"eval_before_after": json.loads(
         (run / "eval_before_after.json").read_text())})
-    assert line == ("reward 0.15 → 0.35 · gold reward 0.89 → 0.85 · KL to base 0.1 nats · "
-                    "time 1m00s")
+    assert line == ("reward 0.150 → 0.350 · gold reward 0.890 → 0.850 (after-training evaluation) · "
+                    "KL to base 0.000 → 0.100 nats (last training epoch) · time 1m00s")
 
 
 def test_constant_series_are_detected_and_not_plotted(tmp_path):
@@ -57,7 +57,7 @@ def test_report_is_self_contained_with_summary_first(tmp_path):
     run, _ = _fake_run(tmp_path)
     text = write_report(run, title="t").read_text()
     body = text[text.index("<body>"):]
-    assert re.search(r"<h1>t</h1>\s*<p class='summary'", body)  # the summary comes first
+    assert re.search(r"<h1>t</h1>\s*<div class='summary' id='summary'><p class='headline'>", body)
     srcs = re.findall(r"<img src='([^']*)'", text)
     assert len(srcs) >= 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert (run / "plots" / "reward.png").is_file() and (run / "plots" / "kl_per_step.png").is_file()
@@ -85,7 +85,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
             "--user-data-dir=" + str(tmp_path / "profile")]
     dom = subprocess.run([*args, "--dump-dom", shared.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
-    assert "reward 0.15 → 0.35" in dom and dom.count("<img") >= 6
+    assert "reward 0.150 → 0.350" in dom and dom.count("<img") >= 6
     shot = tmp_path / "shot.png"
     subprocess.run([*args, f"--screenshot={shot}", "--window-size=1000,1400", shared.as_uri()],
                    capture_output=True, timeout=120)

@@ -19,8 +19,7 @@ def finetune_cmd(config: Optional[Path] = CONFIG_OPT, set_: Optional[list[str]] 
     from scorealign.commands.finetune import finetune
     from scorealign.rl.config import FinetuneConfig
     cfg = resolve_config(FinetuneConfig, config, set_, resume, dry_run, help_config)
-    path = finetune(cfg, out, resume)
-    typer.echo(f"report: {path / 'report.html'}")
+    finetune(cfg, out, resume)  # ends with the before → after table and the report's path
 
 
 def register(app: typer.Typer) -> None:

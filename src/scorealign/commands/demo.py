@@ -1,6 +1,8 @@
-"""``demo``: the README's main job, LOOP fine-tuning of the shipped digits model
-(``configs/finetune/demo.yaml``); pretrains a small base first when no shipped checkpoint is
-present.
+"""``demo``: the README's main job, LOOP fine-tuning of the shipped digits model with a KL term
+to the base (``configs/finetune/demo.yaml``: the aesthetic proxy rises while the held-out gold
+reward, prompt alignment, stays within the alarm's margin); pretrains a small base first when no
+shipped checkpoint is present. The terminal opens with what is fine-tuned toward what and closes
+with the before → after table (``commands.finetune``).
 
 A killed demo continues where it stopped. A finished one is never removed by a rerun: asked again
 with the same settings, the demo says where its report is; with other settings it is an error
@@ -58,7 +60,8 @@ def demo(out: str | Path = Path("runs/demo"), sets: list[str] | None = None, *,
             if not same:
                 raise UsageError(f"--out {out}: holds a finished demo run with other settings; "
                                  f"choose another --out or pass --overwrite to redo it")
-            (say or silent)(f"{out} holds a finished demo run (pass --overwrite to redo it)")
+            (say or silent)(f"{out} holds a finished demo run (pass --overwrite to redo it); "
+                            f"report: {out / 'report.html'}")
             return out
         if overwrite and (out / "report.html").is_file():
             shutil.rmtree(out)  # a finished run of this program, redone as the user asked

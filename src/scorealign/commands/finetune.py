@@ -51,6 +51,7 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
                 ft.acc.print(f"resuming {run.path} from epoch {ft.resume()}")
             elif ft.acc.is_main_process:  # the base travels with the run (run.json, RUN/base)
                 record_base(run, cfg)
+            ft.acc.print(opening_line(ft.cfg))
             t0 = time.time()
             ft.fit()
     except _Refused as e:
@@ -71,7 +72,71 @@ def finetune(cfg: Any, out: str | Path | None = None, resume: str | Path | None 
             (run.path / "eval_testbed.json").write_text(json.dumps(scores, indent=2))
         run.log(ft.epoch, **{"time/total_s": time.time() - t0})
         write_report(run.path, title=title or f"finetune: {run.path.name}")
+        print_closing(run.path)
     return run.path
+
+
+def _spec_name(spec: Any) -> str:
+    """A reward spec in words: its registered name or import path."""
+    if isinstance(spec, dict):
+        return str(spec.get("name") or spec.get("path") or spec)
+    return getattr(spec, "__name__", None) or str(spec)
+
+
+def opening_line(cfg: Any) -> str:
+    """The line before training: base model, method, optimized and gold reward, budget."""
+    a, t, p = cfg.algo, cfg.train, cfg.prompts
+    kw = ", ".join(f"{'β' if k == 'beta' else k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                   for k, v in a.loss_kwargs.items())
+    adv = a.advantage_name()
+    method = a.loss + (f" (advantage {adv}{', ' + kw if kw else ''})" if adv else
+                       f" ({kw})" if kw else "")
+    gold = f"gold reward (held out) {_spec_name(cfg.reward.gold)}" if cfg.reward.gold else \
+        "no gold reward"
+    rows = p.per_epoch * p.k
+    steps = t.epochs * t.inner_epochs * max(rows // t.minibatch_size, 1)
+    return (f"fine-tuning {cfg.base.path} ({cfg.base.type}) with {method} toward reward "
+            f"{_spec_name(cfg.reward.optimized)}; {gold}; budget {t.epochs} epochs × "
+            f"{p.per_epoch} prompts × k={p.k} = {t.epochs * rows} samples, {steps} optimizer "
+            f"steps")
+
+
+def print_closing(path: Path, file: Any = None) -> None:
+    """The before → after table (reward, gold, KL, time, each with its source) and the paths
+    of ``final/`` and ``report.html``, on the terminal (rich; ``file``: another stream)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from scorealign.report.gold import epoch_alarms, eval_alarm
+    from scorealign.report.numbers import before_after_numbers
+    from scorealign.run.rundir import RunDir
+    rows = RunDir.open(path).read_metrics()
+    ba_file = Path(path) / "eval_before_after.json"
+    ba = json.loads(ba_file.read_text()) if ba_file.is_file() else {}
+    table = Table(title="before → after", title_justify="left")
+    for col in ("", "before", "after", "source"):
+        table.add_column(col, justify="left" if col in ("", "source") else "right")
+    for n in before_after_numbers(rows, ba):
+        table.add_row(n.name + (f" ({n.unit})" if n.unit not in ("", "time") else ""),
+                      _cell(n, n.before), _cell(n, n.after), n.source)
+    console = Console(file=file, soft_wrap=False)
+    console.print(table)
+    alarm, alarms = eval_alarm(ba), epoch_alarms(rows)
+    if alarm is not None or alarms:
+        where = alarm.where if alarm is not None else ", ".join(a.where for a in alarms)
+        console.print(f"gold-reward alarm raised ({where}); see the report's summary",
+                      soft_wrap=True)
+    console.print(f"model:  {Path(path) / 'final'}", soft_wrap=True)
+    console.print(f"report: {Path(path) / 'report.html'}", soft_wrap=True)
+
+
+def _cell(n: Any, v: float | None) -> str:
+    from scorealign.report.numbers import fmt_value
+    if v is None:
+        return ""
+    if n.unit == "time":
+        return f"{int(round(v)) // 60}m{int(round(v)) % 60:02d}s"
+    return fmt_value(v)
 
 
 class _Refused(Exception):
@@ -86,6 +151,7 @@ class _Refused(Exception):
 def before_after(ft: Any, run: Any, per_prompt: int | None = None) -> dict[str, float]:
     """Grids of the base and the fine-tuned model from the same seeds (``per_prompt``: 8, or the
     setup's ``figure_rows``); their mean rewards."""
+    from scorealign.report.figures import save_grid_rows
     per_prompt = per_prompt or ft.setup.figure_rows or 8
     prompts = ft.setup.prompts[:10]
     seeds = torch.arange(len(prompts) * per_prompt) + 10_000
@@ -94,10 +160,13 @@ def before_after(ft: Any, run: Any, per_prompt: int | None = None) -> dict[str, 
         traj = pol.rollout(prompts, per_prompt, seeds=seeds, device=ft.acc.device)
         images = ft.setup.decode(traj.x0).cpu()
         ft.setup.save_samples(images, run.samples / f"{name}.png", per_prompt)
+        if ft.setup.save_figure is None:  # an image grid: one row per prompt, labelled
+            save_grid_rows(run.samples / f"{name}.png", prompts)
         out = ft.rewards(images, traj.prompts, {"epoch": ft.epoch})
         scores.update({f"{name}/{k}": v for k, v in out.metrics().items()})
+    scores["samples"] = len(seeds)  # per model (the report's label of these numbers)
     (run.path / "eval_before_after.json").write_text(json.dumps(scores, indent=2))
     return scores
 
 
-__all__ = ["finetune", "before_after"]
+__all__ = ["finetune", "before_after", "opening_line", "print_closing"]

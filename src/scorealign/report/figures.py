@@ -51,6 +51,47 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 10, upsc
     return path
 
 
+def save_grid_rows(grid: str | Path, rows: Sequence[str]) -> Path:
+    """Record the prompt of each row of the sample grid ``grid`` (``NAME.png``) beside it as
+    ``NAME.json`` ``{"rows": [...]}``, so the report labels the rows; returns that path."""
+    import json
+    path = Path(grid).with_suffix(".json")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.json")
+    tmp.write_text(json.dumps({"rows": [str(r) for r in rows]}))
+    os.replace(tmp, path)
+    return path
+
+
+def grid_rows(grid: str | Path) -> list[str] | None:
+    """The row prompts recorded by :func:`save_grid_rows` for ``grid``, or None."""
+    import json
+    path = Path(grid).with_suffix(".json")
+    try:
+        rows = json.loads(path.read_text()).get("rows")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(r) for r in rows] if isinstance(rows, list) and rows else None
+
+
+def label_grid_rows(grid: str | Path, rows: Sequence[str], out: str | Path) -> Path:
+    """The grid image ``grid`` with each of its ``len(rows)`` equal-height rows labelled by its
+    prompt on the left (a new PNG at ``out``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img = np.asarray(Image.open(grid).convert("RGB"))
+    h, w = img.shape[:2]
+    n = len(rows)
+    label_w = 0.09 * max(len(r) for r in rows)  # inches of text at 8 pt, roughly
+    fig, ax = plt.subplots(figsize=(w / 110 + label_w, max(h / 110, 0.25 * n)))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_yticks([(i + 0.5) * h / n for i in range(n)], labels=list(rows), fontsize=8)
+    ax.set_xticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    _atomic_savefig(fig, out)
+    return out
+
+
 def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
                  title: str = "") -> Path:
     """Scatter plot of 2-D samples [N,2], optionally over reference samples."""

@@ -1,11 +1,16 @@
 """``report.html`` for a run directory: one self-contained file a person can read and share.
 
-Top to bottom: a summary line (reward before → after, gold reward, KL to the base, wall time; or
-the run kind's main numbers), the curves that matter with units (reward and gold reward against
-reward queries, KL to the base, the per-step KL ``kl/step/NN`` of the last epoch), the sample
-grids, the evaluations, the remaining metric groups (series that never change are listed, not
-plotted), and the config. Every image is embedded as a ``data:`` URI, so the single HTML file can
-be mailed or uploaded without the run directory.
+Top to bottom: a summary box (reward before → after, gold reward, KL to the base, wall time, each
+with the one source its numbers come from: the after-training evaluation or the training epochs,
+:mod:`scorealign.report.numbers`; or the run kind's main numbers), green unless the gold-reward
+alarm (:mod:`scorealign.report.gold`) was raised, then amber (raised during training, cleared at
+the end) or red (raised at the end) with the alarm in words; the curves that matter with units
+and one sentence each on what they measure (reward and gold reward against reward queries, KL to
+the base, the per-step KL ``kl/step/NN`` of the last epoch); the sample grids, rows labelled with
+their prompts; the evaluations, each labelled; the secondary metric groups folded away in a
+``<details>`` section (series that never change are listed, not plotted); the last logged
+metrics with what each measures; the config. Every image is embedded as a ``data:`` URI, so the
+single HTML file can be mailed or uploaded without the run directory.
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ import os
 import re
 from pathlib import Path
 
-from scorealign.report.figures import constant_series, plot_metrics, plot_step_kl
+import yaml
+
+from scorealign.report.figures import (constant_series, grid_rows, label_grid_rows, plot_metrics,
+                                       plot_step_kl)
+from scorealign.report.gold import GOLD_MARGIN, epoch_alarms, eval_alarm, gold_meaning
+from scorealign.report.numbers import (before_after_numbers, eval_source, fmt_value,
+                                       metric_meaning)
 from scorealign.run.rundir import RunDir
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}
@@ -26,7 +37,12 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;paddin
 th{background:#f4f4f4}pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}
 figure{display:inline-block;margin:6px;vertical-align:top}figcaption{font-size:12px;color:#555}
 img{image-rendering:pixelated;max-width:460px}.summary{font-size:18px;background:#eef6ee;
-padding:10px 14px;border-radius:6px}.muted{color:#777;font-size:12px}"""
+padding:10px 14px;border-radius:6px;border-left:6px solid #3a9a3a}
+.summary.amber{background:#fff4dc;border-left-color:#d08a00}.summary.red{background:#fde4e1;
+border-left-color:#c0392b}.summary table{font-size:13px;margin-top:6px}.summary p{margin:4px 0}
+.alarm{font-size:14px}.muted{color:#777;font-size:12px}.means{font-size:12px;color:#444}
+details{margin:1em 0}summary.fold{cursor:pointer;font-size:1.3em;font-weight:bold}
+td.means{text-align:left}"""
 
 #: Curves shown first, with their axis labels: (keys, x key, x label, y label, file stem).
 _KEY_CURVES = (
@@ -43,10 +59,13 @@ _KEY_CURVES = (
 )
 
 
-def _table(d: dict) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
-                   for k, v in d.items())
-    return f"<table>{rows}</table>"
+def _table(d: dict, means: bool = False) -> str:
+    """A key → value table; ``means``: a third column saying what each metric measures."""
+    def row(k, v):
+        m = f"<td class='means'>{html.escape(metric_meaning(str(k)) or '')}</td>" if means else ""
+        return f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td>{m}</tr>"
+    head = "<tr><th>metric</th><th>value</th><th>what it measures</th></tr>" if means else ""
+    return f"<table>{head}{''.join(row(k, v) for k, v in d.items())}</table>"
 
 
 def _fmt(v: object) -> str:
@@ -77,27 +96,15 @@ def _last(rows: list[dict], key: str) -> float | None:
     return None
 
 
-def _first(rows: list[dict], key: str) -> float | None:
-    for r in rows:
-        v = r.get(key)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            return float(v)
-    return None
-
-
 def summary_line(rows: list[dict], evals: dict[str, dict]) -> str:
-    """One line of the numbers that matter (plain text)."""
-    parts = []
-    ba = evals.get("eval_before_after", {})
-    for key, name in (("reward/mean", "reward"), ("reward/gold_mean", "gold reward")):
-        b, a = ba.get(f"before/{key}"), ba.get(f"after/{key}")
-        if b is None or a is None:
-            b, a = _first(rows, key), _last(rows, key)
-        if b is not None and a is not None:
-            parts.append(f"{name} {b:.4g} → {a:.4g}")
-    kl = _last(rows, "kl/base")
-    if kl is not None:
-        parts.append(f"KL to base {kl:.4g} nats")
+    """One line of the numbers that matter (plain text); each reward/gold/KL number is followed
+    by its source in parentheses (one label for consecutive numbers of the same source)."""
+    parts, numbers = [], before_after_numbers(rows, evals.get("eval_before_after"))
+    for i, n in enumerate(numbers):
+        tag = _tag(n.source)
+        last_of_source = i + 1 == len(numbers) or _tag(numbers[i + 1].source) != tag
+        parts.append(n.text() + (f" ({tag})" if tag and last_of_source else ""))
+    time_part = parts.pop() if numbers and numbers[-1].unit == "time" else None
     for key, name in (("loss", "loss"), ("rewards/accuracy", "reward accuracy"),
                       ("eval/win_rate", "win rate"), ("perf/J", "J(π)"), ("perf/gap", "gap to J*"),
                       ("eval/accuracy", "class accuracy"), ("eval/fd", "FD"),
@@ -108,14 +115,78 @@ def summary_line(rows: list[dict], evals: dict[str, dict]) -> str:
                      None)
         if v is not None and not (key == "loss" and parts):
             parts.append(f"{name} {v:.4g}")
-    total = _last(rows, "time/total_s")
-    if total is None:
-        epochs = [r["time/epoch_s"] for r in rows if isinstance(r.get("time/epoch_s"), float)]
-        total = sum(epochs) if epochs else next(
-            (d.get("time/pretrain_s") for d in evals.values() if "time/pretrain_s" in d), None)
-    if total is not None:
-        parts.append(f"time {_duration(total)}")
+    if time_part is None:
+        total = next((d.get("time/pretrain_s") for d in evals.values()
+                      if "time/pretrain_s" in d), None)
+        time_part = f"time {_duration(total)}" if total is not None else None
+    if time_part is not None:
+        parts.append(time_part)
     return " · ".join(parts) if parts else "no metrics logged yet"
+
+
+def _tag(source: str) -> str:
+    """The short form of a number's source for the summary line."""
+    if source.startswith("after-training evaluation"):
+        return "after-training evaluation"
+    if source.startswith("training epochs"):
+        return source.split(",")[0]
+    if source.startswith("last training epoch"):
+        return "last training epoch"
+    return ""
+
+
+def _gold_name(config_text: str) -> str | None:
+    try:
+        gold = (yaml.safe_load(config_text) or {}).get("reward", {}).get("gold")
+    except (yaml.YAMLError, AttributeError):
+        return None
+    return gold.get("name") if isinstance(gold, dict) else gold if isinstance(gold, str) else None
+
+
+def summary_box(rows: list[dict], evals: dict[str, dict], gold_name: str | None = None) -> str:
+    """The report's summary box (HTML): the summary line, the before → after numbers with their
+    sources, and the gold-reward alarm in words when raised. Green without an alarm; amber when
+    training epochs raised it but the end did not; red when the end (the after-training
+    evaluation, else the last epoch) did."""
+    ba = evals.get("eval_before_after", {})
+    epochs, final = epoch_alarms(rows), eval_alarm(ba)
+    last_step = max((int(r["step"]) for r in rows
+                     if isinstance(r.get("reward/gold_mean"), (int, float))), default=None)
+    end_raised = final is not None if "after/reward/gold_mean" in ba else \
+        any(a.where == f"epoch {last_step}" for a in epochs)
+    level = "red" if end_raised else "amber" if epochs else ""
+    body = [f"<p class='headline'>{html.escape(summary_line(rows, evals))}</p>"]
+    numbers = before_after_numbers(rows, ba)
+    if numbers:
+        trs = "".join(
+            f"<tr><th>{html.escape(n.name)}</th><td>{html.escape(_fmt_num(n, n.before))}</td>"
+            f"<td>{html.escape(_fmt_num(n, n.after))}</td><td class='means'>"
+            f"{html.escape(n.source)}</td></tr>" for n in numbers)
+        body.append("<table class='numbers'><tr><th></th><th>before</th><th>after</th>"
+                    f"<th>source</th></tr>{trs}</table>")
+    if level:
+        first = final if final is not None and not epochs else epochs[0]
+        text = first.sentence(gold_name)
+        if epochs:
+            where = ", ".join(a.where.split()[-1] for a in epochs)
+            text += f" Raised at training epoch{'s' if len(epochs) > 1 else ''} {where}"
+            text += (f"; at the end too ({final.where}: gold {final.gold:.4f} against the "
+                     f"base's {final.base:.4f})." if final is not None else
+                     "; the end of the run is back within the margin." if not end_raised
+                     else ".")
+        body.append(f"<p class='alarm' id='gold-alarm'><b>Gold-reward alarm.</b> "
+                    f"{html.escape(text)}</p>")
+    elif _last(rows, "reward/gold_mean") is not None or "after/reward/gold_mean" in ba:
+        body.append(f"<p class='muted'>Gold reward ({html.escape(gold_meaning(gold_name))}) "
+                    f"stayed within {GOLD_MARGIN:g} of the base's at every evaluation.</p>")
+    cls = f"summary {level}".strip()
+    return f"<div class='{cls}' id='summary'>{''.join(body)}</div>"
+
+
+def _fmt_num(n, v: float | None) -> str:
+    if v is None:
+        return ""
+    return _duration(v) if n.unit == "time" else fmt_value(v) + (f" {n.unit}" if n.unit else "")
 
 
 def _metric_groups(rows: list[dict], skip: set[str]) -> dict[str, list[str]]:
@@ -141,7 +212,8 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     title = title or run.path.name
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             f"<p class='summary' id='summary'>{html.escape(summary_line(rows, evals))}</p>"]
+             summary_box(rows, evals, _gold_name(run.config_file.read_text())
+                         if run.config_file.is_file() else None)]
     key_figs, used = [], set()
     has_queries = any("queries/reward" in r for r in rows)
     for keys, x, xlabel, ylabel, stem in _KEY_CURVES:
@@ -150,26 +222,34 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
         p = plot_metrics(rows, keys, run.plots / f"{stem}.png", title=ylabel, x_key=x,
                          xlabel=xlabel, ylabel=ylabel, logy=stem == "loss_main")
         if p is not None:
-            key_figs.append((p, ylabel))
+            means = " ".join(m for k in keys if (m := metric_meaning(k)) and
+                             any(k in r for r in rows))
+            key_figs.append((p, f"{ylabel}. {means}".strip() if means else ylabel))
             used.update(keys)
     kl_fig = plot_step_kl(rows, run.plots / "kl_per_step.png")
     if kl_fig is not None:
-        key_figs.append((kl_fig, "per-step KL to the base, last epoch (nats)"))
+        key_figs.append((kl_fig, "per-step KL to the base, first and last logged epoch (nats). "
+                         + METRIC_MEANS_KL_STEP))
     if key_figs:
         parts.append("<h2>Curves</h2>")
         parts += [_figure(p, cap) for p, cap in key_figs]
     # oldest first: "before" precedes "after", a grid precedes its later re-samples
     samples = sorted(run.samples.glob("*.png"), key=_grid_order) if run.samples.is_dir() else []
     if samples:
-        parts.append("<h2>Samples</h2>")
-        parts += [_figure(p, p.stem) for p in samples]
+        parts.append("<h2>Samples</h2><p class='means'>Each row of a grid is one prompt (labelled "
+                     "on the left); the same column of every grid uses the same seed.</p>")
+        parts += [_grid_figure(p, run.plots) for p in samples]
     if evals:
         parts.append("<h2>Evaluation</h2>")
         for name, d in evals.items():
             flat = {k: v for k, v in d.items() if not isinstance(v, (dict, list))}
             if isinstance(d.get("sampling"), dict):
                 flat["sampling"] = ", ".join(f"{k}={v}" for k, v in d["sampling"].items())
-            parts.append(f"<h3>{html.escape(name)}</h3>{_table(flat)}")
+            label = (eval_source(d) + ": the base and the fine-tuned model sampled from the "
+                     "same seeds, one row per prompt") if name == "eval_before_after" else \
+                f"{name}.json, written after training"
+            parts.append(f"<h3>{html.escape(name)}</h3><p class='means'>Source: "
+                         f"{html.escape(label)}.</p>{_table(flat)}")
     other, constant = [], {}
     for group, keys in _metric_groups(rows, used).items():
         const = constant_series(rows, keys)
@@ -183,19 +263,27 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     made = {p for p, _ in key_figs} | {p for p, _ in other}
     extra = sorted(q for q in run.plots.glob("*.png") if q not in made
                    and not q.name.startswith("."))
-    if other or extra:
-        parts.append("<h2>Other metrics</h2>")
+    extra = [p for p in extra if p.stem not in {s for *_, s in _KEY_CURVES} | {"kl_per_step"}
+             and not p.stem.startswith("grid_")]
+    if extra:  # figures the command drew itself (testbed frontier, scatter plots): shown
+        parts.append("<h2>Figures</h2>")
+        parts += [_figure(p, p.stem, 420) for p in extra]
+    if other or constant:
+        parts.append("<details id='secondary'><summary class='fold'>Secondary metrics "
+                     "(optimizer and diagnostics; click to open)</summary>")
         parts += [_figure(p, cap, 420) for p, cap in other]
-        parts += [_figure(p, p.stem, 420) for p in extra
-                  if p.stem not in {s for *_, s in _KEY_CURVES} | {"kl_per_step"}]
-    if constant:
-        parts.append("<p class='muted'>constant over the run (not plotted): " + html.escape(
-            ", ".join(f"{k} = {v:.4g}" for k, v in sorted(constant.items()))) + "</p>")
+        if constant:
+            parts.append("<p class='muted'>constant over the run (not plotted): " + html.escape(
+                ", ".join(f"{k} = {v:.4g}" for k, v in sorted(constant.items()))) + "</p>")
+        parts.append("</details>")
     last = {}
     for r in rows:
         last.update({k: v for k, v in r.items() if not re.match(r"kl/step/\d+$", k)})
     if last:
-        parts.append("<h2>Last logged metrics</h2>" + _table(last))
+        step = last.get("step")
+        parts.append(f"<h2>Last logged metrics</h2><p class='means'>Source: the last logged "
+                     f"training {'epoch' if 'queries/reward' in last else 'step'} ({step}), "
+                     f"means over its batch.</p>" + _table(last, means=True))
     parts.append("<h2>Config</h2><pre>" + html.escape(run.config_file.read_text()) + "</pre>")
     parts.append("</body></html>")
     if run.tracker != "none":  # the sample grids, at the last logged step, then flush
@@ -207,6 +295,22 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     tmp.write_text("\n".join(parts))
     os.replace(tmp, out)
     return out
+
+
+METRIC_MEANS_KL_STEP = metric_meaning("kl/step/00") or ""
+
+
+def _grid_figure(path: Path, plots: Path) -> str:
+    """A sample grid with its rows labelled by their prompts (when recorded beside it,
+    :func:`~scorealign.report.figures.save_grid_rows`), captioned with its name."""
+    rows = grid_rows(path)
+    if rows:
+        try:
+            labelled = label_grid_rows(path, rows, plots / f"grid_{path.stem}.png")
+            return _figure(labelled, f"{path.stem}: rows = prompts", 560)
+        except (OSError, ValueError):
+            pass
+    return _figure(path, path.stem)
 
 
 def _grid_order(path: Path) -> tuple:

@@ -221,30 +221,66 @@ def ppo_clip(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None = 
 @RL_LOSSES.register(
     "loop", paper="Gupta+25 (LOOP), arXiv:2503.00897",
     equation="LOOP objective = RLOO advantage + PPO clip per step (paper eq. number not verified; "
-             "form as in docs/methods/loop.md)",
+             "form as in docs/methods/loop.md), optionally + β·KL_t as GRPO's penalty",
     special_cases=(({}, "ppo_clip", {}),),
     properties=frozenset({"grad_equals_reinforce_on_policy", "needs_k_ge_2"}))
-def loop(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None = None, *,
-         clip: float = 1e-4, reduce: Reduce = "mean") -> LossOut:
-    r"""LOOP: PPO clip over every step with a leave-one-out advantage.
+def loop(logp: Tensor, logp_old: Tensor, adv: Tensor, mask: Tensor | None = None,
+         kl: Tensor | None = None, *, clip: float = 1e-4, beta: float = 0.0,
+         reduce: Reduce = "mean") -> LossOut:
+    r"""LOOP: PPO clip over every step with a leave-one-out advantage, plus an optional KL.
 
     A_i = r_i − 1/(K−1) Σ_{j≠i} r_j   (K samples per prompt, ``advantages.leave_one_out``),
-    L(θ) = −(1/K) Σ_i (1/T) Σ_t min(ρ_t^i A_i, clip(ρ_t^i, 1−ε, 1+ε) A_i)   [Gupta+25 LOOP]
+    L(θ) = −(1/K) Σ_i (1/T) Σ_t [min(ρ_t^i A_i, clip(ρ_t^i, 1−ε, 1+ε) A_i) − β KL_t^i]
+    [Gupta+25 LOOP; the β term is :func:`grpo`'s, in the same per-step KL units]
 
-    The function is the composition: it is :func:`ppo_clip`; LOOP is selected by pairing it with
-    the ``leave_one_out`` estimator (``DEFAULT_ADVANTAGE["loop"]``) and K ≥ 2 rollouts per prompt.
+    The function is the composition: it is :func:`ppo_clip` plus :func:`kl_penalty` (the code
+    :func:`grpo` uses); LOOP is selected by pairing it with the ``leave_one_out`` estimator
+    (``DEFAULT_ADVANTAGE["loop"]``) and K ≥ 2 rollouts per prompt. With β = 0 (the default,
+    the paper's objective) it is :func:`ppo_clip`; with β > 0 it equals ``grpo`` with
+    ``advantage=leave_one_out`` and the same β.
 
     Args:
         logp: ``[B, T]`` step log-probs under the current weights, B = P·K.
         logp_old: ``[B, T]`` rollout log-probs.
         adv: ``[B]`` leave-one-out advantages.
         mask: ``[B, T]`` steps to train, or None for all.
+        kl: ``[B, T]`` per-step KL to the reference (differentiable); required when β > 0
+            (after ``mask``, so the published positional call ``loop(logp, logp_old, adv,
+            mask)`` keeps its meaning).
         clip: ε.
+        beta: KL weight β (0: LOOP as published).
         reduce: ``"mean"`` over steps as in the paper's 1/T, or ``"sum"``.
     Returns:
-        LossOut as :func:`ppo_clip`.
+        LossOut as :func:`ppo_clip`, plus ``loss/kl`` when ``kl`` is given.
     """
-    return ppo_clip(logp, logp_old, adv, mask, clip=clip, reduce=reduce)
+    out = ppo_clip(logp, logp_old, adv, mask, clip=clip, reduce=reduce)
+    return kl_penalty(out, kl, mask, beta=beta, reduce=reduce, loss="loop")
+
+
+def kl_penalty(out: LossOut, kl: Tensor | None, mask: Tensor | None, *, beta: float,
+               reduce: Reduce, loss: str) -> LossOut:
+    r"""``out`` plus β times the reduced per-step KL to the reference (GRPO's and LOOP's term).
+
+    L' = L + β · reduce_t KL_t,  KL_t = KL(p_θ(·|x_t) ‖ p_ref(·|x_t))   [Shao+24 GRPO Eq. 3]
+
+    Args:
+        out: the policy term.
+        kl: ``[B, T]`` per-step KL (differentiable), or None (then β must be 0).
+        mask: ``[B, T]`` steps that count, or None.
+        beta: β.
+        reduce: how steps are reduced (:func:`reduce_steps`).
+        loss: the loss's name, for the error.
+    Returns:
+        LossOut with ``loss/kl`` (the reduced KL, unweighted) added when ``kl`` is given.
+    Raises:
+        ValueError: β ≠ 0 without ``kl``.
+    """
+    if kl is None:
+        if beta != 0.0:
+            raise ValueError(f"{loss} with beta > 0 needs the per-step KL `kl` [B, T]")
+        return out
+    kl_term = reduce_steps(_fp32(kl), mask, reduce)
+    return LossOut(out.loss + beta * kl_term, {**out.metrics, "loss/kl": kl_term.detach()})
 
 
 @RL_LOSSES.register(
@@ -280,12 +316,7 @@ def grpo(logp: Tensor, logp_old: Tensor, adv: Tensor, kl: Tensor | None = None,
         steps the exact KL is available and is used (as Flow-GRPO does).
     """
     out = ppo_clip(logp, logp_old, adv, mask, clip=clip, reduce=reduce)
-    if kl is None:
-        if beta != 0.0:
-            raise ValueError("grpo with beta > 0 needs the per-step KL `kl` [B, T]")
-        return out
-    kl_term = reduce_steps(_fp32(kl), mask, reduce)
-    return LossOut(out.loss + beta * kl_term, {**out.metrics, "loss/kl": kl_term.detach()})
+    return kl_penalty(out, kl, mask, beta=beta, reduce=reduce, loss="grpo")
 
 
 @RL_LOSSES.register(

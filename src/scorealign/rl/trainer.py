@@ -105,6 +105,8 @@ class Finetuner:
         self.old = getattr(self.kind, "old", None)
         x0_design = self.value is not None and cfg.algo.value.design == "x0"
         self.extra_queries_per_row = cfg.policy.steps if x0_design else 0
+        self._gold_base: float | None = None   # the base's gold reward (gold_check)
+        self._gold_said = False
 
     @property
     def algo(self):
@@ -357,8 +359,29 @@ class Finetuner:
                          states=self.state, label="finetune",
                          bar_field=lambda m: {"reward": m["reward/mean"]},
                          after_checkpoint=lambda _: self.save_epoch_grid(),
-                         sync_every_step=True)
+                         sync_every_step=True, on_log=self.gold_check)
         return dict(last)
+
+    def gold_check(self, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        """The epoch's row with ``alarm/gold`` (1.0 when its gold reward fell more than the
+        margin below the base's, :func:`scorealign.report.gold.gold_fell`); says so on the
+        terminal, in words the first time and in one line after."""
+        from scorealign.report.gold import ALARM_KEY, GOLD_KEY, GoldAlarm, base_gold, gold_fell
+        gold = metrics.get(GOLD_KEY)
+        if gold is None:
+            return metrics
+        gold = float(f"{gold:.6g}")  # as metrics.jsonl holds it: the report decides alike
+        if self._gold_base is None:  # the first epoch's (rollouts of the base weights)
+            logged = self.run.read_metrics() if self.run is not None else []
+            self._gold_base = base_gold(logged) if base_gold(logged) is not None else gold
+            self._gold_said = any(r.get(ALARM_KEY) for r in logged)
+        raised = gold_fell(gold, self._gold_base)
+        if raised:
+            alarm = GoldAlarm(f"epoch {epoch}", gold, self._gold_base)
+            self.acc.print(alarm.short() if self._gold_said else
+                           alarm.sentence(_reward_name(self.cfg.reward.gold)))
+            self._gold_said = True
+        return {**metrics, ALARM_KEY: float(raised)}
 
     @torch.no_grad()
     def save_epoch_grid(self, per_prompt: int | None = None) -> None:
@@ -373,8 +396,16 @@ class Finetuner:
         policy = self.setup.policy(self.cfg, self.acc.unwrap_model(self.model))
         traj = policy.rollout(prompts, per_prompt, seeds=seeds, device=self.acc.device)
         images = self.setup.decode(traj.x0).float().cpu()
-        self.setup.save_samples(images, self.run.samples / f"epoch_{self.epoch:04d}.png",
-                                per_prompt)
+        grid = self.run.samples / f"epoch_{self.epoch:04d}.png"
+        self.setup.save_samples(images, grid, per_prompt)
+        if self.setup.save_figure is None:  # an image grid: its rows are the prompts
+            from scorealign.report.figures import save_grid_rows
+            save_grid_rows(grid, prompts)
+
+
+def _reward_name(spec: Any) -> str | None:
+    """The registered name of a reward spec (``name`` or ``{name: ...}``)."""
+    return spec.get("name") if isinstance(spec, dict) else spec if isinstance(spec, str) else None
 
 
 def kl_metrics(kl_steps: torch.Tensor, random_steps: torch.Tensor) -> dict[str, float]:
