@@ -89,14 +89,13 @@ def _rebind_rewards(resume: Path, given: dict[str, Any]) -> None:
     recorded = (yaml.safe_load((resume / "config.yaml").read_text()) or {}).get("reward") or {}
     for key, fn in given.items():
         rec = recorded.get(key.split(".")[1])
-        if is_in_process(rec):
+        if is_in_process(rec) and callable(fn):
             register_in_process(fn, rec["key"])
-        elif isinstance(fn, str) and fn == rec or (callable(fn) and importable_path(fn) == rec):
-            continue
-        else:
-            raise UsageError(f"{resume}: its {key} is {rec!r}; a resumed run keeps its reward, "
-                             f"so pass reward=/gold= only for a run that used an in-process "
-                             f"callable")
+        elif fn != rec and not (callable(fn) and importable_path(fn) == rec):
+            was = (f"the in-process callable {rec['key']!r}: pass that callable"
+                   if is_in_process(rec) else f"{rec!r}")
+            raise UsageError(f"{resume}: its {key} is {was}; a resumed run keeps its reward "
+                             f"(reward=/gold= hand a run's in-process callable back to it)")
 
 
 def _path(p: str | Path | None) -> Path | None:
