@@ -1,9 +1,9 @@
 """Run the README's commands as written, in order, in a scratch directory.
 
 CI runs this after the tests (`.ci/run`). Every line of the README's ```bash blocks that starts
-with ``scorealign`` (or with ``bash benchmarks/`` or ``.venv/bin/python experiments/`` and
-carries ``--quick``) runs exactly as written: the same arguments and paths, in the README's
-order, so a chain (``rpo build-pairs`` → ``dpo``; ``finetune --out runs/loop`` → ``--resume
+with ``scorealign`` (or with ``bash benchmarks/``, ``.venv/bin/python benchmarks/`` or
+``.venv/bin/python experiments/`` and carries ``--quick``: a smoke run, from the checkout) runs
+exactly as written: the same arguments and paths, in the README's order, so a chain (``rpo build-pairs`` → ``dpo``; ``finetune --out runs/loop`` → ``--resume
 runs/loop`` → ``sample``/``eval``/``report``/``export runs/loop``) runs on the paths the earlier
 lines wrote. A line holding a placeholder (``<command>``, ``runs/x``, ``...``, ``[optional]``,
 ``{a,b}``) is an error: the README must hold runnable commands.
@@ -44,7 +44,8 @@ SHORT: dict[tuple[str, str | None], list[str]] = {
 RESUME = {"finetune": ["train.epochs=2"], "pretrain": ["train.steps=6"], "dpo": ["train.steps=3"],
           "control": ["train.steps=3"]}
 PLACEHOLDER = re.compile(r"<[a-z_]+>|\.\.\.|\[[^\]]*\]|\{[^}]*,[^}]*\}|\bruns/x\b")
-STARTS = ("scorealign ", "bash benchmarks/", ".venv/bin/python experiments/")
+STARTS = ("scorealign ", "bash benchmarks/", ".venv/bin/python benchmarks/",
+          ".venv/bin/python experiments/")
 
 
 def readme_commands(text: str | None = None) -> list[str]:
@@ -103,17 +104,18 @@ def main() -> int:
         return 0
     work = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="readme-"))
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("configs", "benchmarks", "experiments", "scripts", "pyproject.toml", "src"):
-        link = work / name  # the README's relative paths, as in a checkout
-        link.exists() or link.symlink_to(ROOT / name)
+    link = work / "configs"  # `--config configs/...` as in a checkout; runs/ go to WORKDIR
+    link.exists() or link.symlink_to(ROOT / "configs")
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}" +
            os.environ.get("PYTHONPATH", "")}
     for line in todo:
         cmd = argv_of(line)
         print(f"$ {line}", flush=True)
         quiet = "--help-config" in line
-        res = subprocess.run(cmd, cwd=work, env=env,
-                             stdout=subprocess.DEVNULL if quiet else None)
+        # scorealign lines run in WORKDIR; the benchmarks' smoke runs from the checkout (they
+        # write under its ignored .cache/ only)
+        res = subprocess.run(cmd, cwd=work if cmd[1:3] == ["-m", "scorealign.cli"] else ROOT,
+                             env=env, stdout=subprocess.DEVNULL if quiet else None)
         if res.returncode != 0:
             print(f"README command failed (exit {res.returncode}): {line}\n  ran: {shlex.join(cmd)}")
             return 1
