@@ -120,19 +120,17 @@ def finetune(config: str | Path | None = None, *, reward: Callable | str | None 
         ScorealignError: a bad config (ConfigError, naming file:line: field), an unusable
             ``out`` or ``resume`` (UsageError, RunNotFoundError), a failing reward (RewardError).
     """
+    import json
+    import warnings
+
     from scorealign.commands import finetune as command
     from scorealign.commands.common import resolve_config
     from scorealign.rl.config import FinetuneConfig
 
-    import json
-    import warnings
-
     sets = list(set or [])
     given = {k: fn for k, fn in (("reward.optimized", reward), ("reward.gold", gold))
              if fn is not None}
-    if resume is not None:
-        _rebind_rewards(Path(resume), given)
-    else:
+    if resume is None:
         for key, fn in given.items():
             rec = reward_config(fn)
             sets.append(f"{key}={json.dumps(rec)}")
@@ -141,7 +139,9 @@ def finetune(config: str | Path | None = None, *, reward: Callable | str | None 
                               f"finds it): the run records it as such, and resuming needs the "
                               f"same callable, scorealign.resume(RUN, reward=...); `scorealign "
                               f"finetune --resume` cannot", stacklevel=2)
-    cfg = resolve_config(FinetuneConfig, config, sets, resume)
+    cfg = resolve_config(FinetuneConfig, config, sets, resume)  # RunNotFoundError first
+    if resume is not None and given:
+        _rebind_rewards(Path(resume), given)
     return command.finetune(cfg, _path(out) if resume is None else None, _path(resume))
 
 
