@@ -517,7 +517,8 @@ def main(argv: list[str] | None = None) -> None:
                     "into .cache/ddpo_vs_trl-quick/ (never the committed results)")
     a = ap.parse_args(argv)
     if a.quick:
-        a.setting, a.rounds, a.force, a.out = ["tiny"], 1, True, ROOT / ".cache" / "ddpo_vs_trl-quick"
+        a.setting, a.rounds, a.force = ["tiny"], 1, True
+        a.out = ROOT / ".cache" / "ddpo_vs_trl-quick"
     if a.plain:
         os.environ["SCOREALIGN_BENCH_PLAIN"] = "1"
     if a.worker:
