@@ -98,7 +98,7 @@ def require_pairs(path: str | Path) -> None:
                for m, c in (("rpo", "digits"), ("reward", "digits_reward"))}
     config = shipped.get(Path(path), "configs/rpo/digits.yaml (RPO pairs) or "
                          "configs/rpo/digits_reward.yaml (reward-labelled pairs)")
-    raise DatasetError(f"data.path {path}: no pair dataset there; build it first with "
+    raise DatasetError(f"data.path {path}: no such pair dataset directory; build it with "
                        f"`scorealign rpo build-pairs --config {config}"
                        f"{'' if Path(path) in shipped else f' --out {path}'}`")
 
