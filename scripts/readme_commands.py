@@ -3,8 +3,8 @@
 CI runs this after the tests (`.ci/run`). Every line of the README's ```bash blocks that starts
 with ``scorealign`` (or with ``bash benchmarks/``, ``.venv/bin/python benchmarks/`` or
 ``.venv/bin/python experiments/`` and carries ``--quick``: a smoke run, from the checkout) runs
-exactly as written: the same arguments and paths, in the README's order, so a chain (``rpo build-pairs`` → ``dpo``; ``finetune --out runs/loop`` → ``--resume
-runs/loop`` → ``sample``/``eval``/``report``/``export runs/loop``) runs on the paths the earlier
+exactly as written: the same arguments and paths, in the README's order, so a chain
+(``rpo build-pairs`` → ``dpo``; ``finetune --out runs/loop`` → ``--resume runs/loop`` → ``sample``/``eval``/``report``/``export runs/loop``) runs on the paths the earlier
 lines wrote. A line holding a placeholder (``<command>``, ``runs/x``, ``...``, ``[optional]``,
 ``{a,b}``) is an error: the README must hold runnable commands.
 
@@ -117,7 +117,8 @@ def main() -> int:
         res = subprocess.run(cmd, cwd=work if cmd[1:3] == ["-m", "scorealign.cli"] else ROOT,
                              env=env, stdout=subprocess.DEVNULL if quiet else None)
         if res.returncode != 0:
-            print(f"README command failed (exit {res.returncode}): {line}\n  ran: {shlex.join(cmd)}")
+            print(f"README command failed (exit {res.returncode}): {line}\n"
+                  f"  ran: {shlex.join(cmd)}")
             return 1
     print(f"all {len(todo)} README commands ran in {work}")
     return 0

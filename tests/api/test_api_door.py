@@ -114,8 +114,8 @@ def test_samples_are_clamped_on_the_one_path_of_load_and_cli_sample(base, tmp_pa
     loaded = scorealign.load(run)
     raw = runs.dataclasses.replace(loaded.sampling, seed=0)
     labels = torch.full((6,), 7)
-    x_raw = loaded.task.generate(loaded.model, loaded.task.cond_for(labels, ["a handwritten 7"] * 6),
-                                 6, raw)
+    cond = loaded.task.cond_for(labels, ["a handwritten 7"] * 6)
+    x_raw = loaded.task.generate(loaded.model, cond, 6, raw)
     assert x_raw.abs().max() > 1.0  # the sampler's x̂₀ leaves the data range unclipped
     x = loaded.sample("a handwritten 7", n=6)
     assert x.min() >= -1.0 and x.max() <= 1.0

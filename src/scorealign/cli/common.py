@@ -53,7 +53,8 @@ REGISTRIES: dict[str, tuple[tuple[str, str, str, tuple[str, ...]], ...]] = {
         _SAMPLERS, _SDES, _GRIDS),
     "PretrainConfig": (
         ("datasets (data.name)", "scorealign.data.toys", "DATASETS", ("scorealign.data",)),
-        ("DSM weightings (train.weighting)", "scorealign.sde.dsm", "WEIGHTINGS", ("scorealign.sde",)),
+        ("DSM weightings (train.weighting)", "scorealign.sde.dsm", "WEIGHTINGS",
+         ("scorealign.sde",)),
         _SDES, _SAMPLERS, _GRIDS),
     "DPOConfig": (("objectives (loss.name)", "scorealign.preference.objectives", "names",
                    ("scorealign.preference",)),),

@@ -36,9 +36,9 @@ def sample_cmd(run_dir: Path = typer.Argument(..., help="A run directory of any 
                                                         "run's)."),
                seed: int = typer.Option(0, "--seed", help="Seed of the draw; the file name "
                                         "carries it, so another seed writes another file."),
-               out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: "
-                                                  "RUN/samples/<prompt>_<sampler>_<steps>_seed<seed>"
-                                                  ".png).")) -> None:
+               out: Optional[Path] = typer.Option(
+                   None, "--out", help="Output file (default: RUN/samples/<prompt>_<sampler>_"
+                   "<steps>_seed<seed>.png).")) -> None:
     """Draw samples from a trained run: a grid per class, or for the given prompts (diffusion
     runs; images clamped to the data range [-1, 1], as `scorealign.load(RUN).sample` returns
     them); completions (dpo runs); simulated paths (control runs). File names carry the prompt."""

@@ -159,5 +159,5 @@ def resolve_dpo_config(config: str | Path | None = None, sets: list[str] | None 
     return resolve_config(schema, config, sets, resume)
 
 
-__all__ = ["config_task", "require_config", "require_pairs", "schema_of", "lm_dpo", "diffusion_dpo", "dpo",
-           "resolve_dpo_config"]
+__all__ = ["config_task", "require_config", "require_pairs", "schema_of", "lm_dpo",
+           "diffusion_dpo", "dpo", "resolve_dpo_config"]

@@ -33,7 +33,8 @@ def check_dataset_out(out: Path) -> None:
 def build_pairs(cfg: Any, out: str | Path | None = None, overwrite: bool = False
                 ) -> tuple[Path, Any]:
     """Build the dataset of ``cfg`` (a BuildPairsConfig) at ``out`` (default
-    :func:`default_pairs_out`: ``runs/pairs-<method>``); returns (dataset directory, build statistics).
+    :func:`default_pairs_out`: ``runs/pairs-<method>``); returns (dataset directory, build
+    statistics).
 
     ``overwrite`` replaces a complete dataset at ``out``; an incomplete one is continued.
 
