@@ -72,8 +72,8 @@ def in_process(key: str, note: str = NOTE) -> InProcessReward:
         raise RewardError(f"reward {key!r} was a Python callable passed in-process to "
                           f"scorealign.finetune(reward=...); a new process cannot find it: "
                           f"continue the run from Python with the same callable, "
-                          f"scorealign.resume(RUN, reward={_hint(key)}) (its eval: scorealign.evaluate in "
-                          f"the Python process that passed it)")
+                          f"scorealign.resume(RUN, reward={_hint(key)}) (its eval: "
+                          f"scorealign.evaluate in the Python process that passed it)")
     return InProcessReward(key, _CALLABLES[key])
 
 
