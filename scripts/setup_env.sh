@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install scorealign into it, preferring a torch that is already there.
+# Create .venv (or $VENV) and install scorealign into it with the dependencies of pyproject.toml
+# ($EXTRAS: its optional groups, default [dev]; $EXTRA_PACKAGES: more requirements resolved in the
+# same pip call, e.g. trl for benchmarks/dpo_vs_trl), preferring a torch that is already there.
 #
 # Order of preference for torch:
 #   1. a torch importable by the base python (CPU or CUDA build): the venv sees it through
@@ -12,6 +14,7 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${EXTRAS-[dev]}   # the optional dependencies of pyproject.toml to add ('' for none)
 cd "$(dirname "$0")/.."
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import scorealign, torch" 2>/dev/null \
@@ -32,6 +35,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   "${PIP[@]}" install -q "${extra[@]}" "$TORCH_SPEC" || "${PIP[@]}" install -q "${extra[@]}" torch
 fi
 echo "setup: installing scorealign and its dependencies"
-"${PIP[@]}" install -q -e ".[dev]"
+"${PIP[@]}" install -q -e ".$EXTRAS" ${EXTRA_PACKAGES:-}
 "$VENV/bin/python" -c "import torch, scorealign; print('setup: torch', torch.__version__, '| cuda:', torch.cuda.is_available())"
 touch "$VENV/.installed"

@@ -107,3 +107,56 @@ def test_configs_are_listed_and_found_by_name(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "gaussians" in res.output
     res = runner.invoke(app, ["finetune", "--config", "digits_lop", "--dry-run"])
     assert res.exit_code == 2 and "no shipped config of that name" in res.output
+
+
+def _names(output: str) -> set[str]:
+    """The names listed after ``registered names:`` (continuation lines folded)."""
+    tail = output.split("registered names:", 1)[1]
+    return {w.strip(",") for w in tail.replace(":", ": ").split() if w.strip(",")}
+
+
+def test_help_config_lists_the_registries_names_and_a_new_one():
+    from scorealign.registry import Registry
+    from scorealign.rewards import REWARDS
+    from scorealign.rl.advantages import ADVANTAGES
+    from scorealign.rl.losses import RL_LOSSES
+    from scorealign.samplers.steps import SAMPLERS
+
+    res = runner.invoke(app, ["finetune", "--help-config"])
+    assert res.exit_code == 0
+    listed = _names(res.output)
+    for reg in (REWARDS, RL_LOSSES, ADVANTAGES, SAMPLERS):
+        assert isinstance(reg, Registry) and set(reg) <= listed, set(reg) - listed
+    REWARDS.register("zz_test_reward", paper="-", equation="-")(lambda: None)
+    try:  # read from the registry, not from a hand-kept list
+        assert "zz_test_reward" in _names(runner.invoke(app, ["finetune", "--help-config"]).output)
+    finally:
+        del REWARDS["zz_test_reward"]
+    from scorealign.control.algorithms import ALGOS
+    assert set(ALGOS) <= _names(runner.invoke(app, ["control", "--help-config"]).output)
+
+
+def test_configs_wraps_descriptions_at_word_boundaries():
+    from scorealign.cli.configs import config_lines, description
+    from scorealign.commands.common import shipped_configs
+
+    res = runner.invoke(app, ["configs"])
+    assert res.exit_code == 0
+    for name, path in shipped_configs().items():
+        text = description(path)
+        lines = config_lines(name, text)
+        assert all(len(x) <= 100 for x in lines), lines
+        assert " ".join(x.strip() for x in lines).removeprefix(name).strip() == text
+        assert "\n".join(lines) in res.output
+    lines = config_lines("x", "word " * 40)
+    assert len(lines) > 1 and all(ln.rstrip().endswith("word") for ln in lines)
+
+
+def test_sample_help_documents_every_option():
+    import typer.main
+
+    cmd = typer.main.get_command(app).commands["sample"]
+    for p in cmd.params:
+        assert (getattr(p, "help", None) or "").strip(), p.name
+    res = runner.invoke(app, ["sample", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "Classifier-free guidance" in res.output

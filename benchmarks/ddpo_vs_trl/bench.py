@@ -29,6 +29,7 @@ interpreter, so both sides use the same torch, diffusers, peft and accelerate.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/bench.py [--setting tiny compute]
         [--rounds 5]
+    .venv/bin/python benchmarks/ddpo_vs_trl/bench.py --quick   # smoke run of the set-up
 
 Writes ``results_<setting>.json`` beside this file (cached: a setting with a results file is
 skipped unless ``--force``) and ``results.json`` (all settings).
@@ -514,7 +515,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-warmup", action="store_true", help="worker: no untimed first epoch")
     ap.add_argument("--plain", action="store_true",
                     help="scorealign without its speed options (SETTINGS[...]['ours']): ablation")
+    ap.add_argument("--quick", action="store_true", help="smoke run of the set-up (TRL 0.23 "
+                    "into .cache, the pipeline, both workers): the tiny setting, one round, "
+                    "into .cache/ddpo_vs_trl-quick/ (never the committed results)")
     a = ap.parse_args(argv)
+    if a.quick:
+        a.setting, a.rounds, a.force = ["tiny"], 1, True
+        a.out = ROOT / ".cache" / "ddpo_vs_trl-quick"
     if a.plain:
         os.environ["SCOREALIGN_BENCH_PLAIN"] = "1"
     if a.worker:

@@ -341,14 +341,22 @@ def main() -> None:
     ap.add_argument("--worker", choices=["ours", "trl"], default=None)
     ap.add_argument("--parity-only", action="store_true", help="only the loss agreement "
                     "(writes loss_parity_{cpu,cuda}.json)")
+    ap.add_argument("--quick", action="store_true", help="smoke run of the set-up and both "
+                    "workers (3 steps, 1 round); writes under .cache/dpo_vs_trl-quick/, never the "
+                    "committed results")
     args = ap.parse_args()
+    out_dir = HERE
+    if args.quick:
+        args.steps, args.batch, args.records, args.log_every, args.rounds = 3, 4, 32, 1, 1
+        out_dir = HERE.resolve().parents[1] / ".cache" / "dpo_vs_trl-quick"
+        out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         if args.parity_only:
             agree = loss_agreement(args, Path(d))
             import trl
 
             tag = "cuda" if torch.cuda.is_available() else "cpu"
-            (HERE / f"loss_parity_{tag}.json").write_text(json.dumps(
+            (out_dir / f"loss_parity_{tag}.json").write_text(json.dumps(
                 {"trl": trl.__version__, "torch": torch.__version__, "loss_agreement": agree},
                 indent=1))
             print(json.dumps(agree, indent=1))
@@ -384,7 +392,7 @@ def main() -> None:
         "peak_memory_ratio": res["ours"]["peak_mib"] / max(res["trl"]["peak_mib"], 1e-9),
         "loss_agreement": agree}
     tag = "cuda" if torch.cuda.is_available() else "cpu"
-    (HERE / f"results_{tag}.json").write_text(json.dumps(result, indent=1))
+    (out_dir / f"results_{tag}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

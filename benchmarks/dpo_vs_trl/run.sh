@@ -2,21 +2,17 @@
 # DPO training step: scorealign vs TRL's DPOTrainer on the same tiny GPT-2, data and batch.
 #   bash benchmarks/dpo_vs_trl/run.sh            # writes benchmarks/dpo_vs_trl/results_{cpu,cuda}.json
 #   bash benchmarks/dpo_vs_trl/run.sh --parity-only   # loss parity only: loss_parity_{cpu,cuda}.json
-# TRL lives in its own virtualenv (never in .venv): .cache/trl-venv, built on first use from the
-# same torch wheel as the project, then trl, then this package (editable, no extra deps).
+#   bash benchmarks/dpo_vs_trl/run.sh --quick    # smoke run of the set-up (.cache/dpo_vs_trl-quick/)
+# TRL lives in its own virtualenv (never in .venv): $TRL_VENV (default .cache/trl-venv), built on
+# first use by scripts/setup_env.sh from the project's own dependency list (pyproject.toml; torch
+# as there: a torch the base python has, else $TORCH_SPEC, $TORCH_INDEX_URL if set), with
+# trl and psutil resolved in the same pip call.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${TRL_VENV:-.cache/trl-venv}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import trl, scorealign" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  if command -v nvidia-smi > /dev/null; then
-    "$VENV/bin/pip" install -q "torch==2.13.0"
-  else  # the CPU wheel, as in .venv (the default index serves the CUDA build)
-    "$VENV/bin/pip" install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
-  fi
-  "$VENV/bin/pip" install -q trl "transformers==5.24.0" psutil
-  "$VENV/bin/pip" install -q --no-deps -e .
-  "$VENV/bin/pip" install -q typer rich pyyaml safetensors tqdm
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import trl, psutil, scorealign" 2>/dev/null; }; then
+  rm -f "$VENV/.installed"
+  VENV="$VENV" EXTRAS="" EXTRA_PACKAGES="${TRL_SPEC:-trl} psutil" bash scripts/setup_env.sh
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
   HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_DISABLED=true

@@ -9,7 +9,8 @@
 # `pip download <name>==<version> --no-deps -d <dir>` (binary ones per python version).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-python3}"  # the project's .venv (make setup) when there is one
+[ -z "${PYTHON:-}" ] && [ -x "$ROOT/.venv/bin/python" ] && PY="$ROOT/.venv/bin/python"
 SITE="${SITE:-$ROOT/.cache/gpu-site}"
 if [ -n "${WHEELS:-}" ]; then
   mapfile -t FIT < <("$PY" - "$WHEELS" <<'PYEOF'

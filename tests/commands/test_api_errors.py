@@ -83,10 +83,12 @@ def test_dpo_without_config_or_resume_is_a_usage_error():
     assert "give --config FILE" in msg
 
 
-def test_a_reward_that_cannot_be_recorded_is_a_usage_error(tmp_path):
-    msg = _raises(UsageError, api.finetune, "digits_loop", reward=lambda x, p, m: x,
-                  out=tmp_path / "run")
-    assert "must be importable" in msg and not (tmp_path / "run").exists()
+def test_a_reward_that_is_not_callable_is_a_reward_error(tmp_path):
+    from scorealign.rewards import RewardError
+    msg = _raises(RewardError, api.finetune, "digits_loop", reward=3, out=tmp_path / "run")
+    assert "not callable" in msg and not (tmp_path / "run").exists()
+    # a lambda is fine: an in-process reward (tests/api/test_api_door.py)
+    assert api.reward_config(lambda x, p, m: x)["name"] == "in_process"
 
 
 def test_load_of_a_directory_that_is_no_run(tmp_path):

@@ -21,6 +21,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Align diffusion and language models with rewards and preferences.")
 
+def _print_version(value: bool) -> None:
+    if value:
+        from scorealign import __version__
+        typer.echo(f"scorealign {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                          is_eager=True, help="Print the version and exit.")
+             ) -> None:
+    # the app's own options; the help text is the Typer's
+    pass
+
+
 _COMMAND_MODULES = (
     "scorealign.cli.pretrain",  # pretrain
     "scorealign.cli.finetune",  # finetune

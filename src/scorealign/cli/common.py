@@ -24,13 +24,65 @@ SET_OPT = typer.Option(None, "--set", help="Override a field: --set train.lr=3e-
 OUT_OPT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<command>-<time>).")
 RESUME_OPT = typer.Option(None, "--resume", help="Continue the run in this directory.")
 DRY_OPT = typer.Option(False, "--dry-run", help="Print the resolved config and exit.")
-HELP_CFG_OPT = typer.Option(False, "--help-config", help="List every config field with its help.")
+HELP_CFG_OPT = typer.Option(False, "--help-config", help="List every config field with its help, "
+                            "then the registered names (rewards, samplers, losses, ...).")
 
 
 def fail(message: str | BaseException, code: int = 2) -> NoReturn:
     """Print ``error: <message>`` (one line) to stderr and exit ``code``."""
     typer.secho(f"error: {' '.join(str(message).split())}", fg="red", err=True)
     raise typer.Exit(code)
+
+
+#: the registries whose names a command's config fields take: (label, module, registry or a
+#: function listing names, the packages whose import registers every entry); ``--help-config``
+_SAMPLERS = ("samplers (*.sampler, sample --sampler)", "scorealign.samplers.steps", "SAMPLERS",
+             ("scorealign.samplers",))
+_SDES = ("SDEs", "scorealign.sde.base", "SDES", ("scorealign.sde",))
+_GRIDS = ("time grids (*.grid)", "scorealign.samplers.grids", "GRIDS", ("scorealign.samplers",))
+_PAIRWISE = ("pairwise losses (loss.link)", "scorealign.preference.losses", "PAIRWISE",
+             ("scorealign.preference",))
+REGISTRIES: dict[str, tuple[tuple[str, str, str, tuple[str, ...]], ...]] = {
+    "FinetuneConfig": (
+        ("rewards (reward.optimized, reward.gold)", "scorealign.rewards.base", "REWARDS",
+         ("scorealign.rewards",)),
+        ("losses (algo.loss)", "scorealign.rl.losses", "RL_LOSSES", ("scorealign.rl",)),
+        ("advantages (algo.advantage)", "scorealign.rl.advantages", "ADVANTAGES",
+         ("scorealign.rl",)),
+        ("update kinds", "scorealign.rl.update_kinds", "UPDATE_KINDS", ("scorealign.rl",)),
+        _SAMPLERS, _SDES, _GRIDS),
+    "PretrainConfig": (
+        ("datasets (data.name)", "scorealign.data.toys", "DATASETS", ("scorealign.data",)),
+        ("DSM weightings (train.weighting)", "scorealign.sde.dsm", "WEIGHTINGS",
+         ("scorealign.sde",)),
+        _SDES, _SAMPLERS, _GRIDS),
+    "DPOConfig": (("objectives (loss.name)", "scorealign.preference.objectives", "names",
+                   ("scorealign.preference",)),),
+    "DiffusionDPOConfig": (_PAIRWISE, _SAMPLERS, _SDES),
+    "BuildPairsConfig": (_SAMPLERS,),
+    "ControlConfig": (
+        ("algorithms (algo.name)", "scorealign.control.algorithms", "ALGOS",
+         ("scorealign.control.algorithms",)),
+        ("environments (env.name)", "scorealign.control.envs", "ENVS",
+         ("scorealign.control.envs",))),
+}
+
+
+def registered_names(schema: type) -> list[str]:
+    """``--help-config``'s closing lines: the names registered in each registry that ``schema``'s
+    fields take (read from the registries, so a newly registered entry is listed)."""
+    import importlib
+    import textwrap
+
+    out = []
+    for label, module, attr, packages in REGISTRIES.get(schema.__name__, ()):
+        for pkg in packages:
+            importlib.import_module(pkg)
+        found = getattr(importlib.import_module(module), attr)  # a Registry, or names()
+        names = ", ".join(sorted(found() if callable(found) else found))
+        out += textwrap.wrap(f"{label}: {names}", width=100, subsequent_indent="    ",
+                             break_on_hyphens=False)
+    return ["", "registered names:"] + out if out else []
 
 
 def resolve_config(schema: type, config: Path | None, sets: list[str] | None,
@@ -41,7 +93,7 @@ def resolve_config(schema: type, config: Path | None, sets: list[str] | None,
     Exits 2 on a bad config (the message names file:line: field)."""
     from scorealign.commands.common import resolve_config as resolve
     if help_config:
-        typer.echo("\n".join(describe(schema)))
+        typer.echo("\n".join(describe(schema) + registered_names(schema)))
         raise typer.Exit(0)
     try:
         cfg = resolve(schema, config, sets, resume, group)
@@ -54,4 +106,4 @@ def resolve_config(schema: type, config: Path | None, sets: list[str] | None,
 
 
 __all__ = ["CONFIG_OPT", "SET_OPT", "OUT_OPT", "RESUME_OPT", "DRY_OPT", "HELP_CFG_OPT", "fail",
-           "resolve_config"]
+           "registered_names", "resolve_config", "REGISTRIES"]

@@ -86,6 +86,23 @@ def lm_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | None = 
     return summary
 
 
+def require_pairs(path: str | Path) -> None:
+    """Raise DatasetError, before any run directory exists, when the pair dataset ``path``
+    (``data.path``) is missing; the message names the command that writes it."""
+    from scorealign.commands.rpo import default_pairs_out
+    from scorealign.preference.rpo.dataset import DatasetError
+
+    if Path(path).is_dir():
+        return
+    shipped = {default_pairs_out(m): f"configs/rpo/{c}.yaml"
+               for m, c in (("rpo", "digits"), ("reward", "digits_reward"))}
+    config = shipped.get(Path(path), "configs/rpo/digits.yaml (RPO pairs) or "
+                         "configs/rpo/digits_reward.yaml (reward-labelled pairs)")
+    raise DatasetError(f"data.path {path}: no such pair dataset directory; build it with "
+                       f"`scorealign rpo build-pairs --config {config}"
+                       f"{'' if Path(path) in shipped else f' --out {path}'}`")
+
+
 def diffusion_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | None = None, *,
                   say: Say | None = None) -> dict[str, Any]:
     """Diffusion-DPO into ``out`` (default ``runs/dpo-<time>``) or ``resume``; on the run's last
@@ -104,6 +121,7 @@ def diffusion_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | 
     from scorealign.preference.rpo.dataset import DatasetError
     from scorealign.report.html import write_report
 
+    require_pairs(cfg.data.path)
     run, footprint = open_run(cfg, out, resume, "dpo")
     (say or silent)(f"run directory: {run.path}")
     try:
@@ -141,5 +159,5 @@ def resolve_dpo_config(config: str | Path | None = None, sets: list[str] | None 
     return resolve_config(schema, config, sets, resume)
 
 
-__all__ = ["config_task", "require_config", "schema_of", "lm_dpo", "diffusion_dpo", "dpo",
-           "resolve_dpo_config"]
+__all__ = ["config_task", "require_config", "require_pairs", "schema_of", "lm_dpo",
+           "diffusion_dpo", "dpo", "resolve_dpo_config"]

@@ -28,26 +28,36 @@ def load(run_dir: Path, device: str):
     return Loaded("control", cfg, policy)
 
 
+def draw(loaded, prompts, n: int, seed: int, base: bool):
+    """``n`` simulated state paths ``[steps + 1, n, state_dim]`` under the policy
+    (``Loaded.sample``; the same paths ``scorealign sample`` plots). Control runs have no
+    prompts and no base model."""
+    from scorealign.control.envs import make_env
+    from scorealign.control.simulate import simulate
+    from scorealign.errors import UsageError
+    from scorealign.rng import generator
+
+    if prompts:
+        raise UsageError("control runs have no prompts; call sample(n=...) without prompts")
+    cfg = loaded.config
+    env = make_env(cfg.env.name, cfg.env.params)
+    return simulate(env, loaded.model, n, cfg.dt, cfg.horizon, generator(seed, "sample-paths")).xs
+
+
 def sample(loaded, req: SampleRequest) -> Sampled:
-    """A plot of ``req.n`` simulated state paths under the policy."""
+    """A plot of ``req.n`` simulated state paths under the policy (:func:`draw`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
 
-    from scorealign.control.envs import make_env
-    from scorealign.control.simulate import simulate
-    from scorealign.rng import generator
-
     path = out_file(req.out, Path(loaded.run_dir) / "samples" / f"paths_seed{req.seed}.png")
     cfg = loaded.config
-    env = make_env(cfg.env.name, cfg.env.params)
-    ro = simulate(env, loaded.model, req.n, cfg.dt, cfg.horizon,
-                  generator(req.seed, "sample-paths"))
-    t = torch.arange(ro.xs.shape[0], dtype=torch.float64).numpy() * cfg.dt
+    xs = draw(loaded, None, req.n, req.seed, False)
+    t = torch.arange(xs.shape[0], dtype=torch.float64).numpy() * cfg.dt
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
-    for b in range(ro.xs.shape[1]):
-        ax.plot(t, ro.xs[:, b, 0].numpy(), lw=0.8)
+    for b in range(xs.shape[1]):
+        ax.plot(t, xs[:, b, 0].numpy(), lw=0.8)
     ax.set_xlabel("time t")
     ax.set_ylabel("state X_t[0]")
     ax.set_title(f"{req.n} paths under the trained policy")
@@ -88,4 +98,5 @@ def detect(config: dict) -> bool:
     return {"env", "algo"} <= set(config)
 
 
-RECORD = RunKind("control", ControlConfig, load, sample, evaluate, export, detect=detect)
+RECORD = RunKind("control", ControlConfig, load, sample, evaluate, export, detect=detect,
+                 draw=draw)

@@ -48,11 +48,15 @@ class Loaded:
     denoiser: Any = None
 
     @torch.no_grad()
-    def sample(self, prompts: list[str] | str, n: int = 4, seed: int = 0,
+    def sample(self, prompts: list[str] | str | None = None, n: int = 4, seed: int = 0,
                base: bool = False) -> Any:
-        """``n`` samples per prompt: images ``[len(prompts)·n, C, H, W]`` in [-1, 1] (diffusion
-        runs; ``base=True``: from the base model) or completions (dpo runs)."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        """``n`` samples per prompt, the draws ``scorealign sample`` saves: images
+        ``[len(prompts)·n, C, H, W]`` clamped to the data range [-1, 1] (diffusion runs;
+        ``base=True``: from the base model), completions (dpo runs), or, without prompts,
+        ``n`` simulated state paths ``[steps + 1, n, state_dim]`` (control runs)."""
+        if prompts is None and self.kind != "control":
+            raise UsageError(f"a {self.kind} run samples for prompts: sample(prompts, n)")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
         if base and self.base is None:
             raise UsageError(f"a {self.kind} run has no base model")
         draw = get_kind(self.kind).draw

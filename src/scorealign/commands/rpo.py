@@ -6,8 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scorealign.commands.common import default_out, typed_errors
+from scorealign.commands.common import typed_errors
 from scorealign.errors import UsageError
+
+
+def default_pairs_out(method: str) -> Path:
+    """``runs/pairs-<method>``: where the shipped Diffusion-DPO configs read the pairs
+    (``configs/dpo/digits_rpo.yaml``: ``runs/pairs-rpo``; ``diffusion_reward.yaml``:
+    ``runs/pairs-reward``), so ``rpo build-pairs`` then ``dpo`` chain without an ``--out``.
+    A complete dataset there is kept (rerun with ``--overwrite`` to rebuild it)."""
+    return Path("runs") / f"pairs-{method}"
 
 
 def check_dataset_out(out: Path) -> None:
@@ -25,7 +33,8 @@ def check_dataset_out(out: Path) -> None:
 def build_pairs(cfg: Any, out: str | Path | None = None, overwrite: bool = False
                 ) -> tuple[Path, Any]:
     """Build the dataset of ``cfg`` (a BuildPairsConfig) at ``out`` (default
-    ``runs/pairs-<method>-<time>``); returns (dataset directory, build statistics).
+    :func:`default_pairs_out`: ``runs/pairs-<method>``); returns (dataset directory, build
+    statistics).
 
     ``overwrite`` replaces a complete dataset at ``out``; an incomplete one is continued.
 
@@ -36,10 +45,15 @@ def build_pairs(cfg: Any, out: str | Path | None = None, overwrite: bool = False
     """
     from scorealign.preference.rpo.build import build_pairs as build
 
-    target = Path(out or default_out(f"pairs-{cfg.method}"))
+    target = Path(out) if out is not None else default_pairs_out(cfg.method)
     check_dataset_out(target)
+    from scorealign.preference.rpo.dataset import MANIFEST_FILE
+    if (target / MANIFEST_FILE).is_file() and not overwrite:  # say so before sampling anything
+        raise UsageError(f"--out {target}: already holds a complete pair dataset (`scorealign "
+                         f"dpo` reads it from there); pass --overwrite to rebuild it or choose "
+                         f"another --out")
     with typed_errors(values=False):
         return build(cfg, target, overwrite=overwrite)
 
 
-__all__ = ["build_pairs"]
+__all__ = ["build_pairs", "default_pairs_out"]

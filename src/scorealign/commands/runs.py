@@ -103,7 +103,24 @@ def draw_digits(loaded: Any, prompts: list[str], n: int, seed: int, base: bool) 
     if task.model_cfg.cond != "none":
         cond = task.cond_for(labels_from_prompts(rows), rows)
     scfg = dataclasses.replace(loaded.sampling, seed=seed)
-    return task.generate(model, cond, len(rows), scfg)
+    return generate_images(task, model, cond, len(rows), scfg)
+
+
+#: the data range of image tasks: the digits are scaled to [-1, 1] (``scorealign.data``)
+IMAGE_RANGE = (-1.0, 1.0)
+
+
+def generate_images(task: Any, model: Any, cond: Any, n: int, scfg: Any) -> torch.Tensor:
+    """``task.generate`` clamped to the data range (:data:`IMAGE_RANGE`) on image tasks: the one
+    sampling path of ``scorealign sample`` and ``Loaded.sample``.
+
+    The sampler's last step returns the model's x̂₀ unclipped (the ε-parameterization's
+    x₀ = (x_t − σ_t ε̂)/α_t; diffusers' schedulers clip it with ``clip_sample``), and a fine-tuned
+    model whose reward sees clamped images (``reward.clamp``) is never pulled back into range,
+    so its raw samples can leave [-1, 1] far; a saved image shows the clamped values. 2-D tasks
+    are returned as drawn."""
+    x = task.generate(model, cond, n, scfg)
+    return x.clamp(*IMAGE_RANGE) if task.is_image else x
 
 
 def sample_digits(loaded: Any, req: Any) -> Any:
@@ -129,8 +146,13 @@ def sample_digits(loaded: Any, req: Any) -> Any:
         except ValueError as e:
             raise UsageError(str(e)) from None
         prompts = [p for p in req.prompts for _ in range(n)]
-        x = task.generate(model, task.cond_for(labels, prompts), len(prompts), scfg)
+        x = generate_images(task, model, task.cond_for(labels, prompts), len(prompts), scfg)
         save_image_grid(x, path, nrow=n)
+    elif task.is_image:  # a grid with one row per class (10 × n)
+        labels = torch.arange(10).repeat_interleave(n)
+        cond = None if task.model_cfg.cond == "none" else task.cond_for(labels)
+        with torch.no_grad():
+            save_image_grid(generate_images(task, model, cond, len(labels), scfg), path, nrow=n)
     else:
         with torch.no_grad():
             sample_grid(task, model, scfg, path, per_class=n)
@@ -138,4 +160,5 @@ def sample_digits(loaded: Any, req: Any) -> Any:
 
 
 __all__ = ["read_run_config", "run_checkpoint", "sampling_overrides", "slug", "prompt_tag",
-           "out_file", "digits_from_dir", "draw_digits", "sample_digits"]
+           "out_file", "digits_from_dir", "draw_digits", "generate_images", "sample_digits",
+           "IMAGE_RANGE"]
