@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from scorealign.rl.losses import RL_LOSSES, LossOut
+from scorealign.samplers.memoryless import MEMORY_TOL
 from scorealign.sde.base import SDE, as_time, bcast
 
 # The authors' stratified time sampling: half the indices from the first 60% of the sampler steps
@@ -134,7 +135,8 @@ AM_DEFAULT_TIMES = 5
     properties=frozenset({"needs_differentiable_reward", "lean_adjoint"}))
 def adjoint_matching(control: Tensor, adjoint: Tensor, sigma: Tensor, *,
                      lam: float = AM_DEFAULT_LAM, times: int = AM_DEFAULT_TIMES,
-                     clip: float | None = None) -> LossOut:
+                     clip: float | None = None, memoryless: bool = True,
+                     memory_tol: float = MEMORY_TOL) -> LossOut:
     r"""Adjoint Matching regression (``rl.adjoint_matching.adjoint_matching_loss``).
 
     L(θ) = (1/(B K)) Σ_{b,k} ‖w_θ(X_k) + σ_k ã_{k+1}‖²,   w = (μ_θ − μ_base)/σ_k
@@ -151,6 +153,17 @@ def adjoint_matching(control: Tensor, adjoint: Tensor, sigma: Tensor, *,
             Default 0.01 = 1/``reward_multiplier`` of the authors' SD 1.5 config.
         times: K, steps trained per trajectory (``sample_time_indices``; authors: 5 of 50).
         clip: drop (row, step) terms with ‖w + σ ã‖ above it (None: keep all).
+        memoryless: read by the update kind: True (default) refuses a sampler that is not
+            memoryless (``rl.update_kinds.check_memoryless``); False runs the same loss on any
+            stochastic sampler — the ablation that shows the initial-value-function bias
+            [Domingo-Enrich+25, memoryless noise schedule] (tests/testbed/
+            test_adjoint_matching_testbed.py). Not used by the loss itself.
+        memory_tol: read by the update kind: the largest residual signal m/s at the start
+            accepted as memoryless (default ``samplers.memoryless.MEMORY_TOL`` = 1e-2). SD-style
+            scaled_linear schedules end at ᾱ_T = 0.0047 (m/s = 0.068) and cannot reach full noise
+            for an ε-model; the authors fine-tune SD 1.5 with DDPM on it all the same
+            (``am_trainer.py``), which here is ``memory_tol: 0.07``
+            (configs/finetune/sd_tiny_adjoint_matching_lora.yaml).
     Returns:
         LossOut with ``loss/am``, ``am/control_norm``, ``am/target_norm``, ``am/clip_frac``.
     """

@@ -186,14 +186,18 @@ class ForwardProcessUpdate(UpdateKind):
 class AdjointMatchingUpdate(UpdateKind):
     """Adjoint Matching (:func:`~scorealign.rl.updates.adjoint_matching_loss`): rollouts of θ
     under the memoryless sampler, no advantages, no ratio. Refuses a sampler that is not
-    memoryless when built (before any rollout)."""
+    memoryless when built (before any rollout), unless ``algo.loss_kwargs.memoryless`` is
+    false (the bias ablation: the η < 1 sampler is still checked to be stochastic at every
+    step, its loss divides by each step's std)."""
 
     uses_advantages = False
     clip_metrics = False
 
     def __init__(self, ctx: UpdateContext):
         super().__init__(ctx)
-        check_memoryless(ctx.policy)
+        kw = ctx.algo.loss_kwargs
+        check_memoryless(ctx.policy, strict=bool(kw.get("memoryless", True)),
+                         tol=kw.get("memory_tol"))
         self.epoch, self.calls = -1, 0
 
     def loss(self, ctx, sub, adv, epoch) -> LossOut:
@@ -208,10 +212,13 @@ class AdjointMatchingUpdate(UpdateKind):
         return sub.batch_size * (min(times, sub.num_steps) + sub.num_steps)
 
 
-def check_memoryless(policy: Policy) -> None:
+def check_memoryless(policy: Policy, strict: bool = True, tol: float | None = None) -> None:
     """Refuse a policy whose rollouts are not memoryless [Domingo-Enrich+25, memoryless noise
     schedule]: DDPM or DDIM η = 1 (every step random, no x̂₀ clipping, no score-action
     exploration) from full noise (``samplers.memoryless.memory`` ≤ ``MEMORY_TOL``).
+    ``strict=False`` (``algo.loss_kwargs.memoryless: false``, the bias ablation) keeps only what
+    the loss itself needs: every step random, no clipping, no exploration. ``tol``: the largest
+    m/s accepted (``algo.loss_kwargs.memory_tol``; None: ``MEMORY_TOL``).
 
     Raises:
         FieldError: naming ``policy.sampler``/``policy.eta`` (or the offending field).
@@ -220,7 +227,7 @@ def check_memoryless(policy: Policy) -> None:
     from scorealign.samplers.memoryless import MEMORY_TOL, memory
 
     eta = 1.0 if policy.eta is None else float(policy.eta)
-    if not (policy.sampler == "ddpm" or (policy.sampler == "ddim" and eta == 1.0)):
+    if strict and not (policy.sampler == "ddpm" or (policy.sampler == "ddim" and eta == 1.0)):
         raise FieldError("policy.sampler", f"adjoint matching needs a memoryless sampler: "
                          f"policy.sampler=ddpm, or ddim with policy.eta=1.0 (got "
                          f"sampler={policy.sampler!r}, eta={policy.eta})")
@@ -235,10 +242,11 @@ def check_memoryless(policy: Policy) -> None:
                          f"SDE (its loss divides by each step's std): needs "
                          f"policy.action_steps=all (got {policy.action_steps!r})")
     mem = memory(policy.sde, float(policy.ts[0]))
-    if mem > MEMORY_TOL:
+    tol = MEMORY_TOL if tol is None else float(tol)
+    if strict and mem > tol:
         raise FieldError("policy.sampler", f"the rollout starts at t={float(policy.ts[0]):.4g} "
-                         f"with signal m/s = {mem:.3g} > {MEMORY_TOL}: not memoryless (needs a "
-                         f"VP or flow SDE sampled from full noise)")
+                         f"with signal m/s = {mem:.3g} > {tol}: not memoryless (needs a VP or "
+                         f"flow SDE sampled from full noise, or algo.loss_kwargs.memory_tol)")
 
 
 def update_kind_for(entry: Entry) -> str:
