@@ -29,8 +29,10 @@ def test_one_epoch_regresses_the_control_and_moves_lora(name):
     from scorealign.rl.trainer import Finetuner
     from scorealign.rl.update_kinds import AdjointMatchingUpdate
 
+    # SD: a 4-step trailing grid from T (the config's 10-step one has the wrong length)
+    grid = ["policy.timesteps=[999, 749, 499, 249]"] if name == "sd_tiny" else []
     cfg = load_config(CONFIGS / f"{name}_adjoint_matching_lora.yaml", FinetuneConfig,
-                      [*TINY, "algo.loss_kwargs={lam: 0.01, times: 2, memory_tol: 0.1}"])
+                      [*TINY, *grid, "algo.loss_kwargs={lam: 0.01, times: 2, memory_tol: 0.1}"])
     assert cfg.algo.loss == "adjoint_matching" and cfg.lora.rank > 0
     assert cfg.policy.sampler == "ddpm" and cfg.policy.guidance == 1.0
     torch.manual_seed(0)
