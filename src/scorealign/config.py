@@ -11,6 +11,7 @@ from __future__ import annotations
 from scorealign.errors import ScorealignError
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -307,9 +308,11 @@ def _coerce(tp: Any, loc: _Located, dotted: str, src: str) -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             # YAML reads 3e-4 as a string (no dot); accept numeric strings for floats only.
             try:
-                return float(v) if isinstance(v, str) else _raise()
+                v = float(v) if isinstance(v, str) else _raise()
             except (ValueError, TypeError):
                 raise ConfigError(f"{_where(src, loc, dotted)}: expected float, got {_show(v)}") from None
+        if not math.isfinite(v):  # one rule for every float field: nan / inf is never a setting
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a finite float, got {v}")
         return float(v)
     if tp is str:
         if not isinstance(v, str):

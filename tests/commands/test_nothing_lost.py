@@ -204,6 +204,38 @@ def test_demo_keeps_user_dirs_and_finished_runs_and_continues_a_killed_one(base,
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 1
 
 
+def test_demo_onto_a_user_file_is_refused_and_the_file_kept(base, tmp_path):
+    mine = tmp_path / "demo.txt"
+    mine.write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        res = runner.invoke(app, demo_args(base, mine) + extra)
+        assert res.exit_code == 2 and str(mine) in one_line_error(res)
+        assert mine.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.txt"]
+
+
+@pytest.mark.parametrize("command,field,value,says", [
+    ("finetune", "train.epochs", "-1", "must be > 0"),
+    ("finetune", "train.epochs", "0", "must be > 0"),
+    ("finetune", "train.lr", "-1", "must be > 0"),
+    ("finetune", "prompts.prompts", '["a handwritten 3", "a cat"]', "one digit 0-9"),
+    ("demo", "prompts.prompts", '["a cat"]', "one digit 0-9"),
+    ("dpo", "train.steps", "-5", "must be > 0"),
+    ("dpo", "train.lr", ".nan", "finite"),
+])
+def test_bad_budgets_rates_and_prompts_fail_before_anything_is_written(base, tmp_path, command,
+                                                                      field, value, says):
+    """Negative budgets (issue 26: finetune epochs=-1 and dpo steps=-5 ran with exit 0) and a
+    prompt the digits model cannot take ('a cat': was a reward failure after the run started)."""
+    out = tmp_path / "a" / "run"
+    args = {"dpo": ["--config", "dpo/demo"]}.get(command, sets(base))
+    res = runner.invoke(app, [command, *args, "--set", f"{field}={value}", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    line = one_line_error(res)
+    assert f"(--set): {field}: " in line and says in line, line
+    assert not (tmp_path / "a").exists()
+
+
 # -- 2. the run directory is the record ----------------------------------------------------
 def test_ctrl_c_says_how_to_continue_and_resume_overrides_are_recorded(base, tmp_path):
     from scorealign.commands.common import resolve_config
