@@ -236,6 +236,36 @@ def test_bad_budgets_rates_and_prompts_fail_before_anything_is_written(base, tmp
     assert not (tmp_path / "a").exists()
 
 
+def test_diffusion_dpo_on_pairs_with_a_prompt_the_digits_model_cannot_take(tmp_path):
+    """Diffusion-DPO's prompts come from its pair dataset: one that names no digit is refused
+    with the dataset's file named (not the run's config.yaml) and the run directory removed."""
+    import torch
+
+    from scorealign.nets import ModelConfig, build_model, save_pretrained
+    from scorealign.preference.rpo.dataset import PairWriter, quantize
+    cfg_m = ModelConfig(type="unet_cond", cond="label", kind="eps", sample_size=8,
+                        block_out_channels=(8, 16), norm_num_groups=8, attention_head_dim=8,
+                        label_dim=16)
+    save_pretrained(build_model(cfg_m, seed=0), tmp_path / "model")
+    imgs = quantize(torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    with PairWriter(tmp_path / "pairs", info={}) as w:
+        for i in range(6):
+            w.add("a cat" if i == 4 else f"a handwritten {i}", imgs[2 * i], imgs[2 * i + 1],
+                  "rpo", {})
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "configs/dpo/digits_rpo.yaml").read_text())
+    cfg.update(device="cpu", eval={"enabled": False})
+    cfg["data"]["path"], cfg["base"]["path"] = str(tmp_path / "pairs"), str(tmp_path / "model")
+    cfg["train"].update(steps=2, batch_size=6, progress=False)
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["dpo", "--config", str(tmp_path / "dpo.yaml"), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert f"{tmp_path / 'pairs' / 'pairs.jsonl'}: 'a cat' names no single digit" in last
+    assert "one digit 0-9" in last and "config.yaml" not in last
+    assert not out.exists()
+
+
 # -- 2. the run directory is the record ----------------------------------------------------
 def test_ctrl_c_says_how_to_continue_and_resume_overrides_are_recorded(base, tmp_path):
     from scorealign.commands.common import resolve_config

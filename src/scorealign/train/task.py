@@ -202,23 +202,30 @@ def check_task(data: DataConfig, model_cfg: ModelConfig) -> None:
 DIGIT_PROMPTED = frozenset({"digits"})
 
 
-def check_prompts(task: str, field: str, prompts: Sequence[str]) -> None:
-    """Raise :class:`FieldError` on ``field`` if a prompt is one the ``task``'s model cannot take.
+def prompt_problem(task: str, prompts: Sequence[str]) -> str | None:
+    """Why the ``task``'s model cannot take one of ``prompts``, or None.
 
     The digits model is prompted with a digit: every prompt must name exactly one digit 0-9
     (a numeral or a number word). Other tasks (text pipelines, the testbed) take any text.
-    Called from config validation, so a bad prompt fails before a run directory is written.
     """
     if task not in DIGIT_PROMPTED:
-        return
+        return None
     from scorealign.data.digits import PromptError, label_from_prompt
     for text in prompts:
         try:
             label_from_prompt(text)
         except PromptError:
-            raise FieldError(field, f"{text!r} names no single digit; the {task} model takes "
-                                    f"prompts that name one digit 0-9, e.g. "
-                                    f"{PROMPT_TEMPLATES[0].format(digit=7)!r}") from None
+            return (f"{text!r} names no single digit; the {task} model takes prompts that name "
+                    f"one digit 0-9, e.g. {PROMPT_TEMPLATES[0].format(digit=7)!r}")
+    return None
+
+
+def check_prompts(task: str, field: str, prompts: Sequence[str]) -> None:
+    """Raise :class:`FieldError` on ``field`` if a prompt is one the ``task``'s model cannot take
+    (:func:`prompt_problem`). Called from config validation, so a bad prompt fails before a run
+    directory is written."""
+    if (problem := prompt_problem(task, prompts)) is not None:
+        raise FieldError(field, problem)
 
 
 def build_task(data: DataConfig, sde_cfg: SDEConfig, model_cfg: ModelConfig,
