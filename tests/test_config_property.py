@@ -2,8 +2,9 @@
 dpo, dpo task=diffusion, rpo build-pairs, control, and demo's finetune config), given an invalid
 value with --set, is refused with the field named — by the loader, and through the CLI with exit 2
 and nothing written at --out (issue 26 item 4). Invalid values: a word that is no number, bool or
-choice; nan / inf for a float; a value outside the shared range rule of config.py (counts >= 1,
-rates > 0, clips >= 0); a prompt that names no digit for the digits model. Examples are bounded
+choice; nan / inf for a float; a value outside the shared range rule of config.py (counts and
+sizes >= 1, rates > 0, clips >= 0, decays and probabilities in [0, 1]); a prompt that names no
+digit for the digits model. Examples are bounded
 for CI (``max_examples``, no deadline)."""
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from scorealign.config import (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, ConfigError,  # noqa: E402
-                               load_config)
+from scorealign.config import (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,  # noqa: E402
+                               ConfigError, load_config)
 from scorealign.control.train import ControlConfig  # noqa: E402
 from scorealign.data.digits import NUMBER_WORDS  # noqa: E402
 from scorealign.preference.config import DPOConfig  # noqa: E402
@@ -79,6 +80,9 @@ def _invalid(name: str, tp) -> st.SearchStrategy[str]:
     if leaf in POSITIVE:
         out.append(st.one_of(st.integers(-5, 0).map(str),
                              st.floats(-10.0, 0.0).map(lambda v: f"{v!r}")))
+    if leaf in UNIT_INTERVAL:
+        out.append(st.one_of(st.floats(-10.0, -1e-6), st.floats(1.000001, 10.0)).map(
+            lambda v: f"{v!r}"))
     return st.one_of(*out)
 
 
@@ -100,7 +104,7 @@ def _no_digit_prompt() -> st.SearchStrategy[str]:
 def test_every_command_has_typed_fields():
     assert {c for c, _, _ in FIELDS} == set(COMMANDS) and len(FIELDS) > 80
     names = {n.rsplit(".", 1)[-1] for _, n, _ in FIELDS}
-    assert names & NON_NEGATIVE and names & POSITIVE and names & AT_LEAST_ONE
+    assert all(names & rule for rule in (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL))
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
