@@ -116,6 +116,18 @@ def assert_on_policy_exact():
 
 
 # -- multi-process launcher ---------------------------------------------------------------------
+@pytest.fixture
+def one_thread():
+    """This test runs with one intra-op thread, as the ``torchrun_finetune`` workers do, so that a
+    one-process reference differs from them only by what the test compares (batch composition),
+    not by the thread count's reduction order (with OMP_NUM_THREADS=2 an in-process reference
+    moved 2 of 4096 weights by 5e-5 after 2 epochs of Adam). Restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 _TORCHRUN_WORKER = '''
 import sys
 import torch
