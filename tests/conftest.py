@@ -95,7 +95,12 @@ def pretrain_killed_and_resumed(tmp_path):
 @pytest.fixture(scope="session")
 def assert_on_policy_exact():
     """``check(pol, traj) -> metrics``: the recomputed log-probs equal the rollout's bit for bit
-    and PPO's importance ratio is exactly 1 with nothing clipped (one inner step, fp32)."""
+    and PPO's importance ratio is exactly 1 with nothing clipped (one inner step, fp32).
+
+    ``traj`` must come from one ``pol.rollout`` call: ``log_prob`` then evaluates the network
+    step by step on the rollout's own batch, the same computation on the same shapes. A
+    trajectory assembled from several rollout chunks is compared to fp32 rounding instead
+    (tests/rl/test_speed_levers.py, tests/README.md)."""
     from scorealign.rl.losses import ppo_clip
 
     def check(pol, traj):
@@ -111,6 +116,18 @@ def assert_on_policy_exact():
 
 
 # -- multi-process launcher ---------------------------------------------------------------------
+@pytest.fixture
+def one_thread():
+    """This test runs with one intra-op thread, as the ``torchrun_finetune`` workers do, so that a
+    one-process reference differs from them only by what the test compares (batch composition),
+    not by the thread count's reduction order (with OMP_NUM_THREADS=2 an in-process reference
+    moved 2 of 4096 weights by 5e-5 after 2 epochs of Adam). Restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 _TORCHRUN_WORKER = '''
 import sys
 import torch

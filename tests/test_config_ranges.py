@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from scorealign.config import (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, ConfigError, load_config)
+from scorealign.config import (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, ConfigError,
+                               load_config)
 from scorealign.control.train import ControlConfig
 from scorealign.preference.config import DPOConfig
 from scorealign.preference.rpo.config import BuildPairsConfig, DiffusionDPOConfig
@@ -33,6 +34,8 @@ def _ranged_fields(schema: type, prefix: str = "") -> list[tuple[str, object]]:
             out.append((dotted, -1))
         elif f.name in POSITIVE:
             out.append((dotted, -1))
+        elif f.name in UNIT_INTERVAL:
+            out.append((dotted, 1.5))
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from scorealign.errors import ScorealignError
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -307,9 +308,11 @@ def _coerce(tp: Any, loc: _Located, dotted: str, src: str) -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             # YAML reads 3e-4 as a string (no dot); accept numeric strings for floats only.
             try:
-                return float(v) if isinstance(v, str) else _raise()
+                v = float(v) if isinstance(v, str) else _raise()
             except (ValueError, TypeError):
                 raise ConfigError(f"{_where(src, loc, dotted)}: expected float, got {_show(v)}") from None
+        if not math.isfinite(v):  # one rule for every float field: nan / inf is never a setting
+            raise ConfigError(f"{_where(src, loc, dotted)}: expected a finite float, got {v}")
         return float(v)
     if tp is str:
         if not isinstance(v, str):
@@ -338,14 +341,28 @@ def _type_name(tp: Any) -> str:
 
 #: One range rule for every command's config (issue 26): a budget, count, size or interval
 #: given in a YAML file or with --set must be > 0 (>= 1), a learning rate > 0, a warm-up, decay or clip
-#: >= 0. Matched by field name, checked before anything is written; fields whose 0 means "off"
-#: (``eval_every``) or "none" are not in these sets.
+#: >= 0, a decay or probability in [0, 1] (and every float finite, see ``_coerce``). Matched by
+#: field name, checked before anything is written; fields whose 0 means "off" (``eval_every``)
+#: or "none" are not in these sets; seeds and guidance scales take any value.
 AT_LEAST_ONE = frozenset({"epochs", "steps", "iterations", "batch_size", "per_epoch", "k",
                           "minibatch_size", "sample_batch_size", "inner_epochs", "grad_accum",
                           "log_every", "ckpt_every", "keep_checkpoints", "num_eval", "n_paths",
-                          "eval_paths"})
-NON_NEGATIVE = frozenset({"warmup_steps", "weight_decay", "grad_clip"})
-POSITIVE = frozenset({"lr"})
+                          "eval_paths",
+                          # sizes of networks and samples (num_classes: 0 is unconditional)
+                          "channels", "layers_per_block", "norm_num_groups",
+                          "attention_head_dim", "label_dim", "text_dim", "data_dim", "hidden",
+                          "depth", "emb_dim", "latent_size", "dim", "control_hidden",
+                          "num_samples", "end_scales", "backprop_steps",
+                          # optional caps (null: none)
+                          "limit", "max_pairs", "stop_after_steps"})
+NON_NEGATIVE = frozenset({"warmup_steps", "weight_decay", "grad_clip", "eta", "exploration",
+                          "sft_weight", "critic_ridge", "num_classes", "attempts", "degree",
+                          "critic_degree", "q_degree"})
+POSITIVE = frozenset({"lr", "alpha", "beta", "time_scale", "rho", "init_std", "reference_dt",
+                      "clip_sample"})
+#: Decays, probabilities, quantiles and strengths: in [0, 1].
+UNIT_INTERVAL = frozenset({"ema_decay", "quantile", "min_label_prob", "redraw_strength",
+                           "repair_strength", "lam"})
 
 
 def _check_range(name: str, value: Any) -> str | None:
@@ -358,6 +375,8 @@ def _check_range(name: str, value: Any) -> str | None:
         return f"must be >= 0, got {value}"
     if name in POSITIVE and not value > 0:
         return f"must be > 0, got {value}"
+    if name in UNIT_INTERVAL and not 0 <= value <= 1:
+        return f"must be in [0, 1], got {value}"
     return None
 
 

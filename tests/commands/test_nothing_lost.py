@@ -204,6 +204,68 @@ def test_demo_keeps_user_dirs_and_finished_runs_and_continues_a_killed_one(base,
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 1
 
 
+def test_demo_onto_a_user_file_is_refused_and_the_file_kept(base, tmp_path):
+    mine = tmp_path / "demo.txt"
+    mine.write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        res = runner.invoke(app, demo_args(base, mine) + extra)
+        assert res.exit_code == 2 and str(mine) in one_line_error(res)
+        assert mine.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.txt"]
+
+
+@pytest.mark.parametrize("command,field,value,says", [
+    ("finetune", "train.epochs", "-1", "must be > 0"),
+    ("finetune", "train.epochs", "0", "must be > 0"),
+    ("finetune", "train.lr", "-1", "must be > 0"),
+    ("finetune", "prompts.prompts", '["a handwritten 3", "a cat"]', "one digit 0-9"),
+    ("demo", "prompts.prompts", '["a cat"]', "one digit 0-9"),
+    ("dpo", "train.steps", "-5", "must be > 0"),
+    ("dpo", "train.lr", ".nan", "finite"),
+])
+def test_bad_budgets_rates_and_prompts_fail_before_anything_is_written(base, tmp_path, command,
+                                                                      field, value, says):
+    """Negative budgets (issue 26: finetune epochs=-1 and dpo steps=-5 ran with exit 0) and a
+    prompt the digits model cannot take ('a cat': was a reward failure after the run started)."""
+    out = tmp_path / "a" / "run"
+    args = {"dpo": ["--config", "dpo/demo"]}.get(command, sets(base))
+    res = runner.invoke(app, [command, *args, "--set", f"{field}={value}", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    line = one_line_error(res)
+    assert f"(--set): {field}: " in line and says in line, line
+    assert not (tmp_path / "a").exists()
+
+
+def test_diffusion_dpo_on_pairs_with_a_prompt_the_digits_model_cannot_take(tmp_path):
+    """Diffusion-DPO's prompts come from its pair dataset: one that names no digit is refused
+    with the dataset's file named (not the run's config.yaml) and the run directory removed."""
+    import torch
+
+    from scorealign.nets import ModelConfig, build_model, save_pretrained
+    from scorealign.preference.rpo.dataset import PairWriter, quantize
+    cfg_m = ModelConfig(type="unet_cond", cond="label", kind="eps", sample_size=8,
+                        block_out_channels=(8, 16), norm_num_groups=8, attention_head_dim=8,
+                        label_dim=16)
+    save_pretrained(build_model(cfg_m, seed=0), tmp_path / "model")
+    imgs = quantize(torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    with PairWriter(tmp_path / "pairs", info={}) as w:
+        for i in range(6):
+            w.add("a cat" if i == 4 else f"a handwritten {i}", imgs[2 * i], imgs[2 * i + 1],
+                  "rpo", {})
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "configs/dpo/digits_rpo.yaml").read_text())
+    cfg.update(device="cpu", eval={"enabled": False})
+    cfg["data"]["path"], cfg["base"]["path"] = str(tmp_path / "pairs"), str(tmp_path / "model")
+    cfg["train"].update(steps=2, batch_size=6, progress=False)
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["dpo", "--config", str(tmp_path / "dpo.yaml"), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert f"{tmp_path / 'pairs' / 'pairs.jsonl'}: 'a cat' names no single digit" in last
+    assert "one digit 0-9" in last and "config.yaml" not in last
+    assert not out.exists()
+
+
 # -- 2. the run directory is the record ----------------------------------------------------
 def test_ctrl_c_says_how_to_continue_and_resume_overrides_are_recorded(base, tmp_path):
     from scorealign.commands.common import resolve_config

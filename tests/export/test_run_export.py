@@ -80,6 +80,8 @@ def test_sd_full_finetune_export_is_a_diffusers_pipeline_dir(tmp_path, sd_pipe):
     out = export_sd(trained.unet, sd_pipe(0), tmp_path / "final", lora=False)
     pipe = StableDiffusionPipeline.from_pretrained(str(out), local_files_only=True,
                                                    safety_checker=None)
+    # bit-exact: the same UNet class and attention processors reloaded with the same fp32 weights
+    # (safetensors round-trips them exactly) on the same input
     torch.testing.assert_close(_unet_out(pipe.unet), _unet_out(trained.unet), rtol=0, atol=0)
 
 
@@ -103,6 +105,9 @@ def test_lm_export_loads_with_auto_model_and_generates(tmp_path):
     t2 = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
     ids = t2("abc", return_tensors="pt").input_ids
     assert ids.tolist() == tok("abc", return_tensors="pt").input_ids.tolist()
+    # bit-exact: the same class and attention implementation with the same fp32 weights
+    assert type(m2) is type(model)
+    assert m2.config._attn_implementation == model.config._attn_implementation
     with torch.no_grad():
         torch.testing.assert_close(m2(ids).logits, model(ids).logits, rtol=0, atol=0)
         gen = m2.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=t2.pad_token_id)

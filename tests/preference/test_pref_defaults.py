@@ -4,7 +4,6 @@ eps reaching the robust/cdpo links inside RainbowPO, TRL-style implicit rewards,
 ``dispersion_scale: auto``, KTO's z₀ gathered over processes and a KTO batch of one."""
 
 import math
-import os
 import socket
 
 import pytest
@@ -84,6 +83,7 @@ def test_eps_reaches_the_label_noise_links_inside_rainbowpo(link):
     beta, eps = 0.5, 0.2
     rb = C.rainbowpo(_lp(), beta=beta, link=link, eps=eps)
     direct = resolve(link, {"beta": beta, "eps": eps})(_lp())
+    # bit-exact: half-integer log-probs make both margin associations exact in fp32
     torch.testing.assert_close(rb.losses, direct.losses, rtol=0, atol=0)
     plain = C.rainbowpo(_lp(), beta=beta, link=link)  # eps unset: the link's ε = 0, i.e. sigmoid
     assert (rb.losses - plain.losses).abs().max() > 1e-3  # eps used to be dropped silently
@@ -156,7 +156,7 @@ def _gather_worker(rank: int, port: int, rows: list[list[float]], out: dict) -> 
     dist.destroy_process_group()
 
 
-def test_kto_reference_point_is_gathered_over_two_processes():
+def test_kto_reference_point_is_gathered_over_two_processes(monkeypatch):
     # Rank 0's rows alone give a negative KL (z₀ = 0); the global mean is positive.
     rows = [[-1.0, -0.5], [2.0, 1.5]]
     with socket.socket() as s:
@@ -165,7 +165,9 @@ def test_kto_reference_point_is_gathered_over_two_processes():
     ctx = torch.multiprocessing.get_context("spawn")
     with ctx.Manager() as mgr:
         out = mgr.dict()
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # for the spawned workers only: os.environ.setdefault leaked 1 thread into every later
+        # subprocess of the session when the suite ran with OMP_NUM_THREADS unset
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
         procs = [ctx.Process(target=_gather_worker, args=(r, port, rows, out)) for r in range(2)]
         for p in procs:
             p.start()

@@ -23,7 +23,7 @@ FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
 
 @pytest.mark.slow
 def test_fsdp_launch_on_cpu_runs_as_ddp_with_the_same_update(torchrun_finetune, make_setup,
-                                                             make_config):
+                                                             make_config, one_thread):
     ft = Finetuner(make_config(*SETS), None, setup=make_setup())  # one process, in-process
     ft.fit()
     one = ft.setup.trainable_state()

@@ -33,6 +33,9 @@ def test_bf16_config_trains_with_fp32_log_probs_and_ratio_one():
     _, traj, _ = ft.sample_and_score(prompts, ids, seeds)
     logp = ft.policy.log_prob(traj)
     assert logp.dtype == torch.float32
+    # bit-exact by construction: one rollout chunk (train.sample_batch_size = B = 4), so the
+    # recompute runs the network on the rollout's batch (tests/README.md)
+    assert traj.batch_size == ft.cfg.train.sample_batch_size
     assert torch.equal(torch.exp(logp - traj.log_probs).detach(), torch.ones_like(logp))
     metrics = ft.train_epoch()
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())

@@ -2,7 +2,8 @@
 
 The two-process run is launched with ``torchrun`` in fresh interpreters (``torchrun_finetune``
 in tests/conftest.py); the one-process reference runs in this process (same trainer, one
-process).
+process) with one intra-op thread like the workers (``one_thread``), whatever OMP_NUM_THREADS
+the suite runs with.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ SETS = ["train.epochs=2", "algo.loss=loop", "algo.loss_kwargs={clip: 0.05}",
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one_process(torchrun_finetune, make_setup, make_config):
+def test_two_gloo_processes_equal_one_process(torchrun_finetune, make_setup, make_config,
+                                              one_thread):
     ft = Finetuner(make_config(*SETS), None, setup=make_setup())
     ft.fit()
     a = ft.setup.trainable_state()

@@ -51,7 +51,9 @@ def test_ratio_losses_get_per_dimension_log_probs(make_setup, make_config, monke
         ft.train_epoch()
     d = math.prod((1, 8, 8))
     assert torch.equal(seen["per_dim"][1], seen["sum"][1] / d)
-    assert torch.equal(seen["per_dim"][0], seen["per_dim"][1])  # on-policy: ratio exactly 1
+    # on-policy, ratio exactly 1: one rollout chunk and one minibatch of all B = 8 rows
+    # (rl/conftest.py), so the recompute runs the network on the rollout's batch shape
+    assert torch.equal(seen["per_dim"][0], seen["per_dim"][1])
     assert not bool(seen["sum"][2][:, -1].any())  # the final step is masked out
 
 

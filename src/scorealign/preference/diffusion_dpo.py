@@ -30,8 +30,9 @@ from scorealign.preference.trainer import batch_indices
 from scorealign.rng import generator
 from scorealign.preference.rpo.base import Base, load_base
 from scorealign.preference.rpo.config import DiffusionDPOConfig
-from scorealign.preference.rpo.dataset import PairDataset, read_pairs
+from scorealign.preference.rpo.dataset import PAIRS_FILE, DatasetError, PairDataset, read_pairs
 from scorealign.sde.dsm import sample_t
+from scorealign.train.task import prompt_problem
 from scorealign.run.loop import (Cadence, LogWindow, lr_at, mean_over_processes, resume_states,
                                  run_steps)
 from scorealign.run.rundir import RunDir
@@ -166,6 +167,8 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     if tuple(data.chosen.shape[1:]) != base.image_shape():
         raise ValueError(f"{cfg.data.path}: images {tuple(data.chosen.shape[1:])} do not match "
                          f"the base model's {base.image_shape()}")
+    if (problem := prompt_problem("digits", data.prompts)) is not None:  # before the first step
+        raise DatasetError(f"{data.path / PAIRS_FILE}: {problem}")
     policy, ref_ctx, ref = build_policy(cfg, base)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)

@@ -240,6 +240,8 @@ class FinetuneConfig:
             if name is not None and name not in reg:
                 raise FieldError(field_, f"unknown {reg.kind} {name!r}; choose one of "
                                          f"{sorted(reg)}")
+        from scorealign.train.task import check_prompts  # before the first rollout (issue 26)
+        check_prompts(self.base.type, "prompts.prompts", self.prompts.prompts)
         t, p = self.train, self.prompts
         b = p.per_epoch * p.k
         if b % t.minibatch_size or t.minibatch_size % t.grad_accum:

@@ -197,6 +197,37 @@ def check_task(data: DataConfig, model_cfg: ModelConfig) -> None:
                                               f"data.image_size ({data.image_size})")
 
 
+#: Tasks whose model is prompted with a digit (``data.digits.label_from_prompt`` reads it, as the
+#: label conditioning and the ``digit_alignment`` reward do).
+DIGIT_PROMPTED = frozenset({"digits"})
+
+
+def prompt_problem(task: str, prompts: Sequence[str]) -> str | None:
+    """Why the ``task``'s model cannot take one of ``prompts``, or None.
+
+    The digits model is prompted with a digit: every prompt must name exactly one digit 0-9
+    (a numeral or a number word). Other tasks (text pipelines, the testbed) take any text.
+    """
+    if task not in DIGIT_PROMPTED:
+        return None
+    from scorealign.data.digits import PromptError, label_from_prompt
+    for text in prompts:
+        try:
+            label_from_prompt(text)
+        except PromptError:
+            return (f"{text!r} names no single digit; the {task} model takes prompts that name "
+                    f"one digit 0-9, e.g. {PROMPT_TEMPLATES[0].format(digit=7)!r}")
+    return None
+
+
+def check_prompts(task: str, field: str, prompts: Sequence[str]) -> None:
+    """Raise :class:`FieldError` on ``field`` if a prompt is one the ``task``'s model cannot take
+    (:func:`prompt_problem`). Called from config validation, so a bad prompt fails before a run
+    directory is written."""
+    if (problem := prompt_problem(task, prompts)) is not None:
+        raise FieldError(field, problem)
+
+
 def build_task(data: DataConfig, sde_cfg: SDEConfig, model_cfg: ModelConfig,
                device: str = "cpu", seed: int = 0) -> Task:
     """Build the Task for a pretraining config (fresh model initialized from ``seed``).
