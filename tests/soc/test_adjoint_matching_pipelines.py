@@ -50,3 +50,16 @@ def test_one_epoch_regresses_the_control_and_moves_lora(name):
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     assert moved and all("lora_B" in k or "lora_A" in k for k in moved)
     assert any("lora_B" in k for k in moved)
+
+
+def test_trained_steps_skip_only_a_deterministic_final_step():
+    """A flow pipeline's grid ends at t = 0, where the DDPM step has std 0 on every row: adjoint
+    matching regresses on the other steps only; any other zero std is not skipped."""
+    from scorealign.rl.adjoint_matching import trained_steps
+
+    stds = torch.rand(3, 5) + 0.1
+    assert trained_steps(stds) == 5
+    stds[:, -1] = 0.0
+    assert trained_steps(stds) == 4
+    stds[0, -1] = 0.2  # not zero on every row: not the data-end step
+    assert trained_steps(stds) == 5

@@ -66,6 +66,13 @@ def discrete_control(mean_ft: Tensor, mean_base: Tensor, std: Tensor) -> Tensor:
     return (mean_ft.to(torch.float64) - mean_base.to(torch.float64)) / bcast(std, mean_ft)
 
 
+def trained_steps(stds: Tensor) -> int:
+    """The steps adjoint matching can regress on, ``[0, S')``: all S, or S − 1 when the last
+    step is deterministic (std 0 on every row: the step onto the data end t = 0)."""
+    S = stds.shape[1]
+    return S - 1 if bool((stds[:, -1] == 0).all()) else S
+
+
 def sample_time_indices(steps: int, k: int, generator: torch.Generator,
                         split: float = AUTHORS_SPLIT) -> Tensor:
     """k distinct step indices in [0, steps), sorted: ⌊k/2⌋ from the first ``split`` of the steps.

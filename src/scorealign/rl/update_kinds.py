@@ -47,7 +47,7 @@ from scorealign.policy.trajectory import Trajectory
 from scorealign.registry import Entry, Registry
 from scorealign.rl.context import UpdateContext
 from scorealign.rl.flow_methods import NFT_TIMESTEP_FRACTION, OldModel, nft_loss, nft_times
-from scorealign.rl.adjoint_matching import AM_DEFAULT_TIMES
+from scorealign.rl.adjoint_matching import AM_DEFAULT_TIMES, trained_steps
 from scorealign.rl.losses import LossOut
 from scorealign.rl.updates import (adjoint_matching_loss, backprop_loss, chunked_policy_loss,
                                    loss_needs_kl, policy_loss)
@@ -209,7 +209,17 @@ class AdjointMatchingUpdate(UpdateKind):
     def model_evals_grad(self, ctx: UpdateContext, sub: Trajectory) -> int:
         """Rows × (K trained steps with a parameter graph + S base VJPs w.r.t. the state)."""
         times = int({"times": AM_DEFAULT_TIMES, **ctx.algo.loss_kwargs}["times"])
-        return sub.batch_size * (min(times, sub.num_steps) + sub.num_steps)
+        return sub.batch_size * (min(times, trained_steps(sub.stds)) + sub.num_steps)
+
+
+def final_step_lands_on_data(policy: Policy) -> bool:
+    """Whether the grid's last node is the data end t = 0 (a pipeline flow grid, whose sigmas end
+    at 0): the DDPM step onto it has std 0 (its posterior variance vanishes), the discrete form
+    of the memoryless σ(t) → 0 at the data end [Domingo-Enrich+25, §memoryless flow schedule:
+    σ(t) = sqrt(2η_t), η_t → 0 there]. That one step carries no noise and no control cost; the
+    lean adjoint passes through it and the loss trains on the random steps only
+    (:func:`trained_steps`)."""
+    return float(policy.ts[-1]) == 0.0
 
 
 def check_memoryless(policy: Policy, strict: bool = True, tol: float | None = None) -> None:
@@ -237,7 +247,8 @@ def check_memoryless(policy: Policy, strict: bool = True, tol: float | None = No
     if policy.clip_sample is not None:
         raise FieldError("policy.clip_sample", "adjoint matching needs the unclipped step mean "
                          "(its Jacobian is the lean adjoint's): needs policy.clip_sample=null")
-    if not bool(policy.stochastic_steps(0, 0).all()):
+    random = policy.stochastic_steps(0, 0)
+    if not bool(random[:-1].all()) or not (bool(random[-1]) or final_step_lands_on_data(policy)):
         raise FieldError("policy.action_steps", f"adjoint matching samples every step of the "
                          f"SDE (its loss divides by each step's std): needs "
                          f"policy.action_steps=all (got {policy.action_steps!r})")

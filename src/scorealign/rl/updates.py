@@ -211,7 +211,7 @@ def adjoint_matching_loss(ctx: "UpdateContext", sub: Trajectory, epoch: int, cal
     SD 1.5 configs set both off, which here is ``policy.guidance: 1``.
     """
     from scorealign.rl.adjoint_matching import discrete_control, sample_time_indices
-    from scorealign.rl.adjoint_matching import AM_DEFAULT_LAM, AM_DEFAULT_TIMES
+    from scorealign.rl.adjoint_matching import AM_DEFAULT_LAM, AM_DEFAULT_TIMES, trained_steps
     from scorealign.rng import generator
     from scorealign.samplers.memoryless import base_step_mean
     from scorealign.sde.soc import lean_adjoint
@@ -231,7 +231,7 @@ def adjoint_matching_loss(ctx: "UpdateContext", sub: Trajectory, epoch: int, cal
 
     adj = lean_adjoint(sub.xs, sub.ts, recorded, grad_r, lam)
     g = generator(int(sub.seeds[0]), "adjoint-matching-times", epoch, call)
-    ks = sample_time_indices(S, int(kw["times"]), g).tolist()
+    ks = sample_time_indices(trained_steps(sub.stds), int(kw["times"]), g).tolist()
     mean_ft = torch.stack([m for m, _ in pol.kernels(sub, ks)], 1)
     mean_base = torch.stack([base_means[k] for k in ks], 1)
     std = sub.stds[:, ks].to(sub.xs.device)
