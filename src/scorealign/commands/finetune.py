@@ -95,10 +95,13 @@ def opening_line(cfg: Any) -> str:
         "no gold reward"
     rows = p.per_epoch * p.k
     steps = t.epochs * t.inner_epochs * max(rows // t.minibatch_size, 1)
+    def n(count: int, noun: str) -> str:
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
     return (f"fine-tuning {cfg.base.path} ({cfg.base.type}) with {method} toward reward "
-            f"{_spec_name(cfg.reward.optimized)}; {gold}; budget {t.epochs} epochs × "
-            f"{p.per_epoch} prompts × k={p.k} = {t.epochs * rows} samples, {steps} optimizer "
-            f"steps")
+            f"{_spec_name(cfg.reward.optimized)}; {gold}; budget {n(t.epochs, 'epoch')} × "
+            f"{n(p.per_epoch, 'prompt')} × k={p.k} = {n(t.epochs * rows, 'sample')}, "
+            f"{n(steps, 'optimizer step')}")
 
 
 def print_closing(path: Path, file: Any = None) -> None:
