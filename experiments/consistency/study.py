@@ -9,8 +9,9 @@ and two-step consistency sampling (Karras grid, η = 0, no CFG) of the exported 
 scored as experiments/consistency/run.py scores them: class accuracy by the project classifier
 and Fréchet distance on its features against the real test split, ``--n`` samples with balanced
 labels and the same sampling seed. The reference is the teacher ``pretrained:digits8`` with
-25-step DDIM (η = 0, CFG 2), the shipped model's own evaluation; ``cd_shipped`` evaluates the
-shipped ``pretrained:digits8-cd`` (200 steps of batch 16) on the same cells.
+25-step DDIM (η = 0, CFG 2): its recorded evaluation (``pretrained:digits8/eval.json``, the same
+sampling and metrics) when the cell matches it, else computed. ``--model NAME=PATH`` scores any
+other model on the same cells (e.g. ``--model shipped=pretrained:digits8-cd``).
 
 Arms (``ARMS``): ``cd_base`` the current recipe (configs/pretrain/digits_cd.yaml: Song+23 CD,
 N = 18, μ = 0.95, L2); ``cd_ict`` iCT's pieces on CD (pseudo-Huber, lognormal pairs, 1/Δσ,
@@ -63,6 +64,8 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "cd_ect_v": (CD, ECT + ["model.kind=v"]),
     "cd_ect_x0": (CD, ECT + ["model.kind=x0"]),
     "cd_base_v": (CD, ["model.kind=v"]),
+    "cd_ict_v": (CD, ICT + ["model.kind=v"]),
+    "ct_ect_v": (CT, ECT + ["consistency.init_from=pretrained:digits8", "train.lr=1e-4"]),
 }
 
 
@@ -156,13 +159,18 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "exp_consistency_study")
     p.add_argument("--results", type=Path, default=None)
-    p.add_argument("--arms", default="cd_base,cd_ict,cd_ect,ct_ect,ct_ict,cd_ect_v,cd_ect_x0")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--arms", default="cd_base,cd_ict,cd_ect,ct_ect,ct_ict,cd_base_v,cd_ict_v,"
+                                     "cd_ect_v,cd_ect_x0,ct_ect_v")
+    p.add_argument("--seeds", type=int, default=1, help="training seeds 0..seeds-1")
+    p.add_argument("--only-seed", type=int, default=None, help="run just this seed")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--n", type=int, default=500, help="samples per evaluation cell")
     p.add_argument("--teacher-steps", type=int, default=25)
     p.add_argument("--eval-only", action="store_true", help="skip arms not trained yet")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                   help="also score this model (run dir or pretrained:<name>) as arm NAME; "
+                        "its cells are cached under NAME, so give a new model a new NAME")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     arms = [x for x in a.arms.split(",") if x]
@@ -180,7 +188,7 @@ def main(argv=None) -> None:
     real = load_digits("test", size=8, seed=0).images
     rows, meta = [], {}
     for arm in arms:
-        for seed in range(a.seeds):
+        for seed in ([a.only_seed] if a.only_seed is not None else range(a.seeds)):
             cell = f"{arm}_s{seed}_k{a.steps}_b{a.batch}"
             mpath = out / "cells" / f"{cell}_train.json"
             if a.eval_only and not mpath.is_file():
@@ -190,8 +198,12 @@ def main(argv=None) -> None:
                      for r in eval_cells(out, cell, str(out / "runs" / meta[cell]["run"]),
                                          (1, 2), a.n, clf, real)]
     teacher = teacher_cell(out, a.n, a.teacher_steps, clf, real)
-    shipped = eval_cells(out, "cd_shipped", "pretrained:digits8-cd", (1, 2), a.n, clf, real)
-    rows = [{**r, "arm": "cd_shipped", "cell": "cd_shipped"} for r in shipped] + rows
+    extra = []
+    for spec in a.model:
+        name, _, path = spec.partition("=")
+        extra += [{**r, "arm": name, "cell": name}
+                  for r in eval_cells(out, name, path, (1, 2), a.n, clf, real)]
+    rows = extra + rows
     _write(results / "results.json", {"teacher": teacher, "rows": rows, "train": meta,
                                       "steps": a.steps, "batch": a.batch, "n": a.n})
     (results / "table.md").write_text(table(rows, teacher, meta))
