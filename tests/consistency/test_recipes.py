@@ -208,3 +208,27 @@ def test_recipe_loss_matches_its_closed_form(name):
     # fp32 distance of float64 inputs: agreement to fp32 precision
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-7 * float(want.abs().max())), \
         float(((got.double() - want).abs() / want.abs().clamp_min(1e-12)).max())
+
+
+def test_no_ema_target_is_a_stopgrad_of_the_online_net():
+    """θ⁻ = stopgrad(θ) [iCT §3.2]: with the student as its own target, the gradient of
+    d = mean((θ x_hi − θ x_lo)²) is 2 mean((θ x_hi − θ x_lo) x_hi), not the full derivative."""
+    sde = build_sde("vp")
+    cfg = ConsistencyConfig(target_ema_mode="none")
+    assert ema_and_scales(7, 100, cfg)[0] == 0.0
+    theta = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    f = lambda x, t: theta * x  # noqa: E731
+    g = torch.Generator().manual_seed(5)
+    x0, z = torch.randn(32, 3, generator=g, dtype=F64), torch.randn(32, 3, generator=g, dtype=F64)
+    ts = discretization(sde, 18, cfg)
+    draw = torch.randint(17, (32,), generator=g)
+    loss = recipe_loss(f, f, sde, cfg, x0, z, draw, 7, 100, ts=ts)
+    loss.sum().backward()
+    hi, lo = sde.marginal(ts[draw]), sde.marginal(ts[draw + 1])
+    x_hi = hi.mean_coef[:, None] * x0 + hi.std[:, None] * z
+    x_lo = lo.mean_coef[:, None] * x0 + lo.std[:, None] * z
+    th = theta.detach()
+    want = (2 * (th * x_hi - th * x_lo) * x_hi).mean(1).sum()
+    assert float(theta.grad) == pytest.approx(float(want), rel=1e-5)
+    full = (2 * (th * x_hi - th * x_lo) * (x_hi - x_lo)).mean(1).sum()
+    assert abs(float(full) - float(want)) > 1e-3 * abs(float(want))
