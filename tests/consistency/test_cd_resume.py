@@ -67,3 +67,20 @@ def test_ct_run_trains_without_teacher_and_exports(tmp_path):
     assert (final / "model.safetensors").is_file()
     logged = RunDir(tmp_path / "ct").read_metrics()
     assert all("loss/ct" in r and r["loss/ct"] >= 0 for r in logged)
+
+
+ECT_SETS = [s for s in SETS if not s.startswith(("consistency.scale_mode",
+                                                 "consistency.target_ema_mode"))] + [
+    "consistency.pair_sampling=ect", "consistency.weighting=inv_dsigma",
+    "consistency.target_ema_mode=none", "consistency.huber_c=0", "consistency.ect_stages=3"]
+
+
+@pytest.mark.slow
+def test_ect_kill_and_resume_is_bit_identical(pretrain_killed_and_resumed):
+    """ECT's draws (normal u per pair) and its stage are functions of (seed, step) as well."""
+    killed, ref = pretrain_killed_and_resumed("configs/pretrain/gaussians.yaml", ECT_SETS, 10)
+    a, b = load_file(str(killed / "final" / "model.safetensors")), \
+        load_file(str(ref / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = RunDir(killed).read_metrics(), RunDir(ref).read_metrics()
+    assert ra == rb and all(r["cm/target_ema"] == 0.0 for r in ra)

@@ -28,19 +28,38 @@ class ConsistencyConfig:
         "help": "CD: PF-ODE step of the teacher: heun_ode | euler_ode | ddim (η = 0)"})
     teacher_guidance: float = field(default=1.0, metadata={
         "help": "CD: classifier-free guidance scale of the teacher (1: none)"})
-    scale_mode: Literal["fixed", "progressive"] = field(default="fixed", metadata={
-        "help": "N(k): fixed = start_scales; progressive grows it to end_scales + 1"})
+    scale_mode: Literal["fixed", "progressive", "exponential"] = field(default="fixed", metadata={
+        "help": "N(k): fixed = start_scales; progressive grows it to end_scales + 1; "
+                "exponential: iCT's doubling curriculum min(s0 2^⌊k/K'⌋, s1) + 1"})
     start_scales: int = field(default=18, metadata={"help": "s₀ (fixed: N)"})
     end_scales: int = field(default=150, metadata={"help": "s₁ (progressive)"})
-    target_ema_mode: Literal["fixed", "adaptive"] = field(default="fixed", metadata={
-        "help": "μ(k): fixed = start_ema; adaptive = exp(s₀ log μ₀ / N(k))"})
+    target_ema_mode: Literal["fixed", "adaptive", "none"] = field(default="fixed", metadata={
+        "help": "μ(k): fixed = start_ema; adaptive = exp(s₀ log μ₀ / N(k)); none: θ⁻ = "
+                "stopgrad(θ) (iCT, ECT)"})
     start_ema: float = field(default=0.95, metadata={"help": "μ₀, target-network EMA"})
     grid: str = field(default="karras", metadata={"help": "discretization t_1..t_N (a GRIDS name)"})
     rho: float = field(default=7.0, metadata={"help": "ρ of the karras grid"})
     distance: Literal["l2", "pseudo_huber"] = field(default="l2", metadata={
         "help": "d(·,·): l2 (mean squared error) or pseudo_huber (iCT)"})
     huber_c: float | None = field(default=None, metadata={
-        "help": "pseudo-Huber c (null: 0.00054 sqrt(D))"})
+        "help": "pseudo-Huber c (null: 0.00054 sqrt(D); 0: the norm ‖a − b‖, ECT's c = 0)"})
+    pair_sampling: Literal["uniform", "lognormal", "ect"] = field(default="uniform", metadata={
+        "help": "pairs (t_{n+1}, t_n): uniform index n on the grid; lognormal: iCT's "
+                "discretized lognormal in σ = s/m; ect: continuous σ_t ~ lognormal and σ_r "
+                "by ECT's shrinking mapping (no grid)"})
+    p_mean: float = field(default=-1.1, metadata={
+        "help": "P_mean of the lognormal in log σ (iCT / ECT / EDM: -1.1)"})
+    p_std: float = field(default=2.0, metadata={"help": "P_std of the lognormal (2.0)"})
+    weighting: Literal["uniform", "inv_dsigma"] = field(default="uniform", metadata={
+        "help": "λ: uniform (Song+23) or inv_dsigma 1/(σ_{n+1} − σ_n) (iCT, ECT), σ = s/m"})
+    ect_q: float = field(default=2.0, metadata={"help": "ECT: Δt shrinks by q per stage"})
+    ect_k: float = field(default=8.0, metadata={"help": "ECT mapping n(t) = 1 + k sigmoid(-b t)"})
+    ect_b: float = field(default=1.0, metadata={"help": "ECT mapping n(t) = 1 + k sigmoid(-b t)"})
+    ect_stages: int = field(default=8, metadata={
+        "help": "ECT: number of Δt stages over train.steps (run_ecm.sh: 8)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "initialize θ from this model (ECT: the pretrained diffusion model); "
+                "overrides init_from_teacher; the prediction kind may differ (head re-read)"})
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -56,8 +75,14 @@ class ConsistencyConfig:
             raise FieldError("start_ema", f"must be in [0, 1), got {self.start_ema}")
         if self.teacher_guidance < 0:
             raise FieldError("teacher_guidance", f"must be >= 0, got {self.teacher_guidance}")
-        if self.huber_c is not None and self.huber_c <= 0:
-            raise FieldError("huber_c", f"must be > 0, got {self.huber_c}")
+        if self.huber_c is not None and self.huber_c < 0:
+            raise FieldError("huber_c", f"must be >= 0, got {self.huber_c}")
+        if self.p_std <= 0:
+            raise FieldError("p_std", f"must be > 0, got {self.p_std}")
+        if self.ect_q <= 1 or self.ect_stages < 1:
+            raise FieldError("ect_q" if self.ect_q <= 1 else "ect_stages",
+                             f"need ect_q > 1 and ect_stages >= 1, got {self.ect_q}, "
+                             f"{self.ect_stages}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,15 @@ N(k) = ceil(sqrt(k/K ((s₁ + 1)² − s₀²) + s₀²) − 1) + 1 [Song+23, Ap
 ``adaptive`` sets μ(k) = exp(s₀ log μ₀ / N(k)) [App. C, μ(·)] (their CT: s₀ = 2, s₁ = 150,
 μ₀ = 0.9 on CIFAR-10). λ ≡ 1 (openai ``weight_schedule=uniform``).
 
+Modern recipes (``train/consistency_recipes.py``, every piece an option of this loop):
+iCT [Song & Dhariwal 23, arXiv:2310.14189] = ``distance: pseudo_huber``, ``pair_sampling:
+lognormal``, ``weighting: inv_dsigma``, ``target_ema_mode: none``, ``scale_mode: exponential``
+(s₀ = 10, s₁ = 1280); ECT [Geng+24, arXiv:2406.14548] = ``init_from: <diffusion model>``,
+``pair_sampling: ect`` (continuous lognormal σ_t, Δt shrinking by ``ect_q`` per stage),
+``weighting: inv_dsigma``, ``target_ema_mode: none``, ``distance: pseudo_huber`` with
+``huber_c: 0``. Both are written in EDM's σ; on the project's SDEs σ = s(t)/m(t) (VP:
+sqrt(1 − ᾱ)/sqrt(ᾱ)) and times are t = nsr⁻¹(σ) (module docstring of consistency_recipes).
+
 LPIPS is not available offline; the distance d is ``l2`` (mean squared error over dimensions,
 openai ``loss_norm=l2``) or ``pseudo_huber`` sqrt(‖a − b‖² + c²) − c with c = 0.00054 sqrt(D)
 [Song & Dhariwal 23 (iCT), arXiv:2310.14189, §3.3].
@@ -49,6 +58,9 @@ from scorealign.sde.base import SDE, bcast
 from scorealign.sde.consistency import ConsistencyFunction
 
 from scorealign.train.config import SOLVERS, ConsistencyConfig  # noqa: F401 (re-export)
+from scorealign.train.consistency_recipes import (ect_sigma_r, ect_stage, ict_num_scales,
+                                                  inv_dsigma, lognormal_pair_probs,
+                                                  lognormal_sigma)
 from scorealign.train.optim import lr_at, make_accelerator, update_ema
 
 if TYPE_CHECKING:
@@ -57,13 +69,21 @@ if TYPE_CHECKING:
 
 PredFn = Callable[[Tensor, Tensor], Tensor]
 def ema_and_scales(step: int, total: int, cfg: ConsistencyConfig) -> tuple[float, int]:
-    """(μ(k), N(k)) at training step k of K  [Song+23, App. C; openai ``cm/script_util.py``]."""
+    """(μ(k), N(k)) at training step k of K  [Song+23, App. C; openai ``cm/script_util.py``].
+
+    ``scale_mode: exponential`` is iCT's curriculum (``consistency_recipes.ict_num_scales``);
+    ``target_ema_mode: none`` is μ ≡ 0, θ⁻ = stopgrad(θ) [iCT §3.2].
+    """
     if cfg.scale_mode == "fixed":
         n = cfg.start_scales
+    elif cfg.scale_mode == "exponential":
+        n = ict_num_scales(step, total, cfg.start_scales, cfg.end_scales)
     else:
         s0, s1 = cfg.start_scales, cfg.end_scales
         n = math.ceil(math.sqrt(step / total * ((s1 + 1) ** 2 - s0**2) + s0**2) - 1)
         n = max(n, 1) + 1
+    if cfg.target_ema_mode == "none":
+        return 0.0, n
     if cfg.target_ema_mode == "fixed":
         return cfg.start_ema, n
     return math.exp(cfg.start_scales * math.log(cfg.start_ema) / n), n
@@ -75,14 +95,56 @@ def discretization(sde: SDE, n: int, cfg: ConsistencyConfig) -> Tensor:
 
 
 def distance(a: Tensor, b: Tensor, kind: str = "l2", c: float | None = None) -> Tensor:
-    """Per-sample d(a, b) [B] in fp32: ``l2`` mean squared error, or pseudo-Huber [iCT §3.3]."""
-    diff = (a.float() - b.float()).flatten(1)
+    """Per-sample d(a, b) [B] in fp32: ``l2`` mean squared error, or pseudo-Huber [iCT §3.3].
+
+    pseudo-Huber: sqrt(‖a − b‖² + c²) − c, c = 0.00054 sqrt(D) by default (D = dimensions);
+    it is ‖a − b‖²/(2c) for ‖a − b‖ ≪ c and ‖a − b‖ − c for ‖a − b‖ ≫ c; c = 0 is the norm
+    ‖a − b‖ itself (ECT's default c, ect:training/loss.py:86-89; its gradient at 0 is 0).
+    """
+    diff = (a - b).float().flatten(1)   # subtract before rounding to fp32
     if kind == "l2":
         return diff.pow(2).mean(1)
     if kind == "pseudo_huber":
         c = 0.00054 * math.sqrt(diff.shape[1]) if c is None else c
-        return (diff.pow(2).sum(1) + c**2).sqrt() - c
+        if c == 0:
+            return torch.linalg.vector_norm(diff, dim=1)
+        sq = diff.pow(2).sum(1)
+        return sq / ((sq + c**2).sqrt() + c)  # = sqrt(sq + c²) − c without cancellation
     raise ValueError(f"unknown distance {kind!r}; choose l2 or pseudo_huber")
+
+
+def pair_probs(sde: SDE, ts: Tensor, cfg: ConsistencyConfig) -> Tensor | None:
+    """Probabilities [N−1] of the pairs (ts[n], ts[n+1]) of a decreasing grid, or None (uniform).
+
+    ``lognormal``: iCT's discretized lognormal in σ = s/m (``lognormal_pair_probs``).
+    """
+    if cfg.pair_sampling != "lognormal":
+        return None
+    return lognormal_pair_probs(sde.nsr(ts).flip(0), cfg.p_mean, cfg.p_std).flip(0)
+
+
+def ect_times(sde: SDE, u: Tensor, stage: int, cfg: ConsistencyConfig) -> tuple[Tensor, Tensor]:
+    """ECT's pair (t, r) as project times from standard-normal draws u [B] (float64).
+
+    σ_t = exp(P_mean + P_std u) clipped to [1.01 σ(t_min), σ(t_max)] (the SDE's σ range; the
+    1.01 keeps t > t_min, where f is not the identity), σ_r by ``ect_sigma_r``; times by
+    t = nsr⁻¹(σ), and t_r = t_min exactly where σ_r ≤ σ(t_min) (the boundary: the target is
+    x_{t_min} itself, as ECT's target is the data where r = 0).
+    """
+    lim = sde.nsr(torch.tensor([sde.t_min, sde.t_max], dtype=torch.float64))
+    sig_t = lognormal_sigma(u, cfg.p_mean, cfg.p_std).clamp(float(lim[0]) * 1.01, float(lim[1]))
+    sig_r = ect_sigma_r(sig_t, stage, cfg.ect_q, cfg.ect_k, cfg.ect_b)
+    t_hi = torch.where(sig_t >= lim[1], torch.full_like(sig_t, sde.t_max), sde.t_from_nsr(sig_t))
+    t_lo = torch.where(sig_r <= lim[0], torch.full_like(sig_r, sde.t_min),
+                       sde.t_from_nsr(sig_r.clamp_min(float(lim[0]))))
+    return t_hi, t_lo
+
+
+def pair_weight(sde: SDE, t_hi: Tensor, t_lo: Tensor, cfg: ConsistencyConfig) -> Tensor:
+    """λ per pair [B] float64: 1, or 1/(σ(t_hi) − σ(t_lo)) (``inv_dsigma``, iCT §3.1 / ECT)."""
+    if cfg.weighting == "uniform":
+        return torch.ones_like(t_hi, dtype=torch.float64)
+    return inv_dsigma(sde.nsr(t_hi), sde.nsr(t_lo))
 
 
 def teacher_step(teacher: PredFn, kind: str, sde: SDE, x: Tensor, t: Tensor, t_next: Tensor,
@@ -124,6 +186,31 @@ def consistency_loss(student: Callable[[Tensor, Tensor], Tensor],
                     + bcast(lo.std, x0) * z.to(torch.float64)).to(x0.dtype)
         f_target = target(x_lo, t_lo)
     return distance(student(x_hi, t_hi), f_target, dist, huber_c)
+
+
+def recipe_loss(student: Callable[[Tensor, Tensor], Tensor],
+                target: Callable[[Tensor, Tensor], Tensor], sde: SDE, cfg: ConsistencyConfig,
+                x0: Tensor, z: Tensor, draw: Tensor, step: int, total: int, *,
+                ts: Tensor | None = None, teacher: PredFn | None = None,
+                teacher_kind: str = "eps") -> Tensor:
+    """Per-sample λ(t_hi, t_lo) d(f_θ(x_hi, t_hi), f_θ⁻(x̂_lo, t_lo)) [B] of the configured recipe.
+
+    The pair comes from ``draw`` (``consistency_batch``): grid indices n into the decreasing
+    grid ``ts`` (Song+23; iCT's lognormal), or ECT's normal draws u with the stage of ``step``
+    of ``total``; λ is ``pair_weight``; d is ``cfg.distance``. With ``target_ema_mode: none``
+    pass the student as ``target`` (θ⁻ = stopgrad(θ): the target side runs without gradient).
+    """
+    if cfg.pair_sampling == "ect":
+        t_hi, t_lo = ect_times(sde, draw, ect_stage(step, total, cfg.ect_stages), cfg)
+    else:
+        if ts is None:
+            raise ValueError(f"pair_sampling {cfg.pair_sampling!r} needs the grid ts")
+        t_hi, t_lo = ts[draw], ts[draw + 1]
+    lam = pair_weight(sde, t_hi, t_lo, cfg).to(x0.device, torch.float32)
+    t_hi, t_lo = t_hi.to(x0.device), t_lo.to(x0.device)
+    return lam * consistency_loss(student, target, sde, x0, t_hi, t_lo, z, teacher=teacher,
+                                  teacher_kind=teacher_kind, solver=cfg.solver,
+                                  dist=cfg.distance, huber_c=cfg.huber_c)
 
 
 @torch.no_grad()
@@ -178,22 +265,54 @@ def load_teacher(cfg: "PretrainConfig", task) -> tuple[Callable[[Any], PredFn], 
 
 def _same_arch(a, b) -> bool:
     import dataclasses
-    return dataclasses.replace(a, cfg_dropout=0.0) == dataclasses.replace(b, cfg_dropout=0.0)
+    return (dataclasses.replace(a, cfg_dropout=0.0, kind="eps")
+            == dataclasses.replace(b, cfg_dropout=0.0, kind="eps"))
 
 
 # -- the loop ---------------------------------------------------------------------------------
 def consistency_batch(task, cfg: "PretrainConfig", step: int, n_scales: int, rank: int,
-                      world: int):
-    """This process's slice of step ``step``'s global batch: (x0, cond, n, z)."""
+                      world: int, probs: Tensor | None = None):
+    """This process's slice of step ``step``'s global batch: (x0, cond, draw, z).
+
+    ``draw`` is the pair index n [B] (uniform, or from ``probs``: iCT's lognormal) or, for
+    ``pair_sampling: ect``, the standard-normal draw u [B] float64 of σ_t.
+    """
     tc = cfg.train
     g = generator(tc.seed, "consistency", tc.objective, step)
     idx = torch.randint(task.num_train, (tc.batch_size,), generator=g)
-    n = torch.randint(n_scales - 1, (tc.batch_size,), generator=g)
+    if cfg.consistency.pair_sampling == "ect":
+        n = torch.randn(tc.batch_size, generator=g, dtype=torch.float64)
+    elif probs is not None:
+        n = torch.multinomial(probs, tc.batch_size, replacement=True, generator=g)
+    else:
+        n = torch.randint(n_scales - 1, (tc.batch_size,), generator=g)
     x0, labels = task.train_x[idx], task.train_y[idx]
     z = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
     cond = task.training_cond(labels, g)
     mine = slice(rank, None, world)
     return x0[mine], task.slice_cond(cond, mine), n[mine], z[mine]
+
+
+def _init_student(model: nn.Module, cfg: "PretrainConfig", t_net: nn.Module | None) -> None:
+    """θ ← ``init_from`` (ECT: the diffusion model), else the CD teacher (``init_from_teacher``).
+
+    The architecture must match (``cfg_dropout`` and the prediction kind may differ: a student
+    of another kind re-reads the copied output head as its own kind).
+    """
+    from scorealign.train.bases import load_digits_base
+    cc = cfg.consistency
+    src = t_net if cfg.train.objective == "cd" and cc.init_from_teacher else None
+    if cc.init_from is not None:
+        try:
+            src = load_digits_base(cc.init_from)[1]
+        except (FileNotFoundError, ValueError) as e:
+            raise FieldError("consistency.init_from", str(e)) from None
+    if src is None:
+        return
+    if not _same_arch(src.config, cfg.model):
+        raise FieldError("model", "initializing the student needs the source's model config "
+                                  "(cfg_dropout and kind may differ)")
+    model.load_state_dict(src.state_dict())
 
 
 def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = False
@@ -213,11 +332,7 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
     factory, t_kind, t_net = (None, task.kind, None)
     if tc.objective == "cd":
         factory, t_kind, t_net = load_teacher(cfg, task)
-        if cc.init_from_teacher and t_net is not None:
-            if not _same_arch(t_net.config, cfg.model):
-                raise FieldError("model", "init_from_teacher needs the teacher's model config "
-                                          "(cfg_dropout may differ)")
-            model.load_state_dict(t_net.state_dict())
+    _init_student(model, cfg, t_net)
     target = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -236,21 +351,26 @@ def consistency_pretrain(cfg: "PretrainConfig", run: "RunDir", resume: bool = Fa
     target_f = ConsistencyFunction(target, sde, task.kind)
     grids: dict[int, Tensor] = {}
 
+    online = cc.target_ema_mode == "none"   # θ⁻ = stopgrad(θ) [iCT §3.2]
+
     def step(i: int) -> dict[str, float | None]:
         mu, n_scales = ema_and_scales(i, tc.steps, cc)
-        ts = grids.setdefault(n_scales, discretization(sde, n_scales, cc))
+        probs, ts = None, None
+        if cc.pair_sampling != "ect":
+            ts = grids.setdefault(n_scales, discretization(sde, n_scales, cc))
+            probs = pair_probs(sde, ts, cc)
         x0, cond, n, z = consistency_batch(task, cfg, i, n_scales, acc.process_index,
-                                           acc.num_processes)
+                                           acc.num_processes, probs)
         x0, z = x0.to(acc.device), z.to(acc.device)
-        t_hi, t_lo = ts[n].to(acc.device), ts[n + 1].to(acc.device)
         cond = task.cond_to(cond, acc.device)
-        loss = consistency_loss(
-            lambda x, t: student_f(x, t, cond), lambda x, t: target_f(x, t, cond), sde,
-            x0, t_hi, t_lo, z, teacher=factory(cond) if factory is not None else None,
-            teacher_kind=t_kind, solver=cc.solver, dist=cc.distance,
-            huber_c=cc.huber_c).mean()
+        tgt = student_f if online else target_f
+        loss = recipe_loss(
+            lambda x, t: student_f(x, t, cond), lambda x, t: tgt(x, t, cond), sde, cc, x0, z,
+            n, i, tc.steps, ts=ts,
+            teacher=factory(cond) if factory is not None else None, teacher_kind=t_kind).mean()
         gnorm = optimizer_step(acc, model, opt, loss, tc.grad_clip)
-        update_target(target, acc.unwrap_model(model), mu)
+        if not online:
+            update_target(target, acc.unwrap_model(model), mu)
         update_ema(ema, acc.unwrap_model(model), tc.ema_decay, i)
         return {f"loss/{tc.objective}": loss.item(), "opt/lr": lr_at(i, tc),
                 "cm/num_scales": n_scales, "cm/target_ema": mu, "opt/grad_norm": gnorm}
