@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from scorealign.commands.kinds import EvalRequest, RunKind, SampleRequest, Sampled
-from scorealign.commands.runs import out_file, run_checkpoint
+from scorealign.commands.runs import out_file, run_checkpoint, samples_dir
 from scorealign.control.train import ControlConfig
 
 
@@ -51,7 +51,7 @@ def sample(loaded, req: SampleRequest) -> Sampled:
     import matplotlib.pyplot as plt
     import torch
 
-    path = out_file(req.out, Path(loaded.run_dir) / "samples" / f"paths_seed{req.seed}.png")
+    path = out_file(req.out, samples_dir(loaded) / f"paths_seed{req.seed}.png")
     cfg = loaded.config
     xs = draw(loaded, None, req.n, req.seed, False)
     t = torch.arange(xs.shape[0], dtype=torch.float64).numpy() * cfg.dt

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from scorealign.commands.kinds import EvalRequest, RunKind, SampleRequest, Sampled
-from scorealign.commands.runs import out_file, prompt_tag, read_run_config, run_checkpoint
+from scorealign.commands.runs import out_file, prompt_tag, read_run_config, run_checkpoint, samples_dir
 from scorealign.preference.config import DPOConfig
 
 
@@ -53,7 +53,7 @@ def sample(loaded, req: SampleRequest) -> Sampled:
     """``prompt<TAB>completion`` lines in a text file."""
     prompts = list(req.prompts or ["a"])
     texts = draw(loaded, prompts, req.n, req.seed, False)
-    path = out_file(req.out, Path(loaded.run_dir) / "samples" /
+    path = out_file(req.out, samples_dir(loaded) /
                     f"sample_{prompt_tag(req.prompts)}_seed{req.seed}.txt")
     rows = [f"{p}\t{t}" for p, t in zip([p for p in prompts for _ in range(req.n)], texts)]
     path.write_text("\n".join(rows) + "\n")

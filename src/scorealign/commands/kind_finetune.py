@@ -20,7 +20,7 @@ import torch
 from scorealign.commands.kinds import EvalRequest, RunKind, SampleRequest, Sampled
 from scorealign.commands.runs import (digits_from_dir, draw_digits, out_file, prompt_tag,
                                       read_run_config, run_checkpoint, sample_digits,
-                                      sampling_overrides)
+                                      samples_dir, sampling_overrides)
 from scorealign.errors import ExportError, UsageError
 from scorealign.rl.config import FinetuneConfig
 
@@ -309,14 +309,14 @@ def sample(loaded, req: SampleRequest) -> Sampled:
         return sample_digits(loaded, req)
     if loaded.setup.problem is not None:  # testbed: points over p*_β's contours
         x = draw(loaded, loaded.setup.prompts[:1], req.n, req.seed, False)
-        path = out_file(req.out, Path(loaded.run_dir) / "samples" / f"sample_seed{req.seed}.png")
+        path = out_file(req.out, samples_dir(loaded) / f"sample_seed{req.seed}.png")
         loaded.setup.save_samples(x, path, req.n)
         return Sampled(path)
     from scorealign.report.figures import save_image_grid
 
     prompts = list(req.prompts or loaded.setup.prompts[:4])
     x = draw(loaded, prompts, req.n, req.seed, False)
-    path = out_file(req.out, Path(loaded.run_dir) / "samples" /
+    path = out_file(req.out, samples_dir(loaded) /
                     f"sample_{prompt_tag(req.prompts)}_seed{req.seed}.png")
     save_image_grid(x, path, nrow=req.n)
     return Sampled(path)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from scorealign.commands.kinds import get_kind, kind_of
-from scorealign.errors import UsageError
+from scorealign.errors import RunNotFoundError, UsageError
 
 
 @dataclass
@@ -34,6 +34,9 @@ class Loaded:
         run_dir: the run directory.
         denoiser: SD-style finetune runs: ``model``'s denoiser in the trainer's interface, which
             :meth:`sample` rolls out with the run's policy.
+        samples_dir: where ``scorealign sample`` writes by default: ``RUN/samples``, or
+            ``./samples/<name>`` for a shipped ``pretrained:<name>`` model (never inside the
+            installed package).
     """
 
     kind: str
@@ -46,6 +49,7 @@ class Loaded:
     setup: Any = None
     run_dir: Path | None = None
     denoiser: Any = None
+    samples_dir: Path | None = None
 
     @torch.no_grad()
     def sample(self, prompts: list[str] | str | None = None, n: int = 4, seed: int = 0,
@@ -69,11 +73,24 @@ def load(run_dir: str | Path, device: str = "cpu") -> Loaded:
     """Open ``run_dir`` (written by any scorealign command) and return its trained model.
 
     The model comes from ``RUN/final`` when present, else from the newest checkpoint.
+    ``pretrained:<name>`` opens a shipped model (``scorealign configs`` lists the bases).
     Raises RunNotFoundError/ConfigError/CheckpointError/ExportError naming the file.
     """
-    run_dir = Path(run_dir)
+    alias = str(run_dir)
+    if alias.startswith("pretrained:"):  # a shipped model: its directory is a pretraining run
+        from scorealign.train.bases import PRETRAINED, resolve_base_path
+        try:
+            run_dir = resolve_base_path(alias)
+        except FileNotFoundError:
+            names = sorted(p.name for p in PRETRAINED.iterdir() if p.is_dir())
+            raise RunNotFoundError(f"{alias}: no shipped model of that name (shipped: "
+                                   f"{', '.join('pretrained:' + n for n in names)})") from None
+        samples = Path("samples") / alias.split(":", 1)[1]
+    else:
+        run_dir = Path(run_dir)
+        samples = run_dir / "samples"
     out = get_kind(kind_of(run_dir)).load(run_dir, device)
-    out.run_dir = run_dir
+    out.run_dir, out.samples_dir = run_dir, samples
     return out
 
 

@@ -61,6 +61,14 @@ def prompt_tag(prompts: list[str] | None) -> str:
     return "_".join(slug(p) for p in prompts)[:80] if prompts else "classes"
 
 
+def samples_dir(loaded: Any) -> Path:
+    """Where ``sample`` writes by default: the loaded run's ``samples_dir`` (``RUN/samples``,
+    or ``./samples/<name>`` for a shipped ``pretrained:<name>`` model)."""
+    if getattr(loaded, "samples_dir", None) is not None:
+        return Path(loaded.samples_dir)
+    return Path(loaded.run_dir) / "samples"
+
+
 def out_file(out: Path | None, default: Path) -> Path:
     """``out`` (checked writable) or ``default``; a UsageError naming the path when unusable."""
     path = Path(out) if out is not None else default
@@ -134,7 +142,7 @@ def sample_digits(loaded: Any, req: Any) -> Any:
     task, model, run_dir, n = loaded.task, loaded.model, loaded.run_dir, req.n
     scfg = dataclasses.replace(sampling_overrides(loaded.sampling, req.sampler, req.steps,
                                                   req.eta, req.guidance), seed=req.seed)
-    path = out_file(req.out, Path(run_dir) / "samples" /
+    path = out_file(req.out, samples_dir(loaded) /
                     f"sample_{prompt_tag(req.prompts)}_{scfg.sampler}_{scfg.steps}"
                     f"_seed{req.seed}.png")
     if req.prompts and (not task.is_image or task.model_cfg.cond == "none"):
