@@ -161,7 +161,8 @@ def build(arm: str, mode: Mode, lr: float, seed: int, solver: str | None = None,
 
 
 class Evaluator:
-    """Fixed draws (row seeds ``draws``…``draws + n − 1``), one fine reference sampler per family."""
+    """Fixed draws (row seeds ``draws``…``draws + n − 1``); one fine reference sampler per
+    family."""
 
     def __init__(self, ft, mode: Mode, draws: int):
         import torch
