@@ -424,6 +424,18 @@ def analyse(cells: dict, mode: Mode, constants: dict) -> dict:
             claims[name] = {"paired": sel.paired_interval(xa, xb),
                             "welch": sel.welch_interval(xa, xb), "unit": "reward queries"}
             pvals[name] = claims[name]["paired"]["p"]
+            # matched KL: E[r] where each run's path KL crosses κ* (pairs that both cross)
+            ka = {s: interp([r["kl"] for r in cells[(a_, "")][s]["rows"]],
+                            [r["reward"] for r in cells[(a_, "")][s]["rows"]], kappa)
+                  for s in common}
+            kb = {s: interp([r["kl"] for r in cells[(b_, "")][s]["rows"]],
+                            [r["reward"] for r in cells[(b_, "")][s]["rows"]], kappa)
+                  for s in common}
+            name = f"(a) E[r] at path KL κ* {a_} − {b_}"
+            xa, xb = [ka[s] for s in common], [kb[s] for s in common]
+            claims[name] = {"paired": sel.paired_interval(xa, xb),
+                            "welch": sel.welch_interval(xa, xb), "unit": "reward"}
+            pvals[name] = claims[name]["paired"]["p"]
     # (b) Score as Action's spread over solvers/steps vs DDPO's over evaluation steps
     saa = {k: v for k, v in cells.items() if k[0] == "SaA" and k[1]}
     ddpo = cells.get(("DDPO", ""), {})
@@ -488,8 +500,8 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
              f"Status: {res['status']}", "",
              "Mean ± 95 % t-interval over reported seeds (final epoch, reference sampler).", "",
              "| arm | β | lr (edge?) | seeds | E[r] | E[log p*] | path KL | R*(KL) − E[r] | "
-             "energy dist. | collapse | Q90 (reached) | KL at Q90 | grad evals | train CPU s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "energy dist. | collapse | Q90 (reached) | KL at Q90 | E[r] at KL κ* | grad evals | "
+             "train CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, row in t.items():
         ch = chosen.get(arm, {})
         edge = "edge" if ch.get("edge") else "interior"
@@ -500,6 +512,7 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
             f"{fmt(row['reward'])} | {fmt(row['gold'])} | {fmt(row['kl'], 2)} | "
             f"{fmt(row['reward_gap'])} | {fmt(row['distance'], 4)} | "
             f"{row['collapse_rate']:.2f} | {qs} | {fmt(row['kl_at_q90'], 2)} | "
+            f"{fmt(row['reward_at_kappa'])} | "
             f"{row['grad_evals']:.0f} | {fmt(row['train_cpu_s'], 1)} |")
     lines += ["", "## Claims (paired t-interval of the difference; Welch beside; Holm across "
               "all claims of this table)", "",
@@ -511,6 +524,20 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
         lines.append(f"| {name} | {p['n']} | {p['diff']:.4g} ± {p['half']:.3g} | "
                      f"{p['p']:.3g} | {h['p_holm']:.3g} | {ws} | "
                      f"{'yes' if h['reject'] else 'no'} |")
+    reg = [arm for arm in t if ARMS[arm].beta > 0]
+    if reg:
+        lines += ["", f"## (c) KL-regularized arms (β = {PROBLEM['beta']}) against p*_β", "",
+                  f"Targets: E_p*[r] = {c['optimal_reward']:.3f}, κ* = {c['kappa']:.3f}, energy "
+                  f"distance floor {c['floor']:.4f}. Score error: E_t[g²‖s_θ − ∇log p*_t‖²] "
+                  "(½T times it is the path KL(P*‖P_θ)).", "",
+                  "| arm | seeds | E[r] | path KL | energy dist. | score error (g²) | "
+                  "grad evals | train CPU s |", "|---|---|---|---|---|---|---|---|"]
+        for arm in reg:
+            row = t[arm]
+            lines.append(f"| {arm} | {row['seeds']} | {fmt(row['reward'])} | "
+                         f"{fmt(row['kl'], 2)} | {fmt(row['distance'], 4)} | "
+                         f"{fmt(row['score_error_g2'], 2)} | {row['grad_evals']:.0f} | "
+                         f"{fmt(row['train_cpu_s'], 1)} |")
     if "claim_b_table" in res["analysis"]:
         lines += ["", "## (b) Score as Action by training solver × steps (reference sampler) "
                   "and DDPO (trained with DDIM η = 1 at the mode's steps) by evaluation steps", "",
