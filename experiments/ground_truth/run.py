@@ -26,12 +26,13 @@ Protocol (``experiments/_selection.py``):
   column (NaN or final reward < base − ``COLLAPSE_MARGIN``).
 
 Claims: (a) reward queries to reach 90 % of the optimal gain E_{p*_β}[r] − E_{p₀}[r] (the
-frontier point at κ* = KL(p*_β‖p₀)), with the KL at that moment beside κ*: LOOP vs DDPO vs
-REINFORCE; (b) Score as Action trained with DDIM (η = 0 + exploration), Euler–Maruyama and
-stochastic Heun at 10/20/50 steps, each evaluated with the reference sampler, against DDPO trained
-with DDIM 10 and evaluated with DDIM η = 1 at 10/20/50: spread of E[r] (max − min) per seed;
-(c) the KL-regularized arms (DPOK, Score as Action with β = 0.5, adjoint matching λ = 0.5):
-energy distance to p*_β above the sampler floor.
+frontier point at κ* = KL(p*_β‖p₀)), with the KL at that moment beside κ*, and E[r] where the
+path KL crosses κ*: LOOP vs DDPO vs REINFORCE; (b) Score as Action (β = 0) trained with DDIM
+(η = 0 + exploration), Euler–Maruyama and stochastic Heun at 10/20/50 steps, each evaluated with
+the reference sampler, against DDPO trained with DDIM 10 and evaluated with DDIM η = 1 at
+10/20/50: spread of E[r] (max − min) per seed; (c) the KL-regularized arms (DPOK, Score as
+Action with β = 0.5 "SaA-KL", adjoint matching λ = 0.5): energy distance to p*_β above the
+sampler floor.
 
 One JSON per cell under ``results/cells/<mode>``; a stopped run continues. Full (about an hour
 on 2 uncontended cores) and quick (≤ 2 minutes, used by the test):
@@ -61,8 +62,9 @@ CONFIGS = ROOT / "configs" / "finetune"
 PROBLEM = {"problem": "quadratic", "dim": 2, "beta": 0.5}
 COLLAPSE_MARGIN = 0.5  # reward units; the base's E[r] is −4.34, the optimum's −0.26
 CLIP = 1.0e-2  # per-dimension ratio clip of every PPO-type arm (the shipped testbed configs')
-SAA = ["algo.advantage=batch", "algo.value=null", "policy.exploration=0.2",
-       f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.5, gae_lambda: 1.0}}"]
+SAA = ["algo.advantage=batch", "algo.value=null", "policy.exploration=0.2"]
+SAA_BETA = {0.0: f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.0, gae_lambda: 1.0}}",
+            0.5: f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.5, gae_lambda: 1.0}}"}
 SAA_SOLVERS = {"DDIM": ["policy.sampler=ddim", "policy.eta=0.0"],
                "EM": ["policy.sampler=euler_maruyama", "policy.eta=1.0"],
                "Heun": ["policy.sampler=heun_sde", "policy.eta=1.0"]}
@@ -90,7 +92,11 @@ ARMS = {
                                      f"algo.loss_kwargs={{alpha: 1.0, beta: 0.5, clip: {CLIP}}}",
                                      "algo.value={hidden: 32, lr: 3.0e-3, steps_per_epoch: 10}"),
                 beta=0.5),
-    "SaA": Arm("digits_score_as_action.yaml", (*SAA_SOLVERS["DDIM"], *SAA), beta=0.5),
+    # β = 0 (claim (b), beside DDPO's β = 0); SaA-KL: β = 0.5 on its own KL, that of the
+    # exploration chain (DDIM η = 0 + λ = 0.2), claim (c)
+    "SaA": Arm("digits_score_as_action.yaml", (*SAA_SOLVERS["DDIM"], *SAA, SAA_BETA[0.0])),
+    "SaA-KL": Arm("digits_score_as_action.yaml", (*SAA_SOLVERS["DDIM"], *SAA, SAA_BETA[0.5]),
+                  beta=0.5),
     "DRaFT": Arm("digits_draft.yaml", ("algo.backprop_steps=2",)),
     "AdjointMatching": Arm("digits_adjoint_matching.yaml",
                            ("algo.loss=adjoint_matching",
@@ -101,7 +107,7 @@ ARMS = {
 }
 ONE_MINIBATCH = {"REINFORCE", "DRaFT", "AdjointMatching"}  # no ratio: one gradient step/epoch
 CLAIM_A = ("LOOP", "DDPO", "REINFORCE")
-CLAIM_C = ("DPOK", "SaA", "AdjointMatching")
+CLAIM_C = ("DPOK", "SaA-KL", "AdjointMatching")
 
 
 @dataclass(frozen=True)
@@ -501,7 +507,8 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
              "Mean ± 95 % t-interval over reported seeds (final epoch, reference sampler).", "",
              "| arm | β | lr (edge?) | seeds | E[r] | E[log p*] | path KL | R*(KL) − E[r] | "
              "energy dist. | collapse | Q90 (reached) | KL at Q90 | E[r] at KL κ* | grad evals | "
-             "train CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "train CPU s | clipped (later minibatch) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, row in t.items():
         ch = chosen.get(arm, {})
         edge = "edge" if ch.get("edge") else "interior"
@@ -513,7 +520,8 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
             f"{fmt(row['reward_gap'])} | {fmt(row['distance'], 4)} | "
             f"{row['collapse_rate']:.2f} | {qs} | {fmt(row['kl_at_q90'], 2)} | "
             f"{fmt(row['reward_at_kappa'])} | "
-            f"{row['grad_evals']:.0f} | {fmt(row['train_cpu_s'], 1)} |")
+            f"{row['grad_evals']:.0f} | {fmt(row['train_cpu_s'], 1)} | "
+            f"{fmt(row['clip_frac_later'], 2)} |")
     lines += ["", "## Claims (paired t-interval of the difference; Welch beside; Holm across "
               "all claims of this table)", "",
               "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
