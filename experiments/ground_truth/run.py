@@ -574,6 +574,8 @@ def write_figures(res: dict, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     c, an = res["constants"], res["analysis"]
+    plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plt.cm.tab20.colors[::2] +
+                                                 plt.cm.tab20.colors[1::2])
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
     for arm, cur in an["curves"].items():
         q = np.array(cur["queries"])
