@@ -40,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 from _cells import cached  # noqa: E402
+import _selection as sel  # noqa: E402
 CONFIGS = ROOT / "configs" / "finetune"
 SAA = ["algo.advantage=batch", "algo.value=null", "policy.exploration=0.2",
        "algo.loss_kwargs={clip: 1.0e-4, beta: 0.0, gae_lambda: 1.0}"]
@@ -228,7 +229,53 @@ def analyse(cells: dict, chosen: dict, a: argparse.Namespace) -> dict:
             fin = [x for x in qs if math.isfinite(x)]
             out["queries_to_ddpo_final"][m] = {"median": float(np.median(qs)),
                                                "reached": len(fin), "of": len(qs)}
+    out["comparisons"] = compare(out["per_seed"], a)
     return out
+
+
+COLLAPSE_MARGIN = 0.1  # eval-reward units (the base's eval reward is ≈ 0.18)
+
+
+def compare(per_seed: dict, a: argparse.Namespace, ref: str = "DDPO") -> dict:
+    """Each method against ``ref`` on the same seeds (paired t-interval of the final eval
+    reward and gold; Welch beside), Holm across all these comparisons
+    (``experiments/_selection.py``)."""
+    out: dict = {"reference": ref, "pairs": {}}
+    if ref not in per_seed:
+        return out
+    by_seed = {m: {r["seed"]: r for r in rows} for m, rows in per_seed.items()}
+    pvals = {}
+    for m in per_seed:
+        if m == ref:
+            continue
+        common = [s for s in a.seeds if s in by_seed[m] and s in by_seed[ref]]
+        for key in ("final_eval_reward", "final_eval_gold"):
+            x = [by_seed[m][s][key] for s in common]
+            y = [by_seed[ref][s][key] for s in common]
+            name = f"{m} − {ref}: {key}"
+            out["pairs"][name] = {"paired": sel.paired_interval(x, y),
+                                  "welch": sel.welch_interval(x, y)}
+            pvals[name] = out["pairs"][name]["paired"]["p"]
+    out["holm"] = sel.holm(pvals)
+    return out
+
+
+def selection_record(res: dict, a: argparse.Namespace) -> dict:
+    """The ``_selection.record`` block of this study: the chosen lr with its edge flag (the
+    grid was not widened: the cells were not rerun), the rule, the interval and correction."""
+    chosen = {}
+    for m, sc in res["selection"].items():
+        lr = res["chosen_lr"][m]
+        side = sel.edge_side(a.lrs, lr)
+        chosen[m] = sel.Tuned(lr, list(a.lrs), {float(k): {"reward": v} for k, v in sc.items()},
+                              edge=side is not None, widened=0,
+                              reason="interior" if side is None else
+                              f"{side} edge; grid not widened (cached cells, not rerun)")
+    rule = (f"max mean eval reward of the last two epochs on the selection seed "
+            f"{a.select_seed} (disjoint from the reported seeds); the evaluation rows are the "
+            "reported ones (tuning draws not separated)")
+    return sel.record(chosen, selection=rule, correction="Holm (FWER 0.05) across the "
+                      "comparisons with DDPO", collapse=sel.collapse_rule(COLLAPSE_MARGIN))
 
 
 def fmt(ci: tuple[float, float], d: int = 4) -> str:
@@ -261,6 +308,26 @@ def write_tables(res: dict, a: argparse.Namespace, path: Path) -> None:
                                   f"not reached ({q['reached']}/{q['of']})")
         lines.append(f"| {m} | {res['chosen_lr'][m]:g} | {fmt(row['final_eval_reward'])} | "
                      f"{fmt(row['final_eval_gold'])} | {fmt(row['final_eval_kl'], 2)} | {qs} |")
+    rec = res.get("record")
+    if rec is not None:
+        base_r = base.get("eval/reward", float("nan"))
+        lines += ["", "## Selection and paired comparisons (experiments/_selection.py)", "",
+                  f"Rule: {rec['selection_rule']}. Interval: {rec['interval']}. Correction: "
+                  f"{rec['correction']}. Collapse: {rec['collapse_rule']}.", "",
+                  "| method | chosen lr | at a grid edge | collapse rate |", "|---|---|---|---|"]
+        for m, ch in rec["chosen"].items():
+            fin = [r["final_eval_reward"] for r in res["per_seed"].get(m, [])]
+            lines.append(f"| {m} | {ch['pick']:g} | {'yes' if ch['edge'] else 'no'} | "
+                         f"{sel.collapse_rate(fin, base_r, COLLAPSE_MARGIN):.2f} |")
+        cmp_ = res.get("comparisons", {})
+        if cmp_.get("pairs"):
+            lines += ["", "| comparison (same seeds) | n | paired diff (95 %) | p | p (Holm) | "
+                      "Welch (95 %) | supported at FWER 0.05 |", "|---|---|---|---|---|---|---|"]
+            for name, c in cmp_["pairs"].items():
+                p, w, h = c["paired"], c["welch"], cmp_["holm"][name]
+                lines.append(f"| {name} | {p['n']} | {p['diff']:.4f} ± {p['half']:.4f} | "
+                             f"{p['p']:.3g} | {h['p_holm']:.3g} | {w['diff']:.4f} ± "
+                             f"{w['half']:.4f} | {'yes' if h['reject'] else 'no'} |")
     lines += ["", f"## Matched KL budget κ = {res['kl_budget']:.2f} nats (median final KL)", "",
               "| method | eval reward at κ | runs reaching κ |", "|---|---|---|"]
     for m, row in res["matched_kl"].items():
@@ -356,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     res = analyse(cells, chosen, a)
     res["selection"] = selection
+    res["record"] = selection_record(res, a)
     first = next(iter(cells.values()))["rows"][0]
     res["base_eval"] = {k: v for k, v in first.items() if k.startswith("eval/")}
     res["settings"] = {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
