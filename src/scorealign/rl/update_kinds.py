@@ -215,17 +215,24 @@ class AdjointMatchingUpdate(UpdateKind):
 def final_step_lands_on_data(policy: Policy) -> bool:
     """Whether the grid's last node is the data end t = 0 (a pipeline flow grid, whose sigmas end
     at 0): the DDPM step onto it has std 0 (its posterior variance vanishes), the discrete form
-    of the memoryless σ(t) → 0 at the data end [Domingo-Enrich+25, §memoryless flow schedule:
-    σ(t) = sqrt(2η_t), η_t → 0 there]. That one step carries no noise and no control cost; the
-    lean adjoint passes through it and the loss trains on the random steps only
-    (:func:`trained_steps`)."""
+    of the memoryless σ(t) → 0 at the data end [Domingo-Enrich+25, Prop. 1 / Thm. 1 (§4.3):
+    σ(t) = sqrt(2η_t), η_t = (1 − t)/t → 0 there]. That one step carries no noise and no control
+    cost (in continuous time the optimal Δv = σu*/2 vanishes there); the lean adjoint passes
+    through it and the loss trains on the random steps only (:func:`trained_steps`). The
+    authors' SD code has no such step (``final_alpha_cumprod = (1 + ᾱ[t_last])/2``,
+    microsoft/soc-fine-tuning-sd ``soc_trainer.py:91–94``, keeps the last std > 0); a reading
+    of the paper's App. G.1 takes a final noise-free step with the base velocity, whereas the
+    rollout here takes it with θ (docs/methods/adjoint_matching.md, difference 8)."""
     return float(policy.ts[-1]) == 0.0
 
 
 def check_memoryless(policy: Policy, strict: bool = True, tol: float | None = None) -> None:
-    """Refuse a policy whose rollouts are not memoryless [Domingo-Enrich+25, memoryless noise
-    schedule]: DDPM or DDIM η = 1 (every step random, no x̂₀ clipping, no score-action
-    exploration) from full noise (``samplers.memoryless.memory`` ≤ ``MEMORY_TOL``).
+    """Refuse a policy whose rollouts are not memoryless [Domingo-Enrich+25, Definition 1,
+    Prop. 1 and Thm. 1; "any DDIM schedule with η ≥ 1 is memoryless by Prop. 1 …, η = 1 yields
+    the distinguished memoryless schedule in Thm. 1", microsoft/soc-fine-tuning-sd README.md:89]:
+    DDPM or DDIM η = 1 (every step random, no x̂₀ clipping, no score-action exploration) from
+    full noise (``samplers.memoryless.memory`` ≤ ``MEMORY_TOL``). η > 1, also memoryless by
+    Prop. 1, is refused (not needed).
     ``strict=False`` (``algo.loss_kwargs.memoryless: false``, the bias ablation) keeps only what
     the loss itself needs: every step random, no clipping, no exploration. ``tol``: the largest
     m/s accepted (``algo.loss_kwargs.memory_tol``; None: ``MEMORY_TOL``).

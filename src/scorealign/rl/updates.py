@@ -194,21 +194,31 @@ def reward_gradient(ctx: "UpdateContext", sub: Trajectory, epoch: int) -> tuple[
 
 def adjoint_matching_loss(ctx: "UpdateContext", sub: Trajectory, epoch: int, call: int
                           ) -> LossOut:
-    """Adjoint Matching on the recorded rollout ``sub`` [Domingo-Enrich+25, Alg. 1].
+    """Adjoint Matching on the recorded rollout ``sub`` [Domingo-Enrich+25, Alg. 1: sample with
+    the memoryless schedule (40), lean adjoint (41), regression (42); numbers as quoted by
+    third-party readings, docs/methods/adjoint_matching.md].
 
-    1. ∇r(x_0) of the rows' samples (:func:`reward_gradient`); ã_S = −∇r/λ.
+    1. ∇r(x_0) of the rows' samples (:func:`reward_gradient`); ã_S = −∇r/λ (the terminal
+       condition ã(1) = ∇g = −∇r/λ of the lean adjoint, eqs. (37)–(39); the authors'
+       ``am_trainer.py:158``).
     2. The lean adjoint ã_i = (∂μ_base(x_i)/∂x_i)ᵀ ã_{i+1} by one VJP per step through the *base*
        model (``ctx.ref_policy``: the frozen reference, i.e. LoRA off), ``sde.soc.lean_adjoint``
-       with ``samplers.memoryless.base_step_mean``; no backpropagation through the sampler.
+       with ``samplers.memoryless.base_step_mean``; no backpropagation through the sampler
+       (as microsoft/soc-fine-tuning-sd ``am_trainer.py:161–169``).
        The base step means are kept for step 3 (no second base forward).
-    3. K step indices (``rl.adjoint_matching.sample_time_indices``, the authors' stratified
-       draw; generator keyed by the first row's seed, ``epoch`` and ``call``), θ's step means
+    3. K step indices among ``rl.adjoint_matching.trained_steps`` (all S, or S − 1 when the
+       last step onto t = 0 has std 0) by ``rl.adjoint_matching.sample_time_indices`` (the
+       authors' stratified draw, ``am_trainer.py:189–225``; generator keyed by the first row's
+       seed, ``epoch`` and ``call``), θ's step means
        there with gradient (``Policy.kernels``), control w = (μ_θ − μ_base)/σ_k.
     4. The registered ``adjoint_matching`` loss with ã_{k+1} (docs/methods/adjoint_matching.md).
 
     CFG: both drifts use the policy's guided prediction (``policy.guidance``), i.e. the authors'
-    ``guidance_in_adjoint_computation`` and ``guidance_in_control_computation`` both on; their
-    SD 1.5 configs set both off, which here is ``policy.guidance: 1``.
+    ``guidance_in_adjoint_computation`` and ``guidance_in_control_computation`` both on (their
+    README.md:100, "full CFG fine-tuning"; flags ``config_utils.py:60–61``). Their SD 1.5 configs
+    set both off with ``guidance_scale: 7.5`` (``configs/multi_prompt.yaml:36–38``: CFG
+    trajectories only, README.md:98), which is not implemented; ``policy.guidance: 1`` is their
+    "fine-tuning without guidance" (README.md:99).
     """
     from scorealign.rl.adjoint_matching import discrete_control, sample_time_indices
     from scorealign.rl.adjoint_matching import AM_DEFAULT_LAM, AM_DEFAULT_TIMES, trained_steps

@@ -1,15 +1,23 @@
 r"""Memoryless sampler settings and the base model's differentiable step map (for the lean adjoint).
 
 A generative SDE is *memoryless* when its start X_T (noise) and its end X_{t_min} (data) are
-independent [Domingo-Enrich+25, arXiv:2409.08861, "memoryless noise schedule"]: only then is the
-optimum of KL-regularized reward fine-tuning the tilt p_base e^{r/λ}/Z (otherwise the value
-function at the start biases it). For the linear SDEs of this package the reverse SDE (η = 1)
-run from full noise is memoryless: its joint law of (X_0, X_T) is that of the forward process,
-Cov(X_0, X_T) = m(T) Cov(X_0), which vanishes iff m(T) = 0.
+independent [Domingo-Enrich+25, arXiv:2409.08861, Definition 1; schedules characterized by
+Prop. 1, the fine-tuning recipe is Thm. 1, §4.3]: only then is the optimum of KL-regularized
+reward fine-tuning the tilt p_base e^{r/λ}/Z (otherwise the value function at the start biases
+it: p*(X_0, X_1) ∝ p_base(X_0, X_1) e^{r(X_1)/λ + V(X_0, 0)}, the initial value function bias of
+§4.2). Numbers as quoted by third-party readings and the authors' README (Prop. 1, Thm. 1); not
+checked against the PDF (docs/methods/adjoint_matching.md).
+
+For the linear SDEs of this package the reverse SDE (η = 1) run from full noise is memoryless:
+its joint law of (X_0, X_T) is that of the forward process, Cov(X_0, X_T) = m(T) Cov(X_0), which
+vanishes iff m(T) = 0.
 
 * diffusion (VP): DDPM, i.e. ``sampler="ddpm"`` (DDIM η = 1), from t = T. m(T) = e^{−B(T)/2} ≈ 6.6e-3
-  for β ∈ [0.1, 20] — memoryless up to that ratio (the authors use DDPM on SD 1.5 the same way:
-  ``am_trainer.py`` passes ``eta=config.eta`` = 1).
+  for β ∈ [0.1, 20] — memoryless up to that ratio. "Any DDIM schedule with η ≥ 1 is memoryless
+  by Prop. 1 …, and setting η = 1 yields the distinguished memoryless schedule in Thm. 1"
+  (microsoft/soc-fine-tuning-sd README.md:89); the authors run SD 1.5 that way
+  (``configs/multi_prompt.yaml:16`` ``eta: 1.0``, passed to ``SOCDDIMScheduler.step``,
+  ``src/SOC_DDIM_scheduler.py:233``).
 * flow (rectified flow): ``ddpm`` on ``FlowSDE`` from t = 1 — the exact-Gaussian step of the SDE with
   the paper's σ(τ) = sqrt(2(1 − τ)/τ) (``sde.soc.flow_memoryless_sigma``). At t = 1, m = 0 and the
   first step's mean m(t') x̂_0 does not depend on x_T at all: memoryless in discrete time too. Needs
@@ -80,7 +88,8 @@ def base_step_mean(pred_fn: PredFn, kind: str, sde: SDE, sampler: str = "ddpm",
     r"""The base model's step mean μ_base(x, t, t') of a registered sampler, differentiable in x.
 
     μ_base is the ``sampler`` step with noise = 0 (the authors' ``grad_inner_product`` calls
-    ``scheduler.step(..., variance_noise=0)``), with the base prediction ``pred_fn(x, t)`` taken
+    ``scheduler.step(..., variance_noise=zeros)``, microsoft/soc-fine-tuning-sd
+    ``am_trainer.py:83–93``), with the base prediction ``pred_fn(x, t)`` taken
     inside, so that ∂μ_base/∂x includes the model's Jacobian. For ``sde.soc.lean_adjoint``.
     """
     step = SAMPLERS.get(sampler).fn
