@@ -51,24 +51,30 @@ ROOT = HERE.parents[1]
 TRL_DIR = ROOT / ".cache" / "trl-0.23"
 PROMPTS = ["a cat", "a dog", "a red car", "a tree"]
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-# ``ours``: scorealign's speed/memory options in each setting (they change how the work is
-# scheduled, never the update; each has a gradient-equality test in tests/rl/test_speed_levers.py)
-# and ``ours_micro``: its micro-batch (TRL's is ``micro``). tiny takes two optimizer steps per
-# epoch (16 samples, train batch 8), so only its first is on-policy: steps folded into one
-# batched forward. compute and sd15 take one step per epoch (on-policy): compute keeps the
-# rollout's graphs (no training forward); sd15's graphs would not fit, so it backpropagates per
-# step (TRL's memory pattern) with one micro-batch of 8.
+# Equal work on both sides: the same samples, train batch, micro-batch (TRL's train_batch_size =
+# scorealign's minibatch_size / grad_accum), steps, CFG and LoRA rank. scorealign runs in each of
+# its two update modes (``train.mode``, same gradient: tests/rl/test_speed_levers.py): ``lean``
+# (the default, TRL's schedule: rollout without graphs, per-step backward with recompute) and
+# ``fast`` (keeps graphs: tiny takes two optimizer steps per epoch, so it folds a micro-batch's
+# steps into one forward/backward; compute and sd15 take one on-policy step per epoch, so they
+# reuse the rollout's graphs). ``policy.action_steps=all``: scorealign trains all 10 steps, as
+# TRL does (its default ``auto`` would train 9).
 SETTINGS = {
     "tiny": dict(size="tiny", steps=10, cfg=5.0, batch=8, num_batches=2, train_batch=8, micro=8,
-                 prompts_per_epoch=4, ours=["train.fold_steps=true"]),
+                 prompts_per_epoch=4),
     "compute": dict(size="compute", steps=10, cfg=5.0, batch=4, num_batches=1, train_batch=4,
-                    micro=4, prompts_per_epoch=1, ours=["train.reuse_rollout_graph=true"]),
+                    micro=4, prompts_per_epoch=1),
     "compute_hd32": dict(size="compute_hd32", steps=10, cfg=5.0, batch=4, num_batches=1,
-                         train_batch=4, micro=4, prompts_per_epoch=1,
-                         ours=["train.reuse_rollout_graph=true"]),
+                         train_batch=4, micro=4, prompts_per_epoch=1),
     "sd15": dict(size="sd15", steps=10, cfg=5.0, batch=8, num_batches=1, train_batch=8, micro=2,
-                 prompts_per_epoch=2, ours=["train.step_chunk=1"], ours_micro=8),
+                 prompts_per_epoch=2),
 }
+MODES = ("lean", "fast")
+EQUAL_WORK = ["policy.action_steps=all"]
+# scorealign's arms: the two modes at equal work, and the default config (lean, action_steps
+# auto: the last, deterministic step untrained, 9 of 10 trained: less work than TRL's)
+ARMS = {"lean": ["train.mode=lean", *EQUAL_WORK], "fast": ["train.mode=fast", *EQUAL_WORK],
+        "lean_auto_steps": ["train.mode=lean"]}
 
 
 def jpeg_kb(images) -> list[float]:
@@ -202,15 +208,12 @@ def ours_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: 
     from scorealign.rl.setup import Setup
     from scorealign.rl.trainer import Finetuner
 
-    if os.environ.get("SCOREALIGN_BENCH_PLAIN") == "1":  # ablation: without the options
-        s = {k: v for k, v in s.items() if k not in ("ours", "ours_micro")}
     k = s["batch"] * s["num_batches"] // s["prompts_per_epoch"]
     sets = [f"policy.steps={s['steps']}", "policy.eta=1.0", f"policy.guidance={s['cfg']}",
             f"prompts.prompts={json.dumps(PROMPTS)}",
             f"prompts.per_epoch={s['prompts_per_epoch']}", f"prompts.k={k}",
             f"train.sample_batch_size={s['batch']}", f"train.minibatch_size={s['train_batch']}",
-            f"train.grad_accum={s['train_batch'] // s.get('ours_micro', s['micro'])}",
-            "train.log_kl=false", *s.get("ours", []),
+            f"train.grad_accum={s['train_batch'] // s['micro']}", "train.log_kl=false",
             "lora.rank=4", "lora.alpha=4.0", f"reward.optimized={REWARDS[reward][1]}",
             "reward.gold=null", "algo.loss=ppo_clip", "algo.advantage=per_prompt",
             "algo.advantage_kwargs={buffer_size: 16, min_count: 4}", f"device={device}",
@@ -316,56 +319,102 @@ def quartiles(xs: list[float]) -> list[float]:
     return [q[0], q[2]]
 
 
-def summarize(setting: str, res: dict, rounds: int, device: str, dtype: str) -> dict:
-    """Medians, ratio and spread of the epochs measured so far."""
-    t = {w: [e["s"] for e in res[w]] for w in res}
-    n = min(len(t["trl"]), len(t["ours"]))
-    per_round = [o / tr for o, tr in zip(t["ours"][:n], t["trl"][:n])]
+def _spread(xs: list[float]) -> dict:
+    return {"min": min(xs), "max": max(xs), "quartiles": quartiles(xs)}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def summarize(setting: str, rounds_done: list[dict], rounds: int, device: str,
+              dtype: str) -> dict:
+    """Medians, time and memory ratios (each mode over TRL) and their spreads over rounds."""
+    cuda = device.startswith("cuda")
+    mem_key = "peak_mem_gb" if cuda else "peak_rss_mb"
+    t = {w: [r[w]["s"] for r in rounds_done] for w in ("trl", *ARMS)}
+    m = {w: [r[w][mem_key] for r in rounds_done] for w in ("trl", *ARMS)}
     med = {w: statistics.median(v) for w, v in t.items()}
+    mem = {w: statistics.median(v) for w, v in m.items()}
+    modes = {}
+    for mode in ARMS:
+        tr = [r[mode]["s"] / r["trl"]["s"] for r in rounds_done]
+        mr = [r[mode][mem_key] / r["trl"][mem_key] for r in rounds_done]
+        modes[mode] = {"ratio_ours_over_trl": med[mode] / med["trl"],
+                       "mem_ratio_ours_over_trl": mem[mode] / mem["trl"],
+                       "per_round_ratio_ours_over_trl": tr, "spread": _spread(tr),
+                       "per_round_mem_ratio_ours_over_trl": mr, "mem_spread": _spread(mr),
+                       "overrides": ARMS[mode]}
     s = SETTINGS[setting]
-    mem_key = "peak_mem_gb" if device.startswith("cuda") else "peak_rss_mb"
     return {
         "setting": setting, "device": device, "dtype": dtype, "rounds": rounds,
-        "time": "wall (perf_counter, synchronized)" if device.startswith("cuda") else
+        "rounds_done": len(rounds_done),
+        "time": "wall (perf_counter, synchronized)" if cuda else
                 "CPU time of the worker process (process_time, all threads)",
-        "rounds_done": n, "epoch_s": t, "median_s": med,
-        "ratio_ours_over_trl": med["ours"] / med["trl"],
-        "ratio_trl_over_ours": med["trl"] / med["ours"],
-        "per_round_ratio_ours_over_trl": per_round,
-        "spread": {"min": min(per_round), "max": max(per_round),
-                   "quartiles": quartiles(per_round)},
-        mem_key: {w: max(e[mem_key] for e in res[w]) for w in res},
-        "plain": os.environ.get("SCOREALIGN_BENCH_PLAIN") == "1",
+        "memory": "peak CUDA memory allocated in the timed epoch (GiB)" if cuda else
+                  "peak RSS of the worker process (MB; a fresh process per round: model "
+                  "loading, one warm-up epoch and the timed epoch)",
+        "median_s": med, f"median_{mem_key}": mem, "modes": modes,
+        "load_avg_per_round": [r["load"] for r in rounds_done],
+        "rounds_raw": rounds_done,
         "config": {**s, "samples_per_epoch": s["batch"] * s["num_batches"], "lora_rank": 4,
-                   "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS")},
+                   "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS"),
+                   "cpu_count": os.cpu_count()},
     }
 
 
-def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
-                log=print, partial: Path | None = None) -> dict:
-    """Alternate ``rounds`` epochs of TRL and scorealign on ``setting``; the results dict.
+def one_epoch(which: str, setting: str, device: str, dtype: str,
+              extra: list[str] | None = None) -> dict:
+    """A fresh worker process: load, warm-up epoch, one timed epoch; its time and peak memory."""
+    w = Worker(which, setting, device, dtype, extra=extra)
+    try:
+        return w.epoch()
+    finally:
+        w.close()
 
-    With ``partial``, the summary of the rounds done so far is written there after each round
-    (a stopped run keeps what it measured).
+
+def _round(r: int, setting: str, device: str, dtype: str) -> dict:
+    """Round ``r``: TRL and every scorealign arm, each in a fresh process, one after another
+    (reversed every other round)."""
+    arms = [("trl", "trl", [])] + [(a, "ours", extra) for a, extra in ARMS.items()]
+    row = {"round": r, "load": {"start": _load()}}
+    for name, which, extra in (arms if r % 2 == 0 else arms[::-1]):
+        row[name] = one_epoch(which, setting, device, dtype, extra)
+    row["load"]["end"] = _load()
+    return row
+
+
+def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
+                log=print, partial: Path | None = None, parallel: int = 1) -> dict:
+    """``rounds`` rounds of TRL and the scorealign arms on ``setting``, each run in a fresh
+    process (so each peak RSS is one run's), the order reversed every other round so slow
+    phases of a shared machine hit both sides; ``parallel`` rounds at a time (on CPU each
+    epoch's time is its process's CPU time, which other processes change little); the results
+    dict.
+
+    With ``partial``, the rounds done so far are written there after each round and read back
+    on a restart (a stopped run continues where it stopped).
     """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     ensure_trl()
     ensure_pipeline(SETTINGS[setting]["size"])
-    workers = {w: Worker(w, setting, device, dtype) for w in ("trl", "ours")}
-    res: dict = {"trl": [], "ours": []}
-    try:
-        for r in range(rounds):
-            order = ("trl", "ours") if r % 2 == 0 else ("ours", "trl")
-            for w in order:
-                res[w].append(workers[w].epoch())
-            log(f"[{setting}] round {r}: TRL {res['trl'][-1]['s']:.3f} s, scorealign "
-                f"{res['ours'][-1]['s']:.3f} s")
+    done: list[dict] = []
+    if partial is not None and partial.is_file():
+        done = json.loads(partial.read_text()).get("rounds_raw", [])
+    todo = [r for r in range(rounds) if r not in {d["round"] for d in done}]
+    with ThreadPoolExecutor(max(parallel, 1)) as pool:
+        futures = [pool.submit(_round, r, setting, device, dtype) for r in todo]
+        for f in as_completed(futures):
+            row = f.result()
+            done = sorted([*done, row], key=lambda d: d["round"])
+            log(f"[{setting}] round {row['round']}: " + ", ".join(
+                f"{w} {row[w]['s']:.2f} s {row[w].get('peak_rss_mb', row[w].get('peak_mem_gb'))}"
+                for w in ("trl", *ARMS)) + f" load {row['load']}")
             if partial is not None:
-                partial.write_text(json.dumps(summarize(setting, res, rounds, device, dtype),
+                partial.write_text(json.dumps(summarize(setting, done, rounds, device, dtype),
                                               indent=1))
-    finally:
-        for w in workers.values():
-            w.close()
-    return summarize(setting, res, rounds, device, dtype)
+    return summarize(setting, done, rounds, device, dtype)
 
 
 # -- time to TRL's reward ---------------------------------------------------------------------
@@ -373,15 +422,16 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
 # on scorealign's trainer; LOOP [Gupta+25] takes the same 16 samples as 4 prompts × K = 4 with a
 # leave-one-out baseline, either in TRL's schedule (two minibatches of 8) or on-policy (one
 # minibatch of 16, one optimizer step, rollout graphs reused: train.reuse_rollout_graph).
-TTR_METHODS = {
-    "ddpo": [],
-    "loop": ["algo.loss=loop", "algo.advantage=leave_one_out", "algo.advantage_kwargs={}"],
+TTR_METHODS = {  # (the study was run with tiny's fast schedule: folded steps)
+    "ddpo": ["train.mode=fast"],
+    "loop": ["train.mode=fast", "algo.loss=loop", "algo.advantage=leave_one_out",
+             "algo.advantage_kwargs={}"],
     "loop_onpolicy": ["algo.loss=loop", "algo.advantage=leave_one_out",
                       "algo.advantage_kwargs={}", "train.minibatch_size=16", "train.grad_accum=1",
                       "train.fold_steps=false", "train.reuse_rollout_graph=true"],
     # ablation, not in the study: DDPO training every step, the last (σ ≈ 0.01) one included,
     # as TRL does
-    "ddpo_all_steps": ["policy.action_steps=all"],
+    "ddpo_all_steps": ["train.mode=fast", "policy.action_steps=all"],
 }
 TTR_STUDY = ("ddpo", "loop", "loop_onpolicy")
 # lr grid of every arm; TRL 0.23's default train_learning_rate is 3e-4 (trl/trainer/ddpo_config.py)
@@ -509,11 +559,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="run seed (worker)")
     ap.add_argument("--extra", default="[]", help="worker: JSON list of scorealign overrides")
     ap.add_argument("--no-warmup", action="store_true", help="worker: no untimed first epoch")
-    ap.add_argument("--plain", action="store_true",
-                    help="scorealign without its speed options (SETTINGS[...]['ours']): ablation")
+    ap.add_argument("--parallel", type=int, default=1, help="rounds run at a time")
     a = ap.parse_args(argv)
-    if a.plain:
-        os.environ["SCOREALIGN_BENCH_PLAIN"] = "1"
     if a.worker:
         serve(a.worker, a.setting[0], a.device, a.dtype, a.reward, a.seed, json.loads(a.extra),
               not a.no_warmup)
@@ -534,13 +581,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{setting}] cached: {f}")
         else:
             partial = a.out / f"partial_{setting}.json"
-            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial)
+            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial,
+                                          parallel=a.parallel)
             f.write_text(json.dumps(allres[setting], indent=1))
             partial.unlink(missing_ok=True)  # the finished summary replaces it
-        r = allres[setting]
-        print(f"[{setting}] median TRL {r['median_s']['trl']:.3f} s, scorealign "
-              f"{r['median_s']['ours']:.3f} s, scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
-              f"(rounds {r['spread']['min']:.3f}–{r['spread']['max']:.3f})", flush=True)
+        for mode, r in allres[setting]["modes"].items():
+            print(f"[{setting}] {mode}: time scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
+                  f"(rounds {r['spread']['min']:.3f}–{r['spread']['max']:.3f}), memory "
+                  f"{r['mem_ratio_ours_over_trl']:.3f} (rounds {r['mem_spread']['min']:.3f}–"
+                  f"{r['mem_spread']['max']:.3f})", flush=True)
     every = a.out / "results.json"  # all settings measured so far, these updated
     merged = json.loads(every.read_text()) if every.is_file() else {}
     every.write_text(json.dumps({**merged, **allres}, indent=1))
