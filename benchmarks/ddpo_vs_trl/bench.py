@@ -12,23 +12,27 @@ Settings (same samples, steps, CFG, LoRA and optimizer steps on both sides):
 * ``sd15`` (GPU, ``benchmarks/gpu``): SD 1.5's UNet, 64×64×4 latents, bf16, 8 samples, 10
   steps, train batch 8 (TRL: 4 micro-batches of 2).
 
-scorealign runs with the speed options of ``SETTINGS[...]["ours"]`` (``--plain``: without
-them): they schedule the same update differently (gradient-equality tests in
-tests/rl/test_speed_levers.py). scorealign's policy trains 9 of the 10 steps (``action_steps:
-auto`` makes the last, σ ≈ 0.01 step deterministic), TRL all 10.
+scorealign runs as three arms (``ARMS``): its two update modes at equal work (``train.mode``
+lean, the default, and fast; ``policy.action_steps=all`` so it trains all 10 steps as TRL does)
+and its default config (lean, ``action_steps: auto``: 9 of 10 steps trained). The modes schedule
+the same update differently (gradient-equality tests in tests/rl/test_speed_levers.py and
+tests/rl/test_update_modes.py).
 
-Method: two persistent worker processes (TRL, scorealign) load the pipeline, run one warm-up
-epoch, then alternate one timed epoch each for ``--rounds`` rounds (the one that goes first
-alternates too), so slow phases of a shared machine hit both. Epoch time is the worker's CPU
-time (``process_time``, all threads) on CPU, where other jobs share the cores, and synchronized
-wall time on a GPU. Reported per setting: every epoch time (and wall and CPU time, and the
-epoch's mean reward), the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign
-faster) and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
+Method: each round runs TRL and every arm in a fresh process (load, one untimed warm-up epoch,
+one timed epoch), so each peak RSS is one run's; the order is reversed every other round (or,
+``--arms-at-once``, the round's processes run concurrently, under the same load), so slow phases
+of a shared machine hit both sides; ``--parallel`` rounds at a time. Epoch time is the worker's
+CPU time (``process_time``, all threads) on CPU, where other jobs share the cores, and
+synchronized wall time on a GPU; memory is the process's peak RSS on CPU and the peak CUDA memory
+allocated in the timed epoch on a GPU. Reported per setting and arm: ``ratio_ours_over_trl`` =
+median(arm)/median(TRL) of time and ``mem_ratio_ours_over_trl`` of memory side by side (< 1:
+scorealign faster / smaller), the per-round ratios with their spread, the machine's load average
+at the start and end of every round, and every raw measurement.
 TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on this
 interpreter, so both sides use the same torch, diffusers, peft and accelerate.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/bench.py [--setting tiny compute]
-        [--rounds 5]
+        [--rounds 5] [--parallel N] [--arms-at-once]
 
 Writes ``results_<setting>.json`` beside this file (cached: a setting with a results file is
 skipped unless ``--force``) and ``results.json`` (all settings).
@@ -373,19 +377,30 @@ def one_epoch(which: str, setting: str, device: str, dtype: str,
         w.close()
 
 
-def _round(r: int, setting: str, device: str, dtype: str) -> dict:
+def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = False) -> dict:
     """Round ``r``: TRL and every scorealign arm, each in a fresh process, one after another
-    (reversed every other round)."""
+    (reversed every other round), or all at once (``arms_at_once``: the same machine load for
+    every arm)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     arms = [("trl", "trl", [])] + [(a, "ours", extra) for a, extra in ARMS.items()]
-    row = {"round": r, "load": {"start": _load()}}
-    for name, which, extra in (arms if r % 2 == 0 else arms[::-1]):
-        row[name] = one_epoch(which, setting, device, dtype, extra)
+    row = {"round": r, "load": {"start": _load()}, "arms_at_once": arms_at_once}
+    order = arms if r % 2 == 0 else arms[::-1]
+    if arms_at_once:
+        with ThreadPoolExecutor(len(arms)) as pool:
+            futures = {name: pool.submit(one_epoch, which, setting, device, dtype, extra)
+                       for name, which, extra in order}
+            row.update({name: f.result() for name, f in futures.items()})
+    else:
+        for name, which, extra in order:
+            row[name] = one_epoch(which, setting, device, dtype, extra)
     row["load"]["end"] = _load()
     return row
 
 
 def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
-                log=print, partial: Path | None = None, parallel: int = 1) -> dict:
+                log=print, partial: Path | None = None, parallel: int = 1,
+                arms_at_once: bool = False) -> dict:
     """``rounds`` rounds of TRL and the scorealign arms on ``setting``, each run in a fresh
     process (so each peak RSS is one run's), the order reversed every other round so slow
     phases of a shared machine hit both sides; ``parallel`` rounds at a time (on CPU each
@@ -404,7 +419,7 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
         done = json.loads(partial.read_text()).get("rounds_raw", [])
     todo = [r for r in range(rounds) if r not in {d["round"] for d in done}]
     with ThreadPoolExecutor(max(parallel, 1)) as pool:
-        futures = [pool.submit(_round, r, setting, device, dtype) for r in todo]
+        futures = [pool.submit(_round, r, setting, device, dtype, arms_at_once) for r in todo]
         for f in as_completed(futures):
             row = f.result()
             done = sorted([*done, row], key=lambda d: d["round"])
@@ -560,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--extra", default="[]", help="worker: JSON list of scorealign overrides")
     ap.add_argument("--no-warmup", action="store_true", help="worker: no untimed first epoch")
     ap.add_argument("--parallel", type=int, default=1, help="rounds run at a time")
+    ap.add_argument("--arms-at-once", action="store_true",
+                    help="run a round's TRL and scorealign processes concurrently")
     a = ap.parse_args(argv)
     if a.worker:
         serve(a.worker, a.setting[0], a.device, a.dtype, a.reward, a.seed, json.loads(a.extra),
@@ -582,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             partial = a.out / f"partial_{setting}.json"
             allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial,
-                                          parallel=a.parallel)
+                                          parallel=a.parallel, arms_at_once=a.arms_at_once)
             f.write_text(json.dumps(allres[setting], indent=1))
             partial.unlink(missing_ok=True)  # the finished summary replaces it
         for mode, r in allres[setting]["modes"].items():
