@@ -336,14 +336,18 @@ def summarize(setting: str, rounds_done: list[dict], rounds: int, device: str,
     """Medians, time and memory ratios (each mode over TRL) and their spreads over rounds."""
     cuda = device.startswith("cuda")
     mem_key = "peak_mem_gb" if cuda else "peak_rss_mb"
-    t = {w: [r[w]["s"] for r in rounds_done] for w in ("trl", *ARMS)}
-    m = {w: [r[w][mem_key] for r in rounds_done] for w in ("trl", *ARMS)}
-    med = {w: statistics.median(v) for w, v in t.items()}
-    mem = {w: statistics.median(v) for w, v in m.items()}
+    ok = {w: [r for r in rounds_done if "s" in r[w] and "s" in r["trl"]] for w in ("trl", *ARMS)}
+    t = {w: [r[w]["s"] for r in ok[w]] for w in ("trl", *ARMS)}
+    m = {w: [r[w][mem_key] for r in ok[w]] for w in ("trl", *ARMS)}
+    med = {w: statistics.median(v) for w, v in t.items() if v}
+    mem = {w: statistics.median(v) for w, v in m.items() if v}
     modes = {}
     for mode in ARMS:
-        tr = [r[mode]["s"] / r["trl"]["s"] for r in rounds_done]
-        mr = [r[mode][mem_key] / r["trl"][mem_key] for r in rounds_done]
+        if not ok[mode]:  # every run of this arm failed: say why
+            modes[mode] = {"error": [r[mode].get("error") for r in rounds_done]}
+            continue
+        tr = [r[mode]["s"] / r["trl"]["s"] for r in ok[mode]]
+        mr = [r[mode][mem_key] / r["trl"][mem_key] for r in ok[mode]]
         modes[mode] = {"ratio_ours_over_trl": med[mode] / med["trl"],
                        "mem_ratio_ours_over_trl": mem[mode] / mem["trl"],
                        "per_round_ratio_ours_over_trl": tr, "spread": _spread(tr),
@@ -369,12 +373,16 @@ def summarize(setting: str, rounds_done: list[dict], rounds: int, device: str,
 
 def one_epoch(which: str, setting: str, device: str, dtype: str,
               extra: list[str] | None = None) -> dict:
-    """A fresh worker process: load, warm-up epoch, one timed epoch; its time and peak memory."""
-    w = Worker(which, setting, device, dtype, extra=extra)
+    """A fresh worker process: load, warm-up epoch, one timed epoch; its time and peak memory,
+    or ``{"error": ...}`` when the worker dies (e.g. out of memory: fast mode on a large model)."""
     try:
-        return w.epoch()
-    finally:
-        w.close()
+        w = Worker(which, setting, device, dtype, extra=extra)
+        try:
+            return w.epoch()
+        finally:
+            w.close()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = False) -> dict:
@@ -424,7 +432,8 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
             row = f.result()
             done = sorted([*done, row], key=lambda d: d["round"])
             log(f"[{setting}] round {row['round']}: " + ", ".join(
-                f"{w} {row[w]['s']:.2f} s {row[w].get('peak_rss_mb', row[w].get('peak_mem_gb'))}"
+                f"{w} {row[w].get('s', 'failed')} s "
+                f"{row[w].get('peak_rss_mb', row[w].get('peak_mem_gb'))}"
                 for w in ("trl", *ARMS)) + f" load {row['load']}")
             if partial is not None:
                 partial.write_text(json.dumps(summarize(setting, done, rounds, device, dtype),
@@ -603,6 +612,9 @@ def main(argv: list[str] | None = None) -> None:
             f.write_text(json.dumps(allres[setting], indent=1))
             partial.unlink(missing_ok=True)  # the finished summary replaces it
         for mode, r in allres[setting]["modes"].items():
+            if "error" in r:
+                print(f"[{setting}] {mode}: failed: {r['error'][0]}", flush=True)
+                continue
             print(f"[{setting}] {mode}: time scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
                   f"(rounds {r['spread']['min']:.3f}–{r['spread']['max']:.3f}), memory "
                   f"{r['mem_ratio_ours_over_trl']:.3f} (rounds {r['mem_spread']['min']:.3f}–"
