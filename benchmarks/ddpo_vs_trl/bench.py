@@ -12,23 +12,27 @@ Settings (same samples, steps, CFG, LoRA and optimizer steps on both sides):
 * ``sd15`` (GPU, ``benchmarks/gpu``): SD 1.5's UNet, 64×64×4 latents, bf16, 8 samples, 10
   steps, train batch 8 (TRL: 4 micro-batches of 2).
 
-scorealign runs with the speed options of ``SETTINGS[...]["ours"]`` (``--plain``: without
-them): they schedule the same update differently (gradient-equality tests in
-tests/rl/test_speed_levers.py). scorealign's policy trains 9 of the 10 steps (``action_steps:
-auto`` makes the last, σ ≈ 0.01 step deterministic), TRL all 10.
+scorealign runs as three arms (``ARMS``): its two update modes at equal work (``train.mode``
+lean, the default, and fast; ``policy.action_steps=all`` so it trains all 10 steps as TRL does)
+and its default config (lean, ``action_steps: auto``: 9 of 10 steps trained). The modes schedule
+the same update differently (gradient-equality tests in tests/rl/test_speed_levers.py and
+tests/rl/test_update_modes.py).
 
-Method: two persistent worker processes (TRL, scorealign) load the pipeline, run one warm-up
-epoch, then alternate one timed epoch each for ``--rounds`` rounds (the one that goes first
-alternates too), so slow phases of a shared machine hit both. Epoch time is the worker's CPU
-time (``process_time``, all threads) on CPU, where other jobs share the cores, and synchronized
-wall time on a GPU. Reported per setting: every epoch time (and wall and CPU time, and the
-epoch's mean reward), the medians, ``ratio = median(scorealign)/median(TRL)`` (< 1: scorealign
-faster) and its spread over rounds (min/max/quartiles of the per-round ratios), peak memory.
+Method: each round runs TRL and every arm in a fresh process (load, one untimed warm-up epoch,
+one timed epoch), so each peak RSS is one run's; the order is reversed every other round (or,
+``--arms-at-once``, the round's processes run concurrently, under the same load), so slow phases
+of a shared machine hit both sides; ``--parallel`` rounds at a time. Epoch time is the worker's
+CPU time (``process_time``, all threads) on CPU, where other jobs share the cores, and
+synchronized wall time on a GPU; memory is the process's peak RSS on CPU and the peak CUDA memory
+allocated in the timed epoch on a GPU. Reported per setting and arm: ``ratio_ours_over_trl`` =
+median(arm)/median(TRL) of time and ``mem_ratio_ours_over_trl`` of memory side by side (< 1:
+scorealign faster / smaller), the per-round ratios with their spread, the machine's load average
+at the start and end of every round, and every raw measurement.
 TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on this
 interpreter, so both sides use the same torch, diffusers, peft and accelerate.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/bench.py [--setting tiny compute]
-        [--rounds 5]
+        [--rounds 5] [--parallel N] [--arms-at-once]
     .venv/bin/python benchmarks/ddpo_vs_trl/bench.py --quick   # smoke run of the set-up
 
 Writes ``results_<setting>.json`` beside this file (cached: a setting with a results file is
@@ -52,24 +56,30 @@ ROOT = HERE.parents[1]
 TRL_DIR = ROOT / ".cache" / "trl-0.23"
 PROMPTS = ["a cat", "a dog", "a red car", "a tree"]
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-# ``ours``: scorealign's speed/memory options in each setting (they change how the work is
-# scheduled, never the update; each has a gradient-equality test in tests/rl/test_speed_levers.py)
-# and ``ours_micro``: its micro-batch (TRL's is ``micro``). tiny takes two optimizer steps per
-# epoch (16 samples, train batch 8), so only its first is on-policy: steps folded into one
-# batched forward. compute and sd15 take one step per epoch (on-policy): compute keeps the
-# rollout's graphs (no training forward); sd15's graphs would not fit, so it backpropagates per
-# step (TRL's memory pattern) with one micro-batch of 8.
+# Equal work on both sides: the same samples, train batch, micro-batch (TRL's train_batch_size =
+# scorealign's minibatch_size / grad_accum), steps, CFG and LoRA rank. scorealign runs in each of
+# its two update modes (``train.mode``, same gradient: tests/rl/test_speed_levers.py): ``lean``
+# (the default, TRL's schedule: rollout without graphs, per-step backward with recompute) and
+# ``fast`` (keeps graphs: tiny takes two optimizer steps per epoch, so it folds a micro-batch's
+# steps into one forward/backward; compute and sd15 take one on-policy step per epoch, so they
+# reuse the rollout's graphs). ``policy.action_steps=all``: scorealign trains all 10 steps, as
+# TRL does (its default ``auto`` would train 9).
 SETTINGS = {
     "tiny": dict(size="tiny", steps=10, cfg=5.0, batch=8, num_batches=2, train_batch=8, micro=8,
-                 prompts_per_epoch=4, ours=["train.fold_steps=true"]),
+                 prompts_per_epoch=4),
     "compute": dict(size="compute", steps=10, cfg=5.0, batch=4, num_batches=1, train_batch=4,
-                    micro=4, prompts_per_epoch=1, ours=["train.reuse_rollout_graph=true"]),
+                    micro=4, prompts_per_epoch=1),
     "compute_hd32": dict(size="compute_hd32", steps=10, cfg=5.0, batch=4, num_batches=1,
-                         train_batch=4, micro=4, prompts_per_epoch=1,
-                         ours=["train.reuse_rollout_graph=true"]),
+                         train_batch=4, micro=4, prompts_per_epoch=1),
     "sd15": dict(size="sd15", steps=10, cfg=5.0, batch=8, num_batches=1, train_batch=8, micro=2,
-                 prompts_per_epoch=2, ours=["train.step_chunk=1"], ours_micro=8),
+                 prompts_per_epoch=2),
 }
+MODES = ("lean", "fast")
+EQUAL_WORK = ["policy.action_steps=all"]
+# scorealign's arms: the two modes at equal work, and the default config (lean, action_steps
+# auto: the last, deterministic step untrained, 9 of 10 trained: less work than TRL's)
+ARMS = {"lean": ["train.mode=lean", *EQUAL_WORK], "fast": ["train.mode=fast", *EQUAL_WORK],
+        "lean_auto_steps": ["train.mode=lean"]}
 
 
 def jpeg_kb(images) -> list[float]:
@@ -203,15 +213,12 @@ def ours_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: 
     from scorealign.rl.setup import Setup
     from scorealign.rl.trainer import Finetuner
 
-    if os.environ.get("SCOREALIGN_BENCH_PLAIN") == "1":  # ablation: without the options
-        s = {k: v for k, v in s.items() if k not in ("ours", "ours_micro")}
     k = s["batch"] * s["num_batches"] // s["prompts_per_epoch"]
     sets = [f"policy.steps={s['steps']}", "policy.eta=1.0", f"policy.guidance={s['cfg']}",
             f"prompts.prompts={json.dumps(PROMPTS)}",
             f"prompts.per_epoch={s['prompts_per_epoch']}", f"prompts.k={k}",
             f"train.sample_batch_size={s['batch']}", f"train.minibatch_size={s['train_batch']}",
-            f"train.grad_accum={s['train_batch'] // s.get('ours_micro', s['micro'])}",
-            "train.log_kl=false", *s.get("ours", []),
+            f"train.grad_accum={s['train_batch'] // s['micro']}", "train.log_kl=false",
             "lora.rank=4", "lora.alpha=4.0", f"reward.optimized={REWARDS[reward][1]}",
             "reward.gold=null", "algo.loss=ppo_clip", "algo.advantage=per_prompt",
             "algo.advantage_kwargs={buffer_size: 16, min_count: 4}", f"device={device}",
@@ -317,59 +324,122 @@ def quartiles(xs: list[float]) -> list[float]:
     return [q[0], q[2]]
 
 
-def summarize(setting: str, res: dict, rounds: int, device: str, dtype: str) -> dict:
-    """Medians, ratio and spread of the epochs measured so far."""
-    t = {w: [e["s"] for e in res[w]] for w in res}
-    n = min(len(t["trl"]), len(t["ours"]))
-    per_round = [o / tr for o, tr in zip(t["ours"][:n], t["trl"][:n])]
-    med = {w: statistics.median(v) for w, v in t.items()}
+def _spread(xs: list[float]) -> dict:
+    return {"min": min(xs), "max": max(xs), "quartiles": quartiles(xs)}
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def summarize(setting: str, rounds_done: list[dict], rounds: int, device: str,
+              dtype: str) -> dict:
+    """Medians, time and memory ratios (each mode over TRL) and their spreads over rounds."""
+    cuda = device.startswith("cuda")
+    mem_key = "peak_mem_gb" if cuda else "peak_rss_mb"
+    ok = {w: [r for r in rounds_done if "s" in r[w] and "s" in r["trl"]] for w in ("trl", *ARMS)}
+    t = {w: [r[w]["s"] for r in ok[w]] for w in ("trl", *ARMS)}
+    m = {w: [r[w][mem_key] for r in ok[w]] for w in ("trl", *ARMS)}
+    med = {w: statistics.median(v) for w, v in t.items() if v}
+    mem = {w: statistics.median(v) for w, v in m.items() if v}
+    modes = {}
+    for mode in ARMS:
+        if not ok[mode]:  # every run of this arm failed: say why
+            modes[mode] = {"error": [r[mode].get("error") for r in rounds_done]}
+            continue
+        tr = [r[mode]["s"] / r["trl"]["s"] for r in ok[mode]]
+        mr = [r[mode][mem_key] / r["trl"][mem_key] for r in ok[mode]]
+        modes[mode] = {"ratio_ours_over_trl": med[mode] / med["trl"],
+                       "mem_ratio_ours_over_trl": mem[mode] / mem["trl"],
+                       "per_round_ratio_ours_over_trl": tr, "spread": _spread(tr),
+                       "per_round_mem_ratio_ours_over_trl": mr, "mem_spread": _spread(mr),
+                       "overrides": ARMS[mode]}
     s = SETTINGS[setting]
-    mem_key = "peak_mem_gb" if device.startswith("cuda") else "peak_rss_mb"
-    mem = {w: max(e[mem_key] for e in res[w]) for w in res}  # each worker's peak over epochs
     return {
         "setting": setting, "device": device, "dtype": dtype, "rounds": rounds,
-        "time": "wall (perf_counter, synchronized)" if device.startswith("cuda") else
+        "rounds_done": len(rounds_done),
+        "time": "wall (perf_counter, synchronized)" if cuda else
                 "CPU time of the worker process (process_time, all threads)",
-        "rounds_done": n, "epoch_s": t, "median_s": med,
-        "ratio_ours_over_trl": med["ours"] / med["trl"],
-        "ratio_trl_over_ours": med["trl"] / med["ours"],
-        "per_round_ratio_ours_over_trl": per_round,
-        "spread": {"min": min(per_round), "max": max(per_round),
-                   "quartiles": quartiles(per_round)},
-        mem_key: mem,
-        # beside the time ratio: CUDA max allocated (per epoch) or the worker's peak RSS
-        "mem_ratio_ours_over_trl": mem["ours"] / mem["trl"],
-        "plain": os.environ.get("SCOREALIGN_BENCH_PLAIN") == "1",
+        "memory": "peak CUDA memory allocated in the timed epoch (GiB)" if cuda else
+                  "peak RSS of the worker process (MB; a fresh process per round: model "
+                  "loading, one warm-up epoch and the timed epoch)",
+        "median_s": med, f"median_{mem_key}": mem, "modes": modes,
+        "load_avg_per_round": [r["load"] for r in rounds_done],
+        "rounds_raw": rounds_done,
         "config": {**s, "samples_per_epoch": s["batch"] * s["num_batches"], "lora_rank": 4,
-                   "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS")},
+                   "trl": "0.23.0", "threads": os.environ.get("OMP_NUM_THREADS"),
+                   "cpu_count": os.cpu_count()},
     }
 
 
-def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
-                log=print, partial: Path | None = None) -> dict:
-    """Alternate ``rounds`` epochs of TRL and scorealign on ``setting``; the results dict.
+def one_epoch(which: str, setting: str, device: str, dtype: str,
+              extra: list[str] | None = None) -> dict:
+    """A fresh worker process: load, warm-up epoch, one timed epoch; its time and peak memory,
+    or ``{"error": ...}`` when the worker dies (e.g. out of memory: fast mode on a large model)."""
+    try:
+        w = Worker(which, setting, device, dtype, extra=extra)
+        try:
+            return w.epoch()
+        finally:
+            w.close()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
 
-    With ``partial``, the summary of the rounds done so far is written there after each round
-    (a stopped run keeps what it measured).
+
+def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = False) -> dict:
+    """Round ``r``: TRL and every scorealign arm, each in a fresh process, one after another
+    (reversed every other round), or all at once (``arms_at_once``: the same machine load for
+    every arm)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    arms = [("trl", "trl", [])] + [(a, "ours", extra) for a, extra in ARMS.items()]
+    row = {"round": r, "load": {"start": _load()}, "arms_at_once": arms_at_once}
+    order = arms if r % 2 == 0 else arms[::-1]
+    if arms_at_once:
+        with ThreadPoolExecutor(len(arms)) as pool:
+            futures = {name: pool.submit(one_epoch, which, setting, device, dtype, extra)
+                       for name, which, extra in order}
+            row.update({name: f.result() for name, f in futures.items()})
+    else:
+        for name, which, extra in order:
+            row[name] = one_epoch(which, setting, device, dtype, extra)
+    row["load"]["end"] = _load()
+    return row
+
+
+def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
+                log=print, partial: Path | None = None, parallel: int = 1,
+                arms_at_once: bool = False) -> dict:
+    """``rounds`` rounds of TRL and the scorealign arms on ``setting``, each run in a fresh
+    process (so each peak RSS is one run's), the order reversed every other round so slow
+    phases of a shared machine hit both sides; ``parallel`` rounds at a time (on CPU each
+    epoch's time is its process's CPU time, which other processes change little); the results
+    dict.
+
+    With ``partial``, the rounds done so far are written there after each round and read back
+    on a restart (a stopped run continues where it stopped).
     """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     ensure_trl()
     ensure_pipeline(SETTINGS[setting]["size"])
-    workers = {w: Worker(w, setting, device, dtype) for w in ("trl", "ours")}
-    res: dict = {"trl": [], "ours": []}
-    try:
-        for r in range(rounds):
-            order = ("trl", "ours") if r % 2 == 0 else ("ours", "trl")
-            for w in order:
-                res[w].append(workers[w].epoch())
-            log(f"[{setting}] round {r}: TRL {res['trl'][-1]['s']:.3f} s, scorealign "
-                f"{res['ours'][-1]['s']:.3f} s")
+    done: list[dict] = []
+    if partial is not None and partial.is_file():
+        done = json.loads(partial.read_text()).get("rounds_raw", [])
+    todo = [r for r in range(rounds) if r not in {d["round"] for d in done}]
+    with ThreadPoolExecutor(max(parallel, 1)) as pool:
+        futures = [pool.submit(_round, r, setting, device, dtype, arms_at_once) for r in todo]
+        for f in as_completed(futures):
+            row = f.result()
+            done = sorted([*done, row], key=lambda d: d["round"])
+            log(f"[{setting}] round {row['round']}: " + ", ".join(
+                f"{w} {row[w].get('s', 'failed')} s "
+                f"{row[w].get('peak_rss_mb', row[w].get('peak_mem_gb'))}"
+                for w in ("trl", *ARMS)) + f" load {row['load']}")
             if partial is not None:
-                partial.write_text(json.dumps(summarize(setting, res, rounds, device, dtype),
+                partial.write_text(json.dumps(summarize(setting, done, rounds, device, dtype),
                                               indent=1))
-    finally:
-        for w in workers.values():
-            w.close()
-    return summarize(setting, res, rounds, device, dtype)
+    return summarize(setting, done, rounds, device, dtype)
 
 
 # -- time to TRL's reward ---------------------------------------------------------------------
@@ -377,15 +447,16 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
 # on scorealign's trainer; LOOP [Gupta+25] takes the same 16 samples as 4 prompts × K = 4 with a
 # leave-one-out baseline, either in TRL's schedule (two minibatches of 8) or on-policy (one
 # minibatch of 16, one optimizer step, rollout graphs reused: train.reuse_rollout_graph).
-TTR_METHODS = {
-    "ddpo": [],
-    "loop": ["algo.loss=loop", "algo.advantage=leave_one_out", "algo.advantage_kwargs={}"],
+TTR_METHODS = {  # (the study was run with tiny's fast schedule: folded steps)
+    "ddpo": ["train.mode=fast"],
+    "loop": ["train.mode=fast", "algo.loss=loop", "algo.advantage=leave_one_out",
+             "algo.advantage_kwargs={}"],
     "loop_onpolicy": ["algo.loss=loop", "algo.advantage=leave_one_out",
                       "algo.advantage_kwargs={}", "train.minibatch_size=16", "train.grad_accum=1",
                       "train.fold_steps=false", "train.reuse_rollout_graph=true"],
     # ablation, not in the study: DDPO training every step, the last (σ ≈ 0.01) one included,
     # as TRL does
-    "ddpo_all_steps": ["policy.action_steps=all"],
+    "ddpo_all_steps": ["train.mode=fast", "policy.action_steps=all"],
 }
 TTR_STUDY = ("ddpo", "loop", "loop_onpolicy")
 # lr grid of every arm; TRL 0.23's default train_learning_rate is 3e-4 (trl/trainer/ddpo_config.py)
@@ -513,17 +584,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="run seed (worker)")
     ap.add_argument("--extra", default="[]", help="worker: JSON list of scorealign overrides")
     ap.add_argument("--no-warmup", action="store_true", help="worker: no untimed first epoch")
-    ap.add_argument("--plain", action="store_true",
-                    help="scorealign without its speed options (SETTINGS[...]['ours']): ablation")
+    ap.add_argument("--parallel", type=int, default=1, help="rounds run at a time")
+    ap.add_argument("--arms-at-once", action="store_true",
+                    help="run a round's TRL and scorealign processes concurrently")
     ap.add_argument("--quick", action="store_true", help="smoke run of the set-up (TRL 0.23 "
-                    "into .cache, the pipeline, both workers): the tiny setting, one round, "
+                    "into .cache, the pipeline, every worker): the tiny setting, one round, "
                     "into .cache/ddpo_vs_trl-quick/ (never the committed results)")
     a = ap.parse_args(argv)
     if a.quick:
         a.setting, a.rounds, a.force = ["tiny"], 1, True
         a.out = ROOT / ".cache" / "ddpo_vs_trl-quick"
-    if a.plain:
-        os.environ["SCOREALIGN_BENCH_PLAIN"] = "1"
     if a.worker:
         serve(a.worker, a.setting[0], a.device, a.dtype, a.reward, a.seed, json.loads(a.extra),
               not a.no_warmup)
@@ -544,15 +614,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{setting}] cached: {f}")
         else:
             partial = a.out / f"partial_{setting}.json"
-            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial)
+            allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial,
+                                          parallel=a.parallel, arms_at_once=a.arms_at_once)
             f.write_text(json.dumps(allres[setting], indent=1))
             partial.unlink(missing_ok=True)  # the finished summary replaces it
-        r = allres[setting]
-        print(f"[{setting}] median TRL {r['median_s']['trl']:.3f} s, scorealign "
-              f"{r['median_s']['ours']:.3f} s, scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
-              f"(rounds {r['spread']['min']:.3f}–{r['spread']['max']:.3f}), peak memory "
-              f"scorealign/TRL = {r.get('mem_ratio_ours_over_trl', float('nan')):.3f}",
-              flush=True)
+        for mode, r in allres[setting]["modes"].items():
+            if "error" in r:
+                print(f"[{setting}] {mode}: failed: {r['error'][0]}", flush=True)
+                continue
+            print(f"[{setting}] {mode}: time scorealign/TRL = {r['ratio_ours_over_trl']:.3f} "
+                  f"(rounds {r['spread']['min']:.3f}–{r['spread']['max']:.3f}), memory "
+                  f"{r['mem_ratio_ours_over_trl']:.3f} (rounds {r['mem_spread']['min']:.3f}–"
+                  f"{r['mem_spread']['max']:.3f})", flush=True)
     every = a.out / "results.json"  # all settings measured so far, these updated
     merged = json.loads(every.read_text()) if every.is_file() else {}
     every.write_text(json.dumps({**merged, **allres}, indent=1))

@@ -117,7 +117,8 @@ def test_chunked_and_folded_backward_equal_plain(make_setup, make_config, chunk,
 
 def test_step_chunk_in_the_trainer_matches_plain_epoch(make_setup, make_config):
     moments = []
-    for extra in ([], ["train.step_chunk=1", "train.grad_accum=2"], ["train.fold_steps=true"]):
+    for extra in (["train.step_chunk=0", "train.fold_steps=false"],
+                  ["train.step_chunk=1", "train.grad_accum=2"], ["train.fold_steps=true"]):
         ft = Finetuner(make_config("algo.loss=ppo_clip", "train.grad_clip=0", *extra), None,
                        setup=make_setup())
         ft.train_epoch()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from scorealign.config import BaseConfig as SharedBase
 from scorealign.config import FieldError, Tracker, tracker_field
@@ -169,17 +169,27 @@ class OptimConfig(SharedOptim):
     log_kl: bool = field(default=True, metadata=_h("log the KL to the base model each epoch"))
     ckpt_every: int = field(default=5, metadata=_h("checkpoint interval (epochs)"))
     keep_checkpoints: int = field(default=2, metadata=_h("newest checkpoints kept"))
-    reuse_rollout_graph: bool = field(default=False, metadata=_h(
+    mode: Literal["lean", "fast"] = field(default="lean", metadata=_h(
+        "how the update is scheduled (same gradient either way): lean = TRL DDPOTrainer's "
+        "(trl/trainer/ddpo_trainer.py): rollout under no_grad, log-probs recomputed per trained "
+        "step with one backward per step, micro-batches of minibatch_size/grad_accum rows, no "
+        "rollout graph kept (least memory); fast = keep graphs: reuse the rollout's graphs when "
+        "the update is on-policy (see reuse_rollout_graph), else all trained steps of a "
+        "micro-batch folded into one forward and one backward (faster, memory grows with the "
+        "steps). reuse_rollout_graph / step_chunk / fold_steps, when set, override the mode"))
+    reuse_rollout_graph: bool | None = field(default=None, metadata=_h(
         "on-policy updates (inner_epochs 1, one minibatch per epoch, one process): keep the "
         "rollout's per-step graphs and backpropagate through them instead of recomputing the "
         "log-probs (same gradient, no training forward; memory: every trained step's graph of "
-        "the whole batch)"))
-    step_chunk: int = field(default=0, metadata=_h(
+        "the whole batch); null: from train.mode (fast: when the update allows it)"))
+    step_chunk: int | None = field(default=None, metadata=_h(
         "trained steps per backward pass (0: all steps of a micro-batch, one backward); k > 0 "
-        "holds the graphs of k steps at a time (peak memory ~k/S of 0's; same gradient)"))
-    fold_steps: bool = field(default=False, metadata=_h(
+        "holds the graphs of k steps at a time (peak memory ~k/S of 0's; same gradient); "
+        "null: from train.mode (lean 1, fast 0)"))
+    fold_steps: bool | None = field(default=None, metadata=_h(
         "the model calls of a chunk's steps as one batch of B*steps rows (fewer, larger "
-        "forwards: faster for small networks, same memory as the chunk)"))
+        "forwards: faster for small networks, same memory as the chunk); null: from "
+        "train.mode (lean false, fast true)"))
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,14 @@ class LoraConfig(SharedLora):
                                         f"trains every weight)")
 
 
+class UpdateLevers(NamedTuple):
+    """The resolved update schedule (:meth:`FinetuneConfig.levers`)."""
+
+    reuse_rollout_graph: bool
+    step_chunk: int
+    fold_steps: bool
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """``scorealign finetune``: base model, policy, reward, prompts, algorithm, optimization."""
@@ -215,23 +233,41 @@ class FinetuneConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_h("device"))
     tracker: Tracker = tracker_field()  # issue 11
 
-    def _check_reuse_graph(self, b: int) -> None:
-        """train.reuse_rollout_graph needs an on-policy update with log-prob losses only."""
+    def _reuse_graph_problem(self, b: int) -> str | None:
+        """Why train.reuse_rollout_graph cannot run (it needs an on-policy update with a
+        log-prob loss only), or None."""
         from scorealign.rl.losses import kl_required, split_signature
         t, loss = self.train, self.algo.loss
         if t.inner_epochs != 1 or t.minibatch_size != b:
-            raise FieldError("train.reuse_rollout_graph", f"needs one optimizer step per rollout "
-                             f"batch: train.inner_epochs=1 (got {t.inner_epochs}) and "
-                             f"train.minibatch_size=prompts.per_epoch*k={b} (got "
-                             f"{t.minibatch_size})")
+            return (f"needs one optimizer step per rollout batch: train.inner_epochs=1 (got "
+                    f"{t.inner_epochs}) and train.minibatch_size=prompts.per_epoch*k={b} (got "
+                    f"{t.minibatch_size})")
         entry = RL_LOSSES.get(loss)
         hyper = {**split_signature(entry.fn)[1], **self.algo.loss_kwargs}
         grad_kl = float(hyper.get("beta", 0.0) or 0.0) > 0 or kl_required(entry)
         beyond = {"needs_differentiable_reward", "forward_process"} & entry.properties
         if beyond or grad_kl:
-            raise FieldError("train.reuse_rollout_graph", f"loss {loss!r} needs model calls "
-                             f"beyond the rollout's log-probs (reward backprop, a forward-"
-                             f"process loss or a differentiable KL with beta > 0)")
+            return (f"loss {loss!r} needs model calls beyond the rollout's log-probs (reward "
+                    f"backprop, a forward-process loss or a differentiable KL with beta > 0)")
+        return None
+
+    def levers(self, world: int = 1) -> "UpdateLevers":
+        """The update schedule of ``train.mode`` with the explicitly set levers on top.
+
+        lean (TRL's DDPOTrainer): no rollout graph, one backward per trained step. fast: the
+        rollout's graphs when the update is on-policy on one process (and no recompute lever
+        is set), else every trained step of a micro-batch in one folded forward/backward.
+        """
+        t = self.train
+        b = self.prompts.per_epoch * self.prompts.k
+        fast = t.mode == "fast"
+        reuse = t.reuse_rollout_graph
+        if reuse is None:
+            reuse = (fast and world == 1 and t.step_chunk is None and t.fold_steps is None
+                     and self._reuse_graph_problem(b) is None)
+        chunk = t.step_chunk if t.step_chunk is not None else (0 if fast else 1)
+        fold = t.fold_steps if t.fold_steps is not None else fast
+        return UpdateLevers(bool(reuse), chunk, bool(fold))
 
     def __post_init__(self) -> None:
         from scorealign.rl.advantages import ADVANTAGES
@@ -259,10 +295,10 @@ class FinetuneConfig:
         if not needs_values and self.algo.value is not None:
             raise FieldError("algo.value", f"only used by an estimator that needs values "
                              f"(algo.advantage=value); advantage is {adv!r}")
-        if t.step_chunk < 0:
+        if t.step_chunk is not None and t.step_chunk < 0:
             raise FieldError("train.step_chunk", f"must be >= 0, got {t.step_chunk}")
-        if t.reuse_rollout_graph:
-            self._check_reuse_graph(b)
+        if t.reuse_rollout_graph and (why := self._reuse_graph_problem(b)):
+            raise FieldError("train.reuse_rollout_graph", why)
         if self.algo.loss == "reinforce" and (t.inner_epochs > 1 or t.minibatch_size < b):
             raise FieldError("algo.loss", f"reinforce has no importance ratio, so it cannot "
                              f"reuse samples: needs train.inner_epochs=1 (got {t.inner_epochs}) "

@@ -71,6 +71,7 @@ class Finetuner:
                  accelerator: Accelerator | None = None):
         self.cfg, self.run = cfg, run
         self.acc = accelerator or make_accelerator(cfg.device)
+        self.levers = cfg.levers(self.acc.num_processes)  # train.mode + explicit levers
         self.setup = setup or build_setup(cfg)
         params = [p for p in self.setup.model.parameters() if p.requires_grad]
         t = cfg.train
@@ -167,7 +168,7 @@ class Finetuner:
             else None
         policy = self.kind.sampling_policy(self.context())
         self.model.eval()
-        if self.cfg.train.reuse_rollout_graph and world > 1:
+        if self.levers.reuse_rollout_graph and world > 1:
             raise ValueError("train.reuse_rollout_graph needs one process (the update's rows "
                              "are other processes' rollouts)")
         try:
@@ -176,7 +177,7 @@ class Finetuner:
                 traj = policy.rollout(row_prompts[s:s + chunk], 1, seeds=seeds[r],
                                            prompt_ids=ids[r], device=self.acc.device,
                                            run_seed=self.cfg.train.seed, epoch=self.epoch,
-                                           keep_graph=self.cfg.train.reuse_rollout_graph)
+                                           keep_graph=self.levers.reuse_rollout_graph)
                 images = self.setup.decode(traj.x0).detach()
                 meta = {"epoch": self.epoch}
                 if pool is not None:  # score this chunk while the next one samples
@@ -251,6 +252,7 @@ class Finetuner:
         rows per optimizer step does not depend on the number of processes.
         """
         t, acc, uctx = self.cfg.train, self.acc, self.context()
+        chunk, fold = self.levers.step_chunk, self.levers.fold_steps
         if traj.logp_graph is not None:
             return self._update_on_graph(traj, adv, uctx)
         n, world = traj.batch_size, acc.num_processes
@@ -273,14 +275,14 @@ class Finetuner:
                     last = j + micro >= len(batch)
                     sub = traj.index(idx)
                     scale = len(idx) / len(batch)
-                    if self.kind.chunked(t.step_chunk, t.fold_steps):
+                    if self.kind.chunked(chunk, fold):
                         def backward(loss, last_chunk, last=last, scale=scale):
                             ctx = nullcontext() if last and last_chunk else \
                                 acc.no_sync(self.model)
                             with ctx:
                                 acc.backward(loss * scale)
-                        out = self.kind.chunked_loss(uctx, sub, adv[idx], t.step_chunk,
-                                                     t.fold_steps, backward)
+                        out = self.kind.chunked_loss(uctx, sub, adv[idx], chunk, fold,
+                                                     backward)
                     else:
                         ctx = acc.no_sync(self.model) if not last else nullcontext()
                         with ctx:
@@ -311,9 +313,10 @@ class Finetuner:
         return out
 
     def _update_on_graph(self, traj, adv, ctx: UpdateContext) -> dict[str, float]:
-        """The one optimizer step of an on-policy epoch (``train.reuse_rollout_graph``): the
-        loss on the rollout's log-probs with their graphs, one backward; the gradient equals the
-        recomputing path's (tests/rl/test_memory_options.py) without its training forward."""
+        """The one optimizer step of an on-policy epoch (``train.reuse_rollout_graph``; the
+        fast mode's choice when on-policy): the loss on the rollout's log-probs with their
+        graphs, one backward; the gradient equals the recomputing path's
+        (tests/rl/test_speed_levers.py) without its training forward."""
         t, acc = self.cfg.train, self.acc
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
