@@ -17,6 +17,16 @@ from typing import Callable
 import numpy as np
 
 
+def portable_path(path: Path) -> str:
+    """``path`` relative to the repository (committed results hold no machine paths); a path
+    outside it is reduced to its name."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
+
+
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

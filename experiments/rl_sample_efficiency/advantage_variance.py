@@ -22,16 +22,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+from _cells import portable_path as _portable  # noqa: E402
 
-
-
-def _portable(path: Path) -> str:
-    """``path`` relative to the repository (committed results hold no machine paths)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return Path(path).name
 
 def main(argv: list[str] | None = None) -> int:
     from scorealign.config import load_config

@@ -39,7 +39,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
-from _cells import cached  # noqa: E402
+from _cells import cached, portable_path as _portable  # noqa: E402
 import _selection as sel  # noqa: E402
 CONFIGS = ROOT / "configs" / "finetune"
 SAA = ["algo.advantage=batch", "algo.value=null", "policy.exploration=0.2",
@@ -61,15 +61,6 @@ METHODS = {  # name → (config file, overrides); β = 0 for all
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262}
 
-
-
-def _portable(path: Path) -> str:
-    """``path`` relative to the repository (committed results hold no machine paths)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return Path(path).name
 
 def build(method: str, a: argparse.Namespace, lr: float, seed: int):
     """The FinetuneConfig of one cell."""
