@@ -78,6 +78,7 @@ class Arm:
     sets: tuple[str, ...] = ()
     family: str = "vp"
     beta: float = 0.0  # 0: reward only; > 0: KL-regularized toward p*_β
+    kind: str = "rl"  # rl: rl.trainer.Finetuner; dpo: Diffusion-DPO on BT-labelled base pairs
 
     def overrides(self) -> list[str]:
         return list(self.sets) + (["base.sde=flow"] if self.family == "flow" else [])
@@ -101,13 +102,41 @@ ARMS = {
     "AdjointMatching": Arm("digits_adjoint_matching.yaml",
                            ("algo.loss=adjoint_matching",
                             "algo.loss_kwargs={lam: 0.5, times: 5}"), beta=0.5),
+    # The KL-regularized PG arms with the objective E[r] − β KL itself. Under the trainer's
+    # default ratio_units=per_dim the ratio's log is divided by D, so the policy gradient is
+    # ∇E[r]/D beside an undivided KL: DPOK and SaA-KL above optimize E[r] − Dβ KL (target
+    # p*_{Dβ} = p*_1 at d = 2). Summed units (clip D·1e-2: the same trust region) remove that.
+    # SaA-KL-SDE: β = 0.5 on the memoryless chain (DDIM η = 1, no exploration), whose KL term
+    # is the discretized Girsanov path KL with optimum p*_β (testbed/problems.py); leave-one-out
+    # advantages are r minus a baseline, not whitened (``batch`` divides by std_B(r), which
+    # turns β into β·std_B(r)).
+    "DPOK-sum": Arm("digits_dpok.yaml", ("algo.kl=exact", "algo.ratio_units=sum",
+                                         f"algo.loss_kwargs={{alpha: 1.0, beta: 0.5, "
+                                         f"clip: {2 * CLIP}}}",
+                                         "algo.value={hidden: 32, lr: 3.0e-3, "
+                                         "steps_per_epoch: 10}"), beta=0.5),
+    "SaA-KL-SDE": Arm("digits_score_as_action.yaml",
+                      ("policy.sampler=ddim", "policy.eta=1.0", "algo.advantage=leave_one_out",
+                       "algo.value=null", "policy.exploration=0.0", "algo.ratio_units=sum",
+                       f"algo.loss_kwargs={{clip: {2 * CLIP}, beta: 0.5, gae_lambda: 1.0}}"),
+                      beta=0.5),
+    # Diffusion-DPO [Wallace+23, Eq. 14] on Bradley–Terry pairs of base samples (compute_dpo_cell)
+    "DiffusionDPO": Arm("digits_reinforce.yaml", ("policy.sampler=ddim", "policy.eta=1.0"),
+                        beta=0.5, kind="dpo"),
     "Flow-GRPO": Arm("digits_flow_grpo.yaml", (f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.0}}",),
                      family="flow"),
     "DiffusionNFT": Arm("digits_flow_nft.yaml", (), family="flow"),
 }
-ONE_MINIBATCH = {"REINFORCE", "DRaFT", "AdjointMatching"}  # no ratio: one gradient step/epoch
+ONE_MINIBATCH = {"REINFORCE", "DRaFT", "AdjointMatching", "DiffusionDPO"}  # no ratio: one gradient step/epoch
 CLAIM_A = ("LOOP", "DDPO", "REINFORCE")
-CLAIM_C = ("DPOK", "SaA-KL", "AdjointMatching")
+CLAIM_C = ("DPOK", "SaA-KL", "DPOK-sum", "SaA-KL-SDE", "AdjointMatching", "DiffusionDPO")
+# Diffusion-DPO: pairs (x¹, x²) of base samples labelled by Bradley–Terry on r/τ,
+# P(x¹ ≻ x²) = σ((r(x¹) − r(x²))/τ); DPO's optimum is p_ref e^{r/(τ β_DPO)} [Rafailov+23, Eq. 4
+# with the BT reward r/τ], so τ β_DPO = β makes it p*_β. The log-ratio surrogate is the ELBO
+# difference: likelihood weighting g²‖s − ∇log p(x_t|x_0)‖², summed over dimensions, scale
+# T/2 [Song+21b, Thm. 1], so at one (t, ε) it is an unbiased estimate of ELBO_θ − ELBO_ref.
+DPO_TAU = 1.0
+DPO_STEPS_PER_EPOCH = 9  # 9 steps × 16 pairs × 2 images = 288 = the PPO arms' 32 rows × 9 evals
 
 
 @dataclass(frozen=True)
@@ -128,16 +157,30 @@ class Mode:
     grid: tuple[float, ...]
     max_widen: int
     saa_steps: tuple[int, ...]
+    conv_arms: tuple[str, ...] = ()  # claim (c) at conv_factor × the budget ("converge" stage)
+    conv_factor: int = 4
+    conv_seeds: int = 10
     hidden: int = 64
     extra: dict = field(default_factory=dict)
 
 
 FULL = Mode("full", tuple(ARMS), epochs=40, p=4, k=8, steps=10, eval_every=4, eval_n=256,
             ref_steps=50, seeds=20, tuning_seeds=2, grid=(1e-3, 3e-3, 1e-2), max_widen=3,
-            saa_steps=(10, 20, 50))
-QUICK = Mode("quick", ("REINFORCE", "DDPO", "LOOP", "SaA", "AdjointMatching"), epochs=3, p=2,
-             k=4, steps=4, eval_every=3, eval_n=48, ref_steps=8, seeds=2, tuning_seeds=1,
-             grid=(1e-3, 1e-2), max_widen=1, saa_steps=(4, 8), hidden=16)
+            saa_steps=(10, 20, 50),
+            conv_arms=("DPOK-sum", "SaA-KL-SDE", "AdjointMatching", "DiffusionDPO"), conv_factor=4,
+            conv_seeds=10)
+QUICK = Mode("quick", ("REINFORCE", "DDPO", "LOOP", "SaA", "AdjointMatching", "DiffusionDPO"),
+             epochs=3, p=2, k=4, steps=4, eval_every=3, eval_n=48, ref_steps=8, seeds=2,
+             tuning_seeds=1, grid=(1e-3, 1e-2), max_widen=1, saa_steps=(4, 8),
+             conv_arms=("AdjointMatching", "DiffusionDPO"), conv_factor=2, conv_seeds=2,
+             hidden=16)
+
+
+def conv_mode(mode: Mode) -> Mode:
+    """The long-budget mode of the "converge" stage: conv_factor × the epochs, the same number
+    of evaluations (every conv_factor × eval_every epochs)."""
+    return replace(mode, epochs=mode.epochs * mode.conv_factor,
+                   eval_every=mode.eval_every * mode.conv_factor)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,6 +305,86 @@ def compute_cell(arm: str, mode: Mode, lr: float, seed: int, draws: int,
             "clip_frac_later": float(np.mean(clip)) if clip else float("nan")}
 
 
+def compute_dpo_cell(arm: str, mode: Mode, lr: float, seed: int, draws: int) -> dict:
+    """Diffusion-DPO on the testbed at the same reward-query budget as the RL arms.
+
+    Each epoch draws P·K/2 pairs of base samples with the training sampler (the base model's
+    DDIM η = 1 chain at ``mode.steps``; row seeds ``derive_seed(seed, "dpo-pairs", epoch, i)``),
+    queries r on both images (P·K queries per epoch, as the RL arms) and labels the pair by
+    Bradley–Terry on r/τ. It then takes ``DPO_STEPS_PER_EPOCH`` AdamW steps on minibatches of
+    P·K/2 pairs drawn from all pairs so far, with one (t, ε) per pair shared by both images
+    (``preference.diffusion_logratio``, sigmoid link, β_DPO = β/τ):
+
+        L = −log σ(β_DPO [Δ_w − Δ_l]),  Δ = −(T/2) (err_θ − err_ref),
+        err = g(t)² ‖s(x_t, t) − ∇log p(x_t|x_0)‖² (summed)     [Wallace+23, Eq. 14; Song+21b]
+
+    Gradient model evaluations: 2 per pair per step (the reference's are without gradient).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    from scorealign.preference.diffusion_logratio import (diffusion_dpo_loss,
+                                                          pair_denoising_errors)
+    from scorealign.rl.trainer import Finetuner
+    from scorealign.rng import derive_seed, generator
+    from scorealign.sde.dsm import sample_t
+
+    ft = Finetuner(build(arm, mode, lr, seed), None)
+    s, problem = ft.setup, ft.setup.problem
+    ev = Evaluator(ft, mode, draws)
+    model = ft.acc.unwrap_model(ft.model)
+    base_pol = ev._policy(s.ref, ev.train_cfg)
+    params = [p_ for p_ in model.parameters() if p_.requires_grad]
+    beta_dpo = PROBLEM["beta"] / DPO_TAU
+    n_pairs = mode.p * mode.k // 2
+    xw_all, xl_all = [], []
+    rows = [{"epoch": 0, "queries": 0.0, "grad_evals": 0.0, "train_cpu_s": 0.0, **ev()}]
+    cpu, grads, queries = 0.0, 0.0, 0
+    for epoch in range(mode.epochs):
+        c0 = time.process_time()
+        seeds = torch.tensor([derive_seed(seed, "dpo-pairs", epoch, i)
+                              for i in range(2 * n_pairs)])
+        with torch.no_grad():
+            x = base_pol.rollout(s.prompts[:1], 2 * n_pairs, seeds=seeds).x0.double()
+        r = problem.reward(x)
+        queries += len(x)
+        g = generator(seed, "dpo-labels", epoch)
+        first = torch.rand(n_pairs, generator=g, dtype=torch.float64) < torch.sigmoid(
+            (r[:n_pairs] - r[n_pairs:]) / DPO_TAU)
+        a, b = x[:n_pairs], x[n_pairs:]
+        xw_all.append(torch.where(first[:, None], a, b))
+        xl_all.append(torch.where(first[:, None], b, a))
+        xw, xl = torch.cat(xw_all).float(), torch.cat(xl_all).float()
+        model.train()
+        for k in range(DPO_STEPS_PER_EPOCH):
+            gk = generator(seed, "dpo-step", epoch, k)
+            idx = torch.randint(len(xw), (n_pairs,), generator=gk)
+            t = sample_t(n_pairs, gk, s.sde)
+            noise = torch.randn(n_pairs, xw.shape[1], generator=gk)
+            kw = dict(kind=s.kind, weighting="likelihood", reduce="sum")
+            ew, el = pair_denoising_errors(model, s.sde, xw[idx], xl[idx], t, noise, **kw)
+            with torch.no_grad():
+                rw, rl = pair_denoising_errors(s.ref, s.sde, xw[idx], xl[idx], t, noise, **kw)
+            out = diffusion_dpo_loss(ew, rw, el, rl, link="sigmoid", beta=beta_dpo,
+                                     scale=0.5 * s.sde.T)
+            ft.opt.zero_grad()
+            out.losses.mean().backward()
+            if ft.cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, ft.cfg.train.grad_clip)
+            ft.opt.step()
+            grads += 2 * n_pairs
+        model.eval()
+        cpu += time.process_time() - c0
+        e = epoch + 1
+        if e % mode.eval_every == 0 or e == mode.epochs:
+            rows.append({"epoch": e, "queries": float(queries), "grad_evals": grads,
+                         "train_cpu_s": round(cpu, 3), "train_reward": float(r.mean()),
+                         "train_loss": float(out.losses.detach().mean()),
+                         **ev(final=e == mode.epochs)})
+    return {"arm": arm, "lr": lr, "seed": seed, "draws": draws, "solver": None,
+            "steps": mode.steps, "rows": rows, "clip_frac_later": float("nan")}
+
+
 def cell_path(root: Path, arm: str, lr: float, seed: int, solver: str | None = None,
               steps: int | None = None) -> Path:
     tag = f"{arm}" + (f"-{solver}{steps}" if solver else "")
@@ -276,8 +399,11 @@ def run_cell(root: Path, arm: str, mode: Mode, lr: float, seed: int, draws: int,
     if not new and not path.is_file():
         return None
     fresh = not path.is_file()
-    cell = cached(path, lambda: compute_cell(arm, mode, lr, seed, draws, solver, steps,
-                                             steps_grid), cpu_key="cpu_s")
+    if ARMS[arm].kind == "dpo":
+        cell = cached(path, lambda: compute_dpo_cell(arm, mode, lr, seed, draws), cpu_key="cpu_s")
+    else:
+        cell = cached(path, lambda: compute_cell(arm, mode, lr, seed, draws, solver, steps,
+                                                 steps_grid), cpu_key="cpu_s")
     if fresh:
         print(f"{path.name}: E[r] {cell['rows'][-1]['reward']:.3f}, {cell['cpu_s']:.1f} CPU s",
               flush=True)
@@ -374,8 +500,9 @@ def r_star(problem, kl: float) -> float:
     return frontier_reward(problem, max(kl, 0.0))
 
 
-def analyse(cells: dict, mode: Mode, constants: dict) -> dict:
-    """Tables, paired intervals, Holm across claims (cells: (arm, tag) → {seed: cell})."""
+def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) -> dict:
+    """Tables, paired intervals, Holm across claims (cells: (arm, tag) → {seed: cell}; conv:
+    arm → {seed: cell} of the long-budget stage)."""
     base_r, opt_r, kappa = constants["base_reward"], constants["optimal_reward"], constants["kappa"]
     r90 = base_r + 0.9 * (opt_r - base_r)
     budget = mode.epochs * mode.p * mode.k
@@ -476,6 +603,37 @@ def analyse(cells: dict, mode: Mode, constants: dict) -> dict:
             claims[name] = {"paired": sel.paired_interval(d, [constants["floor"]] * len(d)),
                             "unit": "energy distance"}
             pvals[name] = claims[name]["paired"]["p"]
+    # (c, long budget) distance − floor at conv_factor × the budget, and whether it still falls:
+    # the paired change of the distance over the second half of the long run
+    out["converge"] = {}
+    for arm, cs in (conv or {}).items():
+        seeds = sorted(cs)
+        rows = [cs[s]["rows"] for s in seeds]
+        half = [min(range(len(r)), key=lambda i, r=r: abs(r[i]["queries"] - r[-1]["queries"] / 2))
+                for r in rows]
+        d_end = [r[-1]["distance"] for r in rows]
+        d_half = [r[i]["distance"] for r, i in zip(rows, half)]
+        fin = [r[-1] for r in rows]
+        q = [x["queries"] for x in rows[0]]
+        out["converge"][arm] = {
+            "seeds": len(seeds), "lr": cs[seeds[0]]["lr"], "budget_queries": q[-1],
+            "reward": ci95([f["reward"] for f in fin]), "kl": ci95([f["kl"] for f in fin]),
+            "reward_gap": ci95([r_star(problem, f["kl"]) - f["reward"] for f in fin]),
+            "distance": ci95(d_end), "distance_half": ci95(d_half),
+            "score_error_g2": ci95([f.get("score_error_g2", float("nan")) for f in fin]),
+            "grad_evals": float(np.mean([f["grad_evals"] for f in fin])),
+            "train_cpu_s": ci95([f["train_cpu_s"] for f in fin]),
+            "curve": {"queries": q, "distance_minus_floor": [
+                ci95([r[i]["distance"] - constants["floor"] for r in rows])
+                for i in range(len(q))], "reward": [ci95([r[i]["reward"] for r in rows])
+                                                    for i in range(len(q))]}}
+        name = f"(c, {mode.conv_factor}× budget) distance to p*_β − floor: {arm}"
+        claims[name] = {"paired": sel.paired_interval(d_end, [constants["floor"]] * len(d_end)),
+                        "unit": "energy distance"}
+        pvals[name] = claims[name]["paired"]["p"]
+        name = f"(c, {mode.conv_factor}× budget) distance change over the second half: {arm}"
+        claims[name] = {"paired": sel.paired_interval(d_end, d_half), "unit": "energy distance"}
+        pvals[name] = claims[name]["paired"]["p"]
     out["holm"] = sel.holm(pvals)
     return out
 
@@ -546,6 +704,24 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
                          f"{fmt(row['kl'], 2)} | {fmt(row['distance'], 4)} | "
                          f"{fmt(row['score_error_g2'], 2)} | {row['grad_evals']:.0f} | "
                          f"{fmt(row['train_cpu_s'], 1)} |")
+    if res["analysis"].get("converge"):
+        f = c["floor"]
+        lines += ["", f"## (c) at {mode.conv_factor}× the budget: the KL-regularized arms until "
+                  "the distance flattens", "",
+                  f"The lr chosen at 1× the budget; {mode.conv_factor}× the epochs; mean ± 95 % "
+                  "t-interval over the reported seeds. Distance − floor at half and at the full "
+                  "long budget (curves: `figures/convergence.png`).", "",
+                  "| arm | seeds | lr | reward queries | E[r] | path KL | R*(KL) − E[r] | "
+                  "distance − floor (half) | distance − floor (end) | score error (g²) | "
+                  "grad evals | train CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for arm, row in res["analysis"]["converge"].items():
+            dh = (row["distance_half"][0] - f, row["distance_half"][1])
+            de = (row["distance"][0] - f, row["distance"][1])
+            lines.append(f"| {arm} | {row['seeds']} | {row['lr']:g} | "
+                         f"{row['budget_queries']:.0f} | {fmt(row['reward'])} | "
+                         f"{fmt(row['kl'], 2)} | {fmt(row['reward_gap'])} | {fmt(dh, 4)} | "
+                         f"{fmt(de, 4)} | {fmt(row['score_error_g2'], 2)} | "
+                         f"{row['grad_evals']:.0f} | {fmt(row['train_cpu_s'], 1)} |")
     if "claim_b_table" in res["analysis"]:
         lines += ["", "## (b) Score as Action by training solver × steps (reference sampler) "
                   "and DDPO (trained with DDIM η = 1 at the mode's steps) by evaluation steps", "",
@@ -598,6 +774,28 @@ def write_figures(res: dict, out: Path) -> None:
     fig.savefig(out / "reward_vs_queries.png", dpi=100)
     plt.close(fig)
 
+    if an.get("converge"):
+        fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+        for arm, row in an["converge"].items():
+            cur = row["curve"]
+            q = np.array(cur["queries"])
+            d = np.array([x[0] for x in cur["distance_minus_floor"]])
+            h = np.nan_to_num(np.array([x[1] for x in cur["distance_minus_floor"]]))
+            ax[0].plot(q, d, label=arm)
+            ax[0].fill_between(q, np.maximum(d - h, 1e-4), d + h, alpha=0.15)
+            mu = np.array([x[0] for x in cur["reward"]])
+            ax[1].plot(q, mu, label=arm)
+        ax[0].set(xlabel="reward queries", ylabel="energy distance to p*_β − floor",
+                  yscale="log", title="KL-regularized arms at the long budget (95 % CI)")
+        ax[1].axhline(c["optimal_reward"], color="k", lw=1, label="E_p*[r]")
+        ax[1].set(xlabel="reward queries", ylabel="E[r] (reference sampler)",
+                  title="reward at the long budget")
+        ax[0].legend(fontsize=7)
+        ax[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "convergence.png", dpi=100)
+        plt.close(fig)
+
     problem = make_problem(PROBLEM["problem"], PROBLEM["dim"], PROBLEM["beta"])
     fr = frontier(problem, torch.logspace(-2.5, 3, 80))
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
@@ -644,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None, help="reported seeds (default: mode's)")
     ap.add_argument("--arms", nargs="+", default=None, help="subset of arms")
     ap.add_argument("--no-claim-b", action="store_true", help="skip claim (b)'s extra cells")
+    ap.add_argument("--no-converge", action="store_true",
+                    help="skip the long-budget cells of the KL-regularized arms")
     ap.add_argument("--no-new-cells", action="store_true",
                     help="tabulate the cached cells only (missing ones are left out and named)")
     a = ap.parse_args(argv)
@@ -679,21 +879,34 @@ def main(argv: list[str] | None = None) -> int:
                         continue  # the reported SaA cell itself (same config)
                     jobs.append((root, "SaA", mode, chosen["SaA"].pick, s, split.reported_draws,
                                  solver, st, (), new))
-    done = _map(report_job, jobs, a.jobs)
+    # 3. the KL-regularized arms at conv_factor × the budget, at the lr chosen at 1 × budget
+    conv_jobs = [] if a.no_converge else [
+        (root / "converge", arm, conv_mode(mode), chosen[arm].pick, s, split.reported_draws,
+         None, None, (), new)
+        for s in split.reported_seeds[:mode.conv_seeds] for arm in mode.conv_arms
+        if arm in chosen]
+    done = _map(report_job, jobs + conv_jobs, a.jobs)
     cells: dict = {}
-    for j, c in zip(jobs, done):
-        if c is not None:
+    conv: dict = {}
+    for j, c in zip(jobs + conv_jobs, done):
+        if c is not None and j[0] != root:
+            conv.setdefault(j[1], {})[j[4]] = c
+        elif c is not None:
             key = (j[1], *(("", ) if j[6] is None else (j[6], str(j[7]))))
             cells.setdefault(key, {})[j[4]] = c
     if ("SaA", "") in cells and not a.no_claim_b:  # the reported SaA cell is DDIM at mode.steps
         cells[("SaA", "DDIM", str(mode.steps))] = cells[("SaA", "")]
-    an = analyse(cells, mode, const)
+    an = analyse(cells, mode, const, conv)
     n_rep = {arm: len(cells.get((arm, ""), {})) for arm in mode.arms}
-    partial = missing or any(n < mode.seeds for n in n_rep.values())
+    n_conv = {arm: len(conv.get(arm, {})) for arm in mode.conv_arms if arm in mode.arms}
+    partial = missing or any(n < mode.seeds for n in n_rep.values()) or (
+        not a.no_converge and any(n < mode.conv_seeds for n in n_conv.values()))
     status = ("complete" if not partial else
               "PARTIAL — arms without a finished lr selection: " + (", ".join(missing) or "none")
               + "; reported seeds per arm: " + ", ".join(f"{k} {v}/{mode.seeds}"
-                                                         for k, v in n_rep.items()))
+                                                         for k, v in n_rep.items())
+              + ("" if a.no_converge else "; long-budget seeds per arm: " + ", ".join(
+                  f"{k} {v}/{mode.conv_seeds}" for k, v in n_conv.items())))
     res = {"mode": asdict(mode), "problem": PROBLEM, "status": status, "constants": const,
            "base_gold_tuning": floor_gold,
            "selection": sel.record(chosen, selection=sel.selection_rule(floor_gold) +
