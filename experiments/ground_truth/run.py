@@ -599,9 +599,22 @@ def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) 
         cs = cells.get((arm, ""), {})
         if cs:
             d = [c["rows"][-1]["distance"] for c in cs.values()]
-            name = f"(c) distance to p*_β − floor: {arm}"
+            name = f"(c) {arm}: distance to p*_β − floor"
             claims[name] = {"paired": sel.paired_interval(d, [constants["floor"]] * len(d)),
                             "unit": "energy distance"}
+            pvals[name] = claims[name]["paired"]["p"]
+    # (c) paired comparisons of the distance among the KL-regularized arms (same seeds, draws):
+    # the ratio-units fix (DPOK-sum vs DPOK), the memoryless SaA vs DPOK-sum, Diffusion-DPO vs
+    # the best-placed PG arm
+    for a_, b_ in [("DPOK-sum", "DPOK"), ("SaA-KL-SDE", "DPOK-sum"), ("DiffusionDPO", "SaA-KL-SDE")]:
+        ca, cb = cells.get((a_, ""), {}), cells.get((b_, ""), {})
+        common = [s for s in seeds_all if s in ca and s in cb]
+        if len(common) >= 2:
+            xa = [ca[s]["rows"][-1]["distance"] for s in common]
+            xb = [cb[s]["rows"][-1]["distance"] for s in common]
+            name = f"(c) distance {a_} − {b_}"
+            claims[name] = {"paired": sel.paired_interval(xa, xb),
+                            "welch": sel.welch_interval(xa, xb), "unit": "energy distance"}
             pvals[name] = claims[name]["paired"]["p"]
     # (c, long budget) distance − floor at conv_factor × the budget, and whether it still falls:
     # the paired change of the distance over the second half of the long run
@@ -627,11 +640,11 @@ def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) 
                 ci95([r[i]["distance"] - constants["floor"] for r in rows])
                 for i in range(len(q))], "reward": [ci95([r[i]["reward"] for r in rows])
                                                     for i in range(len(q))]}}
-        name = f"(c, {mode.conv_factor}× budget) distance to p*_β − floor: {arm}"
+        name = f"(c, {mode.conv_factor}× budget) {arm}: distance to p*_β − floor"
         claims[name] = {"paired": sel.paired_interval(d_end, [constants["floor"]] * len(d_end)),
                         "unit": "energy distance"}
         pvals[name] = claims[name]["paired"]["p"]
-        name = f"(c, {mode.conv_factor}× budget) distance change over the second half: {arm}"
+        name = f"(c, {mode.conv_factor}× budget) {arm}: distance change over the second half"
         claims[name] = {"paired": sel.paired_interval(d_end, d_half), "unit": "energy distance"}
         pvals[name] = claims[name]["paired"]["p"]
     out["holm"] = sel.holm(pvals)
@@ -729,6 +742,14 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
         for k, row in res["analysis"]["claim_b_table"].items():
             lines.append(f"| {k} | {row['seeds']} | {fmt(row['reward'])} | "
                          f"{fmt(row['distance'], 4)} |")
+    if c.get("dims"):
+        lines += ["", f"## Closed forms of the same reward at d ∈ {{2, 8, 32}} (β = "
+                  f"{PROBLEM['beta']}; no arm run at d > 2)", "",
+                  "| d | E_p0[r] | E_p*[r] | κ* = KL(p*_β‖p0) | floor (energy dist., n = "
+                  f"{mode.eval_n}) |", "|---|---|---|---|---|"]
+        for d, row in c["dims"].items():
+            lines.append(f"| {d} | {row['base_reward']:.3f} | {row['optimal_reward']:.3f} | "
+                         f"{row['kappa']:.3f} | {row['floor']:.4f} |")
     lines += ["", "## Learning-rate selection (tuning seeds and draws, never reported)", "",
               f"Rule: {res['selection']['selection_rule']}.", "",
               "| arm | grid | pick | edge | widened | note |", "|---|---|---|---|---|---|"]
@@ -834,6 +855,25 @@ def constants(mode: Mode, draws: int) -> dict:
             "kappa": problem.kl(), "floor": fl, "floor_flow": fl_flow}
 
 
+def dims_table(mode: Mode, draws: int) -> dict:
+    """Closed forms of the same reward at d ∈ DIMS (issue 22: d ∈ {2, 8, 32}) at β: E_p0[r],
+    E_p*[r], κ* and the reference sampler's floor at the evaluation n (no arm is run there)."""
+    import torch
+
+    from scorealign.sde import VPSDE
+    from scorealign.testbed import DIMS, floor
+
+    out = {}
+    for d in DIMS:
+        problem = make_problem(PROBLEM["problem"], d, PROBLEM["beta"])
+        out[d] = {"base_reward": problem.base_reward(),
+                  "optimal_reward": problem.expected_reward(), "kappa": problem.kl(),
+                  "floor": floor(problem.target, VPSDE(), torch.Generator().manual_seed(draws + 7),
+                                 n=mode.eval_n, sampler="ddpm", steps=mode.ref_steps, kind="eps",
+                                 eta=1.0)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
@@ -861,6 +901,7 @@ def main(argv: list[str] | None = None) -> int:
     new = not a.no_new_cells
     t0 = time.process_time()
     const = constants(mode, split.reported_draws)
+    const["dims"] = dims_table(mode, split.reported_draws)
     floor_gold = base_gold(mode, split.tuning_draws)
     # 1. tuning (per arm, in parallel)
     tuned = _map(tune, [(arm, mode, root, split, floor_gold, new) for arm in mode.arms], a.jobs)
