@@ -5,7 +5,8 @@ Lu+22b, "DPM-Solver++", arXiv:2211.01095, Alg. 2 (multistep second order, data p
 for a linear SDE x_t = m(t) x_0 + s(t) ε with λ = log(m/s) and h_i = λ_{t_i} − λ_{t_{i−1}}:
 
     x_{t_i} = (s_i/s_{i−1}) x_{t_{i−1}} − m_i (e^{−h_i} − 1) D_i,
-    D_1 = x̂_0(t_0),   D_i = (1 + 1/(2 r_i)) x̂_0(t_{i−1}) − 1/(2 r_i) x̂_0(t_{i−2}),  r_i = h_{i−1}/h_i.
+    D_1 = x̂_0(t_0),  D_i = (1 + 1/(2 r_i)) x̂_0(t_{i−1}) − 1/(2 r_i) x̂_0(t_{i−2}),
+    r_i = h_{i−1}/h_i.
 
 One network call per step (NFE = S). The first step is first order (= DDIM η = 0); as in
 diffusers' ``DPMSolverMultistepScheduler`` (``lower_order_final=True`` for fewer than 15 steps)

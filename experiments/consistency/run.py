@@ -161,11 +161,15 @@ def train_students(a) -> dict[str, list[tuple[int, str, dict]]]:
             "ct_ect": ("ct_ect_ship", a.seeds_a, a.train_steps, a.train_batch),
             "ct_scratch": ("ct_scratch_ect", [0], a.scratch_steps, a.scratch_batch)}
     models: dict[str, list] = {}
-    for fam in a.families:
+    for fam in [f for f in a.families if f in plan]:
         arm, seeds, steps, batch = plan[fam]
-        for seed in seeds:
+        for seed in seeds if a.only_seed is None else [x for x in seeds if x == a.only_seed]:
             cell = f"{arm}_s{seed}_k{steps}_b{batch}"
             mpath = out / "cells" / f"{cell}_train.json"
+            waited = 0
+            while a.no_train and not mpath.is_file() and waited < a.wait:
+                time.sleep(20)   # another process trains it (study.py --only-seed)
+                waited += 20
             if a.no_train and not mpath.is_file():
                 print(f"skipping {cell}: not trained (--no-train)", file=sys.stderr)
                 continue
@@ -182,13 +186,54 @@ def same_as_shipped(run: str) -> bool:
     return a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes()
 
 
+def scratch_curve(a, out: Path, n: int, env) -> list[dict]:
+    """CT from scratch along its run: the EMA weights of every saved checkpoint
+    (``ct_scratch_saved_ckpts/step_*``, copied while the run went, since a run keeps only its
+    newest two), exported and sampled with 1 and 2 consistency steps."""
+    from safetensors.torch import load_file
+
+    from scorealign.config import load_config
+    from scorealign.train.bases import load_digits_base
+    from scorealign.train.pretrain import PretrainConfig
+    from scorealign.train.task import build_task
+
+    runs = a.study_out / "full" / "runs"
+    run = runs / f"ct_scratch_ect_s0_k{a.scratch_steps}_b{a.scratch_batch}"
+    saved = runs / "ct_scratch_saved_ckpts"
+    if not (run / "config.yaml").is_file() or not saved.is_dir():
+        return []
+    cfg = load_config(run / "config.yaml", PretrainConfig, [])
+    rows = []
+    for ck in sorted(saved.glob("step_*")):
+        if not (ck / "ema.safetensors").is_file():
+            continue
+        step = int(ck.name.split("_")[1])
+        for nfe in (1, 2):
+            def compute(ck=ck, nfe=nfe, step=step):
+                model_dir = ck / "export"
+                if not (model_dir / "model_config.json").is_file():
+                    build_task(cfg.data, cfg.sde, cfg.model).export(
+                        load_file(str(ck / "ema.safetensors")), model_dir)
+                return {"step": step, "nfe": nfe, "n": n,
+                        **measure(*load_digits_base(model_dir), student_cfg(nfe, n), *env())}
+            rows.append(cached(out / "cells" / f"ct_scratch_{run.name}_ckpt{step}_nfe{nfe}_n{n}"
+                                                 f".json", compute))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def part_a(a, out: Path) -> dict:
     from scorealign.data import load_digits
     from scorealign.eval.classifier import load_classifier
     from scorealign.train.bases import load_digits_base
 
-    clf = load_classifier(size=8)
-    real = load_digits("test", size=8, seed=0).images
+    env_: list = []
+
+    def env():  # the classifier and the real split, loaded when a cell is first computed
+        if not env_:
+            env_.extend([load_classifier(size=8), load_digits("test", size=8, seed=0).images])
+        return env_
+
     nfes, n = a.nfes, a.n
     rows, loaded = [], {}
 
@@ -198,11 +243,11 @@ def part_a(a, out: Path) -> dict:
             loaded[path] = load_digits_base(path)
         return loaded[path]
 
-    for method, nfe, cfg, dpm in teacher_cells(nfes, n):
+    for method, nfe, cfg, dpm in teacher_cells(nfes, n) if "teacher" in a.families else []:
         name = f"{method.replace('/', '_')}_nfe{nfe}_n{n}"
         rows.append(cached(out / "cells" / f"{name}.json", lambda: {
             "method": method, "family": "teacher", "seed": 0, "nfe": nfe, "steps": cfg.steps,
-            "n": n, **measure(*load("pretrained:digits8"), cfg, clf, real, dpm=dpm)}))
+            "n": n, **measure(*load("pretrained:digits8"), cfg, *env(), dpm=dpm)}))
         print(json.dumps(rows[-1]), flush=True)
     students = ({"cd": [(0, a.cd, {})]} if a.quick else train_students(a))
     train = {}
@@ -214,37 +259,54 @@ def part_a(a, out: Path) -> dict:
                 rows.append(cached(out / "cells" / f"{name}.json", lambda: {
                     "method": f"{fam}/consistency", "family": fam, "seed": seed, "nfe": nfe,
                     "steps": nfe, "n": n,
-                    **measure(*load(path), student_cfg(nfe, n), clf, real)}))
+                    **measure(*load(path), student_cfg(nfe, n), *env())}))
                 print(json.dumps(rows[-1]), flush=True)
+    curve = [] if a.quick or "ct_scratch" not in a.families else scratch_curve(a, out, n, env)
     shipped = None
     if not a.quick and students.get("cd"):
         seed0 = [p for s, p, _ in students["cd"] if s == 0]
         shipped = bool(seed0) and same_as_shipped(seed0[0])
-    return {"rows": rows, "train": train, "cd_seed0_equals_shipped": shipped, "n": n}
+    import study
+    ref = None if a.quick else study.recorded_teacher(n, 25)
+    return {"rows": rows, "train": train, "cd_seed0_equals_shipped": shipped, "n": n,
+            "teacher25": ref, "scratch_curve": curve}
 
 
 def table_a(res: dict) -> list[str]:
-    rows = res["rows"]
-    ref = next((r for r in rows if r["method"] == "teacher/ddim" and r["nfe"] == max(
-        x["nfe"] for x in rows)), None)
-    lines = ["| method | seeds | NFE | accuracy | FD | CPU ms / sample | train CPU s |",
-             "|---|---|---|---|---|---|---|"]
-    train = res.get("train", {})
+    """One row per (method, NFE); the first column is unique (verdicts cite it)."""
+    rows, train = res["rows"], res.get("train", {})
+    ref = res.get("teacher25")
+    lines = []
+    if ref:
+        lines += [f"Reference: the teacher with 25-step DDIM, CFG 2 (50 network evaluations of a "
+                  f"row per sample): accuracy {ref['accuracy']:.3f}, FD {ref['fd']:.1f} "
+                  f"(n = {ref['n']}, {ref.get('source', 'computed')}).", ""]
+    lines += ["| method, NFE | seeds | accuracy | FD | FD / teacher 25-step | CPU ms / sample | "
+              "train CPU s |", "|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows):
         for nfe in sorted({r["nfe"] for r in rows if r["method"] == method}):
             rs = [r for r in rows if r["method"] == method and r["nfe"] == nfe]
             fam = rs[0]["family"]
-            cpu_train = [train[f"{fam}_s{r['seed']}"]["train_cpu_s"] for r in rs
-                         if f"{fam}_s{r['seed']}" in train and "train_cpu_s" in
-                         train[f"{fam}_s{r['seed']}"]]
-            label = {"cd": "CD (ECT pairs, v)", "ct_ect": "CT (ECT, from digits8)",
-                     "ct_scratch": "CT from scratch (ECT pairs)"}.get(fam, method)
-            lines.append(f"| {label} | {len(rs)} | {nfe} | {_ci([r['accuracy'] for r in rs])} | "
-                         f"{_ci([r['fd'] for r in rs])} | "
+            keys = [f"{fam}_s{r['seed']}" for r in rs]
+            cpu_train = [train[k]["train_cpu_s"] for k in keys if "train_cpu_s" in train.get(k, {})]
+            label = LABELS.get(fam, method)
+            ratio = _ci([r["fd"] / ref["fd"] for r in rs]) if ref else "-"
+            lines.append(f"| {label}, NFE {nfe} | {len(rs)} | {_ci([r['accuracy'] for r in rs])} | "
+                         f"{_ci([r['fd'] for r in rs])} | {ratio} | "
                          f"{_ci([r['cpu_ms_per_sample'] for r in rs])} | "
                          f"{_ci(cpu_train) if cpu_train else '-'} |")
-    del ref
+    curve = res.get("scratch_curve") or []
+    if curve:
+        lines += ["", "CT from scratch along its run (EMA weights of the saved checkpoints):", "",
+                  "| CT from scratch checkpoint | NFE | accuracy | FD |", "|---|---|---|---|"]
+        for r in curve:
+            lines.append(f"| scratch step {r['step']}, NFE {r['nfe']} | {r['nfe']} | "
+                         f"{r['accuracy']:.3f} | {r['fd']:.4g} |")
     return lines
+
+
+LABELS = {"cd": "CD (ECT pairs, v student)", "ct_ect": "CT (ECT, from digits8)",
+          "ct_scratch": "CT from scratch (ECT pairs)"}
 
 
 # -- Part B -----------------------------------------------------------------------------------
@@ -377,18 +439,25 @@ def part_b(a, out: Path, arms: list[str]) -> dict:
                 "eval_n": a.eval_n, "minibatches_per_epoch": 2}}
 
 
+ARM_LABELS = {"cm_2step": "cm_2step (2-step consistency, η = 1)",
+              "teacher_10step": "teacher_10step (10-step DDIM, η = 1, CFG 2)"}
+
+
 def table_b(res: dict) -> list[str]:
     rec, cells = res["record"], res["cells"]
     lines = ["| RL arm | policy steps | lr (chosen) | edge | seeds | train CPU s | peak RSS GB | "
-             "eval reward base → final | gain | gold base → final | clip frac (off-policy mb) |",
+             "eval reward base → final | gain | gold base → final | "
+             "clip frac (off-policy mb) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm, ch in rec["chosen"].items():
         cs = cells.get(arm, [])
         if not cs:
-            lines.append(f"| {arm} | - | {ch['pick']} | {ch['edge']} | 0 | - | - | - | - | - | - |")
+            lines.append(f"| {arm} | - | {ch['pick']} | {ch['edge']} | 0 | - | - | - | - | - "
+                         f"| - |")
             continue
         lines.append(
-            f"| {arm} | {cs[0]['steps']} | {ch['pick']:g} | {'yes' if ch['edge'] else 'no'} | "
+            f"| {ARM_LABELS.get(arm, arm)} | {cs[0]['steps']} | {ch['pick']:g} | "
+            f"{'yes' if ch['edge'] else 'no'} | "
             f"{len(cs)} | {_ci([c['cpu_s'] for c in cs])} | "
             f"{max(c['peak_gb'] for c in cs):.2f} | "
             f"{_ci([c['evals'][0]['reward'] for c in cs])} → "
@@ -400,7 +469,8 @@ def table_b(res: dict) -> list[str]:
                       "(95 % paired t) | Welch | p | p (Holm) | supported (Holm) |",
                   "|---|---|---|---|---|---|"]
         for k, c in res["claims"].items():
-            lines.append(f"| {k}: cm_2step − teacher_10step | {c['diff']:.4g} ± {c['half']:.2g} | "
+            lines.append(f"| {k}: cm_2step − teacher_10step | {c['diff']:.4g} ± {c['half']:.2g} "
+                         f"| "
                          f"{c['welch']['diff']:.4g} ± {c['welch']['half']:.2g} | {c['p']:.2g} | "
                          f"{c['p_holm']:.2g} | {'yes' if c['reject'] else 'no'} |")
     lines += ["", "Learning-rate selection (tuning seeds "
@@ -426,7 +496,10 @@ def main(argv=None) -> None:
     p.add_argument("--study-out", type=Path, default=ROOT / "runs" / "exp_consistency_study")
     p.add_argument("--results", type=Path, default=None)
     p.add_argument("--cd", default="pretrained:digits8-cd", help="CD model of Part B")
-    p.add_argument("--families", default="cd,ct_ect,ct_scratch")
+    p.add_argument("--families", default="teacher,cd,ct_ect,ct_scratch")
+    p.add_argument("--only-seed", type=int, default=None, help="Part A: students of this seed")
+    p.add_argument("--wait", type=int, default=0,
+                   help="with --no-train: seconds to wait for a student another process trains")
     p.add_argument("--n", type=int, default=500, help="samples per Part A cell")
     p.add_argument("--train-steps", type=int, default=500)
     p.add_argument("--train-batch", type=int, default=16)
