@@ -65,6 +65,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))  # experiments/: _cells, _selection
+sys.path.insert(0, str(HERE))  # dpm.py, study.py (also when imported by a test)
 
 import _selection as sel  # noqa: E402
 from _cells import cached, ci95, write_json  # noqa: E402
