@@ -190,7 +190,8 @@ def same_as_shipped(run: str) -> bool:
 def scratch_curve(a, out: Path, n: int, env) -> list[dict]:
     """CT from scratch along its run: the EMA weights of every saved checkpoint
     (``ct_scratch_saved_ckpts/step_*``, copied while the run went, since a run keeps only its
-    newest two), exported and sampled with 1 and 2 consistency steps."""
+    newest two), exported and sampled with one consistency step (``--table-only``: only the
+    cells already computed)."""
     from safetensors.torch import load_file
 
     from scorealign.config import load_config
@@ -209,7 +210,11 @@ def scratch_curve(a, out: Path, n: int, env) -> list[dict]:
         if not (ck / "ema.safetensors").is_file():
             continue
         step = int(ck.name.split("_")[1])
-        for nfe in (1, 2):
+        for nfe in (1,):  # the CT bar is one-step accuracy
+            path = out / "cells" / f"ct_scratch_{run.name}_ckpt{step}_nfe{nfe}_n{n}.json"
+            if a.table_only and not path.is_file():
+                continue
+
             def compute(ck=ck, nfe=nfe, step=step):
                 model_dir = ck / "export"
                 if not (model_dir / "model_config.json").is_file():
@@ -217,8 +222,7 @@ def scratch_curve(a, out: Path, n: int, env) -> list[dict]:
                         load_file(str(ck / "ema.safetensors")), model_dir)
                 return {"step": step, "nfe": nfe, "n": n,
                         **measure(*load_digits_base(model_dir), student_cfg(nfe, n), *env())}
-            rows.append(cached(out / "cells" / f"ct_scratch_{run.name}_ckpt{step}_nfe{nfe}_n{n}"
-                                                 f".json", compute))
+            rows.append(cached(path, compute))
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
