@@ -514,7 +514,7 @@ def main(argv=None) -> None:
     p.add_argument("--per-epoch", type=int, default=4)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--seeds", type=int, default=10, help="Part B reported seeds")
-    p.add_argument("--tuning-seeds", type=int, default=2)
+    p.add_argument("--tuning-seeds", type=int, default=1)
     p.add_argument("--eval-n", type=int, default=EVAL_N)
     p.add_argument("--fill-lr", type=float, default=None,
                    help="Part B worker: run only the cells of this lr (then tabulate without it)")
