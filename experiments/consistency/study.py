@@ -66,6 +66,13 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "cd_base_v": (CD, ["model.kind=v"]),
     "cd_ict_v": (CD, ICT + ["model.kind=v"]),
     "ct_ect_v": (CT, ECT + ["consistency.init_from=pretrained:digits8", "train.lr=1e-4"]),
+    # the shipped configs as they are (run.py Part A trains these at 500 steps, seeds 0-2)
+    "cd_ship": ("configs/pretrain/digits_cd_ect.yaml", []),
+    "ct_ect_ship": ("configs/pretrain/digits_ct_ect.yaml", []),
+    # CT from scratch with ECT's pairs (stage 0 is mostly denoising: σ_r = 0 for small σ_t) at
+    # the teacher's DSM-like lr and a larger batch (run.py --scratch sets steps and batch)
+    "ct_scratch_ect": (CT, ECT + ["train.lr=1e-3", "train.warmup_steps=50",
+                                  "train.ema_decay=0.99"]),
 }
 
 
