@@ -339,9 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     cpu_cells = sum(json.loads(p.read_text()).get("cpu_s", 0.0) for p in cells.glob("*.json"))
     res = {"config": cfg, "worlds": worlds, "control": CONTROL, "kl_budgets": budgets,
            "selection": sel.record({f"{k} {m}": t for (k, m), t in chosen.items()},
-                                   selection=sel.selection_rule(None, "mean true reward at the KL "
-                                                                "budgets") + " (world seeds "
-                                   f"{split.tuning_seeds[0]}–{split.tuning_seeds[-1]})",
+                                   selection="max mean R over the tuning world seeds "
+                                   f"{split.tuning_seeds[0]}–{split.tuning_seeds[-1]} (exact "
+                                   "evaluation, no sampled draws); an lr whose frontier misses a "
+                                   "KL budget on a tuning seed scores NaN and is not eligible",
                                    split_=split),
            "analysis": an, "cells": portable_path(cells),
            "cpu_s_all_cells": round(cpu_cells, 1),
@@ -419,11 +420,18 @@ def table(res: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for key, ch in chosen.items():
         kind, m = key.split(" ", 1)
-        sc = ", ".join(f"{k}: {v['reward']:.4f}" for k, v in ch["scores"].items())
+        sc = ", ".join(f"{k}: {v['reward']:.4f}"
+                       for k, v in sorted(ch["scores"].items(), key=lambda kv: float(kv[0])))
+        vals = sorted(ch["scores"], key=float)
+        i = vals.index(f"{ch['pick']:g}")
+        nan_nb = [v for v in vals[max(0, i - 1):i + 2]
+                  if not math.isfinite(ch["scores"][v]["reward"])]
+        note = ch["reason"] + "".join(f"; lr·β {v} misses a KL budget (not eligible)"
+                                      for v in nan_nb)
         lines.append(f"| {kind} | {m} | {sc} | {ch['pick']:g} | {ch['edge']} | {ch['widened']} | "
-                     f"{ch['reason']} |")
+                     f"{note} |")
     lines += ["", f"CPU: {res['cpu_s_all_cells'] / 60:.1f} CPU-min over all cells (tuning and "
-              f"reported; `time.process_time` per cell); peak RSS of the aggregating process "
+              f"reported; `time.process_time` per cell); peak RSS of this call's process "
               f"{res['peak_rss_mb_this_process']:.0f} MB.", ""]
     return "\n".join(lines)
 
