@@ -125,7 +125,7 @@ def run_cell(job: tuple) -> dict | None:
                                               "train.eval_every=0", f"train.lr={lr}",
                                               f"loss.name={loss}",
                                               f"loss.params={json.dumps(params)}", *sets])
-        out = work / f"{_slug(name)}-s{seed}-lr{lr:g}"
+        out = work / f"{_slug(name)}-s{seed}-lr{lr:g}-{os.getpid()}"  # a process of its own
         shutil.rmtree(out, ignore_errors=True)
         run = RunDir.create(out, cfg)
         cache = work / f"cache-s{seed}"
