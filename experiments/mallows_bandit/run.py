@@ -3,7 +3,7 @@ prompts all have the same preference dispersion and on worlds where it differs [
 MallowsPO, §5 "synthetic bandit"; set-up re-derived here, the paper's exact arm/prompt counts were
 not available].
 
-    OMP_NUM_THREADS=1 python experiments/mallows_bandit/run.py [--jobs 2]   # ~6 CPU-min; cached
+    OMP_NUM_THREADS=1 python experiments/mallows_bandit/run.py [--jobs 2]   # 3.3 CPU-min; cached
     python experiments/mallows_bandit/run.py --quick --out <dir>              # seconds (the test)
 
 World: P prompts, K arms. Prompt x has a central ranking μ₀(x) (a random permutation) and a

@@ -1,7 +1,7 @@
 """RainbowPO's components one at a time, MallowsPO and DPO on the offline demo task [Zhao+24
 RainbowPO, §4; Chen+24 MallowsPO].
 
-    OMP_NUM_THREADS=1 python experiments/rainbowpo_ablation/run.py [--jobs 2]  # ~20 CPU-min; cached
+    OMP_NUM_THREADS=1 python experiments/rainbowpo_ablation/run.py [--jobs 2]  # 17 CPU-min; cached
     python experiments/rainbowpo_ablation/run.py --table-only    # the table from cells/ only
     python experiments/rainbowpo_ablation/run.py --quick --out <dir> --work <dir>  # the test
 
