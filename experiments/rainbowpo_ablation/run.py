@@ -1,16 +1,14 @@
-"""DPO vs MallowsPO vs RainbowPO (and SimPO) on the offline demo task, at the authors' settings
-[Zhao+24 RainbowPO, §4; Chen+24 MallowsPO].
+"""RainbowPO's components one at a time, MallowsPO and DPO on the offline demo task [Zhao+24
+RainbowPO, §4; Chen+24 MallowsPO].
 
-    .venv/bin/python experiments/rainbowpo_ablation/run.py             # ~10 CPU-min; cached cells
-    .venv/bin/python experiments/rainbowpo_ablation/run.py --quick --out /tmp/rb   # the test
+    OMP_NUM_THREADS=1 python experiments/rainbowpo_ablation/run.py [--jobs 2]  # 17 CPU-min; cached
+    python experiments/rainbowpo_ablation/run.py --table-only    # the table from cells/ only
+    python experiments/rainbowpo_ablation/run.py --quick --out <dir> --work <dir>  # the test
 
 Every variant of a seed starts from the same SFT model and the same oracle-labelled pairs of
 ``configs/dpo/demo.yaml`` (tiny GPT-2, 200 steps, batch 32) and has the same budget. Metric: the
-oracle win rate of the policy's samples against the SFT model's on 512 held-out prompts (ties ½)
-and the mean oracle reward. Fairness: the learning rate is swept per variant on a separate seed
-(``--tune-seed``, its own SFT model and pairs) and picked by the win rate there; the evaluation
-seeds are disjoint; 95 % Student-t intervals over the seeds, and the per-seed difference to DPO
-(paired: same SFT model and pairs).
+oracle win rate of the policy's samples against the SFT model's on 512 held-out prompts of that
+seed (ties ½), and the mean oracle reward.
 
 Variants (the authors' values where they have one; hanyang1999/RainbowPO
 ``trl/trainer/dpo_config.py``: β = 10 on mean token log-probs, ``mixing_alpha`` 0.25,
@@ -19,15 +17,29 @@ MallowsPO repo has the same λ):
 
 * DPO: sigmoid, β = 0.1 on summed log-probs.
 * Mallows-θ (λ = 0.29): the authors' λ. On this 10-token vocabulary the reference's normalized
-  entropy is H̄ ≈ 0.84, so c = −0.29 log H̄ ≈ 0.05: β is effectively 20× smaller than DPO's. On an
-  LLM vocabulary H̄ is far smaller and c ≈ 1 (the authors' regime), which λ = 0.29 does not
-  transfer to a tiny vocabulary; hence also
-* Mallows-θ (λ auto): λ with mean c = 1 over the reference cache.
-* RainbowPO: LN + reference mixing α = 0.25 with margin γ + contextual scaling (λ auto), sigmoid.
-  β = 0.6 on mean token log-probs (β × mean completion length ≈ DPO's 0.1 × 6), γ = 0.5, so the
-  shift β(1 − α)γ = 0.225 in logit units (the authors' is 10 × 0.75 × 0.1 = 0.75 on LLM data).
+  entropy is H̄ ≈ 0.84, so c = −0.29 log H̄ ≈ 0.05: β is effectively 20× smaller than DPO's (λ =
+  0.29 is calibrated for LLM vocabularies, where c ≈ 1).
+* Mallows-θ (λ auto): λ with mean c = 1 over the reference cache; this is DPO + RainbowPO's
+  contextual-scaling component.
+* RainbowPO: the final recipe, LN + reference mixing α = 0.25 with margin γ + contextual scaling
+  (λ auto), sigmoid link. β = 0.6 on mean token log-probs (β × mean completion length ≈ DPO's
+  0.1 × 6), γ = 0.5, so the logit shift β(1 − α)γ = 0.225 (the authors' is 10 × 0.75 × 0.1 = 0.75
+  on LLM data).
+* RainbowPO − LN, − mixing, − CS: the recipe with one component removed (leave-one-out). Without
+  LN, β = 0.1 on summed log-probs and γ = 3.0, which keeps the logit shift β(1 − α)γ = 0.225;
+  without mixing, the plain reference and no margin; without CS, c(x) = 1.
 
-One JSON per (variant, seed, lr) cell under ``cells/``; a stopped run continues.
+Protocol (``experiments/_selection.py``): the learning rate of every variant is chosen on tuning
+seeds 1000.. (each its own SFT model, pairs and evaluation prompts; never reported) by the mean
+win rate there; the grid starts at ``--lrs`` (1e-4 … 3e-3) and is widened geometrically while the
+pick sits at an edge (``edge`` if the cap is hit). Reported: seeds 0..``--seeds``−1, all variants
+on the same SFT model, pairs and prompts per seed. Claims (win rate; paired t-interval over seeds,
+Welch beside, Holm across the claims): each component's effect, recipe − (recipe without it); the
+recipe, Mallows-θ (λ auto) and Mallows-θ (λ = 0.29) against DPO. Collapse: a run whose final
+oracle reward is non-finite or more than ``COLLAPSE_MARGIN`` below its seed's SFT model's.
+
+One JSON per (variant, seed, lr) cell under ``cells/`` (with its CPU seconds and peak RSS); a
+stopped run continues.
 """
 
 from __future__ import annotations
@@ -36,169 +48,316 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from scorealign.config import load_config
-from scorealign.preference.config import DPOConfig
-from scorealign.preference.stats import mean_ci
-from scorealign.preference.trainer import train
-from scorealign.run.rundir import RunDir
+import numpy as np
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import _selection as sel  # noqa: E402
+from _cells import cached, ci95, portable_path, write_json  # noqa: E402
+
 CONFIG = HERE.parents[1] / "configs" / "dpo" / "demo.yaml"
+COLLAPSE_MARGIN = 1.0  # oracle-reward units (+1 per prompt letter, −1 otherwise); SFT ≈ −1.2
 
 LN = {"length_normalization": True, "beta": 0.6}
-RECIPE = {**LN, "mixing": True, "mixing_alpha": 0.25, "margin": 0.5, "contextual_scaling": True}
-VARIANTS: dict[str, tuple[str, dict, list[str]]] = {
-    "DPO": ("sigmoid", {"beta": 0.1}, []),
-    "Mallows-θ (λ=0.29)": ("mallows_theta", {"beta": 0.1}, []),
-    "Mallows-θ (λ auto)": ("mallows_theta", {"beta": 0.1, "dispersion_scale": "auto"}, []),
-    "RainbowPO (λ auto)": ("rainbowpo", {**RECIPE, "dispersion_scale": "auto"}, []),
+MIX = {"mixing": True, "mixing_alpha": 0.25, "margin": 0.5}
+CS = {"contextual_scaling": True, "dispersion_scale": "auto"}
+RECIPE = "RainbowPO"
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "DPO": ("sigmoid", {"beta": 0.1}),
+    "Mallows-θ (λ=0.29)": ("mallows_theta", {"beta": 0.1}),
+    "Mallows-θ (λ auto)": ("mallows_theta", {"beta": 0.1, "dispersion_scale": "auto"}),
+    RECIPE: ("rainbowpo", {**LN, **MIX, **CS}),
+    "RainbowPO − LN": ("rainbowpo", {"beta": 0.1, **MIX, "margin": 3.0, **CS}),
+    "RainbowPO − mixing": ("rainbowpo", {**LN, **CS}),
+    "RainbowPO − CS": ("rainbowpo", {**LN, **MIX}),
 }
-
-
-def run_cell(name: str, seed: int, lr: float, work: Path, cells: Path, sets: list[str]) -> dict:
-    """Train one variant at one seed and lr from the seed's shared SFT model/pairs; cached."""
-    path = cells / f"{_slug(name)}-s{seed}-lr{lr:g}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    loss, params, extra = VARIANTS[name]
-    cfg = load_config(CONFIG, DPOConfig, [f"train.seed={seed}", "train.progress=false",
-                                          "train.eval_every=0",
-                                          f"train.lr={lr}", f"loss.name={loss}",
-                                          f"loss.params={json.dumps(params)}", *extra, *sets])
-    out = work / f"{_slug(name)}-s{seed}-lr{lr:g}"
-    shutil.rmtree(out, ignore_errors=True)
-    run = RunDir.create(out, cfg)
-    cache = work / f"cache-s{seed}"
-    if cache.is_dir():  # the seed's SFT weights and pairs
-        shutil.copytree(cache, run.path / "demo")
-    summary = train(cfg, run, export_final=False)  # metrics only: no final/ or report
-    if not cache.is_dir():  # publish atomically: parallel workers may race on the same seed
-        tmp = work / f".cache-s{seed}-{os.getpid()}"
-        shutil.copytree(run.path / "demo", tmp)
-        try:
-            tmp.rename(cache)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    metrics = run.read_metrics()
-    cell = {"variant": name, "seed": seed, "lr": lr, **summary["eval_start"],
-            **{f"end_{k.split('/')[-1]}": v for k, v in summary["eval_end"].items()},
-            "train_accuracy": summary["last"].get("rewards/accuracy"),
-            "dispersion_scale": summary.get("dispersion_scale"),
-            # per-step breakdown of the summed loss: chosen and rejected implicit rewards
-            "curve": [{k: r[k] for k in ("step", "loss", "rewards/chosen", "rewards/rejected",
-                                          "rewards/accuracy", "eval/win_rate") if k in r}
-                      for r in metrics]}
-    shutil.rmtree(out, ignore_errors=True)
-    cells.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell))
-    tmp.replace(path)
-    return cell
+# (claim name, a, b): the paired difference a − b of the win rate
+CLAIMS = [("length normalization: RainbowPO − (RainbowPO − LN)", RECIPE, "RainbowPO − LN"),
+          ("reference mixing + margin: RainbowPO − (RainbowPO − mixing)", RECIPE,
+           "RainbowPO − mixing"),
+          ("contextual scaling: RainbowPO − (RainbowPO − CS)", RECIPE, "RainbowPO − CS"),
+          ("RainbowPO − DPO", RECIPE, "DPO"),
+          ("Mallows-θ (λ auto) − DPO", "Mallows-θ (λ auto)", "DPO"),
+          ("Mallows-θ (λ=0.29) − DPO", "Mallows-θ (λ=0.29)", "DPO")]
+LAST = ("Mallows-θ (λ=0.29)",)  # run after the other variants (a secondary comparison)
+FULL = {"seeds": 10, "tuning_seeds": 1, "lrs": "1e-4,3e-4,1e-3,3e-3", "max_widen": 2}
+QUICK = {"seeds": 2, "tuning_seeds": 1, "lrs": "3e-4,1e-3,3e-3", "max_widen": 1}
+QUICK_SETS = ["train.steps=4", "train.batch_size=4", "demo.sft_steps=10", "demo.n_prompts=16",
+              "demo.eval_prompts=8", "train.eval_every=0", "train.log_every=2"]
 
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
 
 
-def main(argv: list[str] | None = None) -> None:
+def cell_path(cells: Path, name: str, seed: int, lr: float) -> Path:
+    return cells / f"{_slug(name)}-s{seed}-lr{lr:g}.json"
+
+
+def run_cell(job: tuple) -> dict | None:
+    """Train one variant at one seed and lr from the seed's shared SFT model/pairs; cached.
+
+    ``job`` = (name, seed, lr, work, cells, sets, new); with ``new`` False a missing cell is
+    None (``--table-only``)."""
+    name, seed, lr, work, cells, sets, new = job
+    path = cell_path(cells, name, seed, lr)
+    if not new and not path.is_file():
+        return None
+
+    def compute() -> dict:
+        import torch
+
+        from scorealign.config import load_config
+        from scorealign.preference.config import DPOConfig
+        from scorealign.preference.trainer import train
+        from scorealign.run.rundir import RunDir
+
+        torch.set_num_threads(1)
+        loss, params = VARIANTS[name]
+        cfg = load_config(CONFIG, DPOConfig, [f"train.seed={seed}", "train.progress=false",
+                                              "train.eval_every=0", f"train.lr={lr}",
+                                              f"loss.name={loss}",
+                                              f"loss.params={json.dumps(params)}", *sets])
+        out = work / f"{_slug(name)}-s{seed}-lr{lr:g}-{os.getpid()}"  # a process of its own
+        shutil.rmtree(out, ignore_errors=True)
+        run = RunDir.create(out, cfg)
+        cache = work / f"cache-s{seed}"
+        had_cache = cache.is_dir()
+        if had_cache:  # the seed's SFT weights and pairs
+            shutil.copytree(cache, run.path / "demo")
+        summary = train(cfg, run, export_final=False)  # metrics only: no final/ or report
+        if not cache.is_dir():  # publish atomically: parallel workers may race on the same seed
+            tmp = work / f".cache-s{seed}-{os.getpid()}"
+            shutil.copytree(run.path / "demo", tmp)
+            try:
+                tmp.rename(cache)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)
+        metrics = run.read_metrics()
+        cell = {"variant": name, "seed": seed, "lr": lr, "loss": loss, "params": params,
+                **summary["eval_start"],
+                **{f"end_{k.split('/')[-1]}": v for k, v in summary["eval_end"].items()},
+                "train_accuracy": summary["last"].get("rewards/accuracy"),
+                "dispersion_scale": summary.get("dispersion_scale"),
+                "sft_in_cell": not had_cache,
+                "curve": [{k: r[k] for k in ("step", "loss", "rewards/chosen", "rewards/rejected",
+                                              "rewards/accuracy", "eval/win_rate") if k in r}
+                          for r in metrics]}
+        cell["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        shutil.rmtree(out, ignore_errors=True)
+        return cell
+
+    return cached(path, compute, cpu_key="cpu_s")
+
+
+def is_collapsed(cell: dict) -> bool:
+    return sel.collapsed(float(cell["end_reward_mean"]), float(cell["end_sft_reward_mean"]),
+                         COLLAPSE_MARGIN)
+
+
+def tune_job(job: tuple):
+    """Tune one variant on the tuning seeds (``_selection.tune_grid``); None if a cell is
+    missing under ``--table-only``."""
+    name, split, grid, max_widen, work, cells, sets, new = job
+
+    def score(lr: float) -> dict:
+        cs = [run_cell((name, s, lr, work, cells, sets, new)) for s in split.tuning_seeds]
+        if any(c is None for c in cs):
+            raise LookupError(f"{name} lr {lr:g}: tuning cell missing")
+        return {"reward": float(np.mean([c["end_win_rate"] for c in cs])),
+                "collapse": float(np.mean([is_collapsed(c) for c in cs]))}
+
+    try:
+        return name, sel.tune_grid(grid, score, max_widen=max_widen)
+    except LookupError as e:
+        return name, str(e)
+
+
+def _map(fn, jobs: list, n: int) -> list:
+    if n <= 1:
+        return [fn(j) for j in jobs]
+    with ProcessPoolExecutor(n) as pool:
+        return list(pool.map(fn, jobs))
+
+
+def analyse(per: dict) -> dict:
+    """Rows per variant and the claims with Holm; ``per[name][seed]`` = reported cell."""
+    rows = {}
+    for name, by_seed in per.items():
+        cs = list(by_seed.values())
+        rows[name] = {"seeds": len(cs), "win_rate": ci95([c["end_win_rate"] for c in cs]),
+                      "reward": ci95([c["end_reward_mean"] for c in cs]),
+                      "sft_reward": ci95([c["end_sft_reward_mean"] for c in cs]),
+                      "collapse_rate": float(np.mean([is_collapsed(c) for c in cs])) if cs
+                      else float("nan"),
+                      "train_accuracy": float(np.mean([c["train_accuracy"] or 0.0 for c in cs]))
+                      if cs else float("nan"),
+                      "cpu_s": ci95([c["cpu_s"] for c in cs]),
+                      "peak_rss_mb": max((c.get("peak_rss_mb", 0.0) for c in cs), default=0.0)}
+    claims = {}
+    for cname, a, b in CLAIMS:
+        if a not in per or b not in per:
+            continue
+        seeds = sorted(set(per[a]) & set(per[b]))
+        xa = [per[a][s]["end_win_rate"] for s in seeds]
+        xb = [per[b][s]["end_win_rate"] for s in seeds]
+        claims[cname] = {"a": a, "b": b, "seeds": seeds, "paired": sel.paired_interval(xa, xb),
+                         "welch": sel.welch_interval(xa, xb)}
+    return {"rows": rows, "claims": claims,
+            "holm": sel.holm({k: v["paired"]["p"] for k, v in claims.items()})}
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--tune-seed", type=int, default=100)
-    ap.add_argument("--lrs", default="3e-4,1e-3", help="swept per variant on --tune-seed")
+    ap.add_argument("--seeds", type=int, default=None, help=f"reported seeds ({FULL['seeds']})")
+    ap.add_argument("--tuning-seeds", type=int, default=None,
+                    help=f"tuning seeds 1000.. ({FULL['tuning_seeds']})")
+    ap.add_argument("--lrs", default=None, help=f"starting lr grid ({FULL['lrs']})")
+    ap.add_argument("--max-widen", type=int, default=None, help=f"({FULL['max_widen']})")
     ap.add_argument("--work", default="runs/rainbowpo_ablation", help="scratch run directories")
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (the test)")
-    ap.add_argument("--cached-only", action="store_true", help="tabulate the cached cells only "
-                    "(variants without a full lr sweep are left out)")
-    ap.add_argument("--worker", default=None, help="i/W: run only every W-th cell from i of the "
-                    "phase (tune, then eval once every tune cell is cached) and exit")
-    args = ap.parse_args(argv)
-    sets: list[str] = []
-    if args.quick:
-        args.seeds, args.lrs = 2, "3e-4,1e-3"
-        sets = ["train.steps=4", "train.batch_size=4", "demo.sft_steps=10", "demo.n_prompts=16",
-                "demo.eval_prompts=8", "train.eval_every=0", "train.log_every=2"]
-    out, work = Path(args.out), Path(args.work) / ("quick" if args.quick else "full")
+    ap.add_argument("--reverse", action="store_true", help="take every stage's cells in reverse "
+                    "order: a second process started beside a running one shares its work "
+                    "(each skips the cells the other has cached)")
+    ap.add_argument("--table-only", action="store_true", help="tabulate the cached cells only "
+                    "(variants whose tuning is incomplete are left out and named)")
+    a = ap.parse_args(argv)
+    mode = QUICK if a.quick else FULL
+    cfg = {k: getattr(a, k) if getattr(a, k) is not None else v for k, v in mode.items()}
+    sets = QUICK_SETS if a.quick else []
+    t0 = time.process_time()
+    out, work = Path(a.out), Path(a.work) / ("quick" if a.quick else "full")
     cells = out / "cells"
     work.mkdir(parents=True, exist_ok=True)
-    names = args.only.split(",") if args.only else list(VARIANTS)
-    lrs = [float(v) for v in args.lrs.split(",")]
-    if args.worker:  # tune share, wait for the whole sweep, then the eval share
-        import time
+    names = a.only.split(",") if a.only else list(VARIANTS)
+    grid = [float(v) for v in cfg["lrs"].split(",")]
+    split = sel.split(cfg["seeds"], cfg["tuning_seeds"])
+    new = not a.table_only
+    # Two groups, each tuned then reported: the components' variants first, the secondary
+    # Mallows-θ (λ = 0.29) last, so a stopped run leaves the component claims complete.
+    groups = [[nm for nm in names if nm not in LAST], [nm for nm in names if nm in LAST]]
+    chosen: dict = {}
+    missing: dict = {}
+    per: dict = {}
+    for group in (g for g in groups if g):
+        # 1. the starting grid on the tuning seeds, then tuning with widening
+        order = (lambda x: x[::-1]) if a.reverse else (lambda x: x)  # noqa: E731
+        if new:
+            _map(run_cell, order([(nm, s, lr, work, cells, sets, True) for lr in grid
+                                  for nm in group for s in split.tuning_seeds]), a.jobs)
+        tuned = _map(tune_job, order([(nm, split, grid, cfg["max_widen"], work, cells, sets, new)
+                                      for nm in group]), a.jobs)
+        for nm, t in tuned:
+            if isinstance(t, sel.Tuned) and t.pick is not None:
+                chosen[nm] = t
+            else:
+                missing[nm] = t
+        # 2. reported seeds at the chosen lr (seed-major: each seed's first cell does its SFT)
+        jobs = [(nm, s, chosen[nm].pick, work, cells, sets, new) for nm in group if nm in chosen
+                for s in split.reported_seeds]
+        jobs = order(sorted(jobs, key=lambda j: (j[0] != group[0], j[1])))
+        done = _map(run_cell, jobs, a.jobs)
+        for j, c in zip(jobs, done):
+            per.setdefault(j[0], {})
+            if c is not None:
+                per[j[0]][j[1]] = c
+    an = analyse(per)
+    n_rep = {nm: len(v) for nm, v in per.items()}
+    partial = missing or any(n < cfg["seeds"] for n in n_rep.values())
+    status = "complete" if not partial else (
+        "PARTIAL — variants without a finished lr selection: " + (", ".join(missing) or "none")
+        + "; reported seeds per variant: " + ", ".join(f"{k} {v}/{cfg['seeds']}"
+                                                       for k, v in n_rep.items()))
+    all_cells = [json.loads(p.read_text()) for p in cells.glob("*.json")]
+    res = {"status": status, "config": cfg, "quick": a.quick, "variants":
+           {nm: {"loss": VARIANTS[nm][0], "params": VARIANTS[nm][1]} for nm in names},
+           "selection": sel.record(chosen, selection="max mean oracle win rate against the SFT "
+                                   "model over the tuning seeds (each with its own SFT model, "
+                                   "pairs and evaluation prompts)",
+                                   collapse=sel.collapse_rule(COLLAPSE_MARGIN).replace(
+                                       "base reward", "seed's SFT oracle reward"), split_=split),
+           "analysis": an, "cells": portable_path(cells),
+           "cpu_s_all_cells": round(sum(c.get("cpu_s", 0.0) for c in all_cells), 1),
+           "cpu_s_this_call": round(time.process_time() - t0, 1)}
+    write_json(out / "results.json", json.loads(json.dumps(res, default=_jsonable)))
+    (out / "table.md").write_text(table(res))
+    print(table(res))
+    return 0
 
-        i, n_workers = (int(v) for v in args.worker.split("/"))
-        tune = [(nm, args.tune_seed, lr) for nm in names for lr in lrs]
-        for nm, sd, lr in tune[i::n_workers]:
-            run_cell(nm, sd, lr, work, cells, sets)
-            print(f"worker {i}: {nm} seed {sd} lr {lr:g} done", flush=True)
-        path = lambda nm, sd, lr: cells / f"{_slug(nm)}-s{sd}-lr{lr:g}.json"  # noqa: E731
-        while not all(path(*c).is_file() for c in tune):
-            time.sleep(10)
-        chosen = {nm: max(lrs, key=lambda lr: json.loads(path(nm, args.tune_seed, lr)
-                                                         .read_text())["end_win_rate"])
-                  for nm in names}
-        todo = [(nm, sd, chosen[nm]) for sd in range(args.seeds) for nm in names]
-        for nm, sd, lr in todo[i::n_workers]:
-            run_cell(nm, sd, lr, work, cells, sets)
-            print(f"worker {i}: {nm} seed {sd} lr {lr:g} done", flush=True)
-        return
-    chosen, rows = {}, []
-    if args.cached_only:
-        have = lambda nm, sd, lr: (cells / f"{_slug(nm)}-s{sd}-lr{lr:g}.json").is_file()  # noqa
-        names = [nm for nm in names if all(have(nm, args.tune_seed, lr) for lr in lrs)]
-    for name in names:
-        tune = {lr: run_cell(name, args.tune_seed, lr, work, cells, sets)["end_win_rate"]
-                for lr in lrs}
-        chosen[name] = max(tune, key=tune.get)
-        print(f"{name}: lr sweep {tune} -> {chosen[name]:g}", flush=True)
-    for seed in range(args.seeds):
-        for name in names:
-            if args.cached_only and not (cells / f"{_slug(name)}-s{seed}-lr"
-                                         f"{chosen[name]:g}.json").is_file():
-                continue
-            r = run_cell(name, seed, chosen[name], work, cells, sets)
-            rows.append(r)
-            print(f"{name:26s} seed {seed}: win {r['end_win_rate']:.3f}  reward "
-                  f"{r['end_reward_mean']:.3f} (SFT {r['end_sft_reward_mean']:.3f})", flush=True)
-    (out / "results.json").write_text(json.dumps({"lr": chosen, "rows": rows}, indent=1))
-    (out / "table.md").write_text(table(rows, names, chosen))
-    print(table(rows, names, chosen))
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o))
 
 
-def table(rows: list[dict], names: list[str], chosen: dict) -> str:
-    """Markdown: mean ± 95 % half-width over seeds; paired difference to DPO."""
-    def ci(v: list[float], signed: bool = False) -> str:
-        m, h = mean_ci(v)
-        return f"{m:{'+' if signed else ''}.3f} ± {'?' if math.isnan(h) else f'{h:.3f}'}"
+def _fmt(mh, d: int = 3, signed: bool = False) -> str:
+    m, h = mh
+    if m is None or not math.isfinite(m):
+        return "n/a"
+    return f"{m:{'+' if signed else ''}.{d}f} ± {'?' if not math.isfinite(h) else f'{h:.{d}f}'}"
 
-    dpo = {r["seed"]: r for r in rows if r["variant"] == "DPO"}
-    lines = ["| variant | lr | win rate vs SFT | Δ win vs DPO | oracle reward | Δ reward vs DPO "
-             "| train reward acc. |", "|---|---|---|---|---|---|---|"]
-    for name in names:
-        rs = [r for r in rows if r["variant"] == name]
-        w = [r["end_win_rate"] for r in rs]
-        m = [r["end_reward_mean"] for r in rs]
-        a = [r["train_accuracy"] or 0.0 for r in rs]
-        dw = [r["end_win_rate"] - dpo[r["seed"]]["end_win_rate"] for r in rs if r["seed"] in dpo]
-        dm = [r["end_reward_mean"] - dpo[r["seed"]]["end_reward_mean"] for r in rs
-              if r["seed"] in dpo]
-        lines.append(f"| {name} | {chosen[name]:g} | {ci(w)} | "
-                     f"{ci(dw, True) if name != 'DPO' and dw else '—'} | {ci(m)} | "
-                     f"{ci(dm, True) if name != 'DPO' and dm else '—'} | {sum(a) / len(a):.2f} |")
-    sft = sum(r["end_sft_reward_mean"] for r in rows) / len(rows)
-    n = len({r["seed"] for r in rows})
-    return (f"Oracle win rate against the SFT model (0.5 = no change) and mean oracle reward "
-            f"(SFT: {sft:.3f}); mean ± 95 % Student-t half-width over {n} seeds; Δ paired by "
-            "seed (same SFT model and pairs); lr picked per variant on a separate seed.\n\n"
-            + "\n".join(lines) + "\n")
+
+def table(res: dict) -> str:
+    """Markdown: per-variant rows with the chosen lr and edge flag, the claims with Holm, and the
+    lr selection."""
+    an, chosen, sp = res["analysis"], res["selection"]["chosen"], res["selection"]["split"]
+    lines = ["# RainbowPO ablation on the offline demo task" + (" (quick)" if res["quick"] else ""),
+             "", f"Status: {res['status']}", "",
+             "Oracle win rate of the policy against its seed's SFT model on that seed's held-out "
+             "prompts (0.5 = no change) and mean oracle reward; mean ± 95 % t half-width over the "
+             f"reported seeds {sp['reported_seeds'][0]}–{sp['reported_seeds'][-1]}; all variants "
+             "of a seed share its SFT model, pairs and prompts. Collapse: "
+             f"{res['selection']['collapse_rule']}.", "",
+             "| variant | lr (edge?) | seeds | win rate vs SFT | oracle reward | collapse rate | "
+             "train reward acc. | CPU s per run | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for nm, row in an["rows"].items():
+        ch = chosen[nm]
+        lines.append(f"| {nm} | {ch['pick']:g} ({'edge' if ch['edge'] else 'interior'}) | "
+                     f"{row['seeds']} | {_fmt(row['win_rate'])} | {_fmt(row['reward'])} | "
+                     f"{row['collapse_rate']:.2f} | {row['train_accuracy']:.2f} | "
+                     f"{_fmt(row['cpu_s'], 1)} | {row['peak_rss_mb']:.0f} |")
+    sft = [r["sft_reward"][0] for r in an["rows"].values() if r["seeds"]]
+    if sft:
+        lines += ["", f"SFT model's mean oracle reward: {np.mean(sft):.3f}."]
+    lines += ["", "## Claims (win rate; paired t-interval over seeds, 95 %; Welch beside; Holm "
+              "across all rows of this table, FWER 0.05)", "",
+              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
+              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
+    for cname, cl in an["claims"].items():
+        p, w, h = cl["paired"], cl["welch"], an["holm"][cname]
+        lines.append(f"| {cname} | {p['n']} | {p['diff']:+.3f} ± {p['half']:.3f} | {p['p']:.3g} | "
+                     f"{h['p_holm']:.3g} | {w['diff']:+.3f} ± {w['half']:.3f} | "
+                     f"{'yes' if h['reject'] else 'no'} |")
+    lines += ["", "## Learning-rate selection (tuning seeds, never reported)", "",
+              f"Rule: {res['selection']['selection_rule']}; tuning seeds {sp['tuning_seeds']}; "
+              "the grid is widened geometrically while the pick sits at an edge (at most "
+              f"{res['config']['max_widen']} times).", "",
+              "| variant | lr: tuning win rate (collapse rate) | pick | edge | widened | note |",
+              "|---|---|---|---|---|---|"]
+    for nm, ch in chosen.items():
+        sc = ", ".join(f"{k}: {v['reward']:.3f} ({v['collapse']:.1f})"
+                       for k, v in sorted(ch["scores"].items(), key=lambda kv: float(kv[0])))
+        lines.append(f"| {nm} | {sc} | {ch['pick']:g} | {ch['edge']} | {ch['widened']} | "
+                     f"{ch['reason']} |")
+    lines += ["", f"CPU: {res['cpu_s_all_cells'] / 60:.1f} CPU-min over all cells (tuning and "
+              "reported, SFT included; `time.process_time` per cell).", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(1)  # single-threaded cells (in a test: the caller's setting)
-    main()
+    sys.exit(main())
