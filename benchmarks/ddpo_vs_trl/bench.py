@@ -202,15 +202,12 @@ def trl_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: i
 
 def ours_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: int = 0,
                   extra: list[str] | None = None):
-    import copy
-
-    import torch
     from diffusers import StableDiffusionPipeline
 
     from scorealign.config import load_config
     from scorealign.policy.diffusers_sd import SDParts, add_lora
     from scorealign.rl.config import FinetuneConfig
-    from scorealign.rl.setup import Setup
+    from scorealign.rl.setup import Setup, frozen_reference
     from scorealign.rl.trainer import Finetuner
 
     k = s["batch"] * s["num_batches"] // s["prompts_per_epoch"]
@@ -229,8 +226,8 @@ def ours_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: 
                                                    requires_safety_checker=False)
     pipe.to(device)
     parts = SDParts(pipe, dtype=dtype, cache_prompts=True)
-    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     add_lora(pipe.unet, 4, 4.0, LORA_TARGETS)
+    ref = frozen_reference(parts.model, lora=True)  # the adapters switched off, as rl/setup.py
     setup = Setup(parts.model, ref, parts.sde, "eps", parts.shape, parts.encode, parts.decode,
                   list(PROMPTS))
     setup.model.eval()
@@ -337,13 +334,14 @@ def summarize(setting: str, rounds_done: list[dict], rounds: int, device: str,
     """Medians, time and memory ratios (each mode over TRL) and their spreads over rounds."""
     cuda = device.startswith("cuda")
     mem_key = "peak_mem_gb" if cuda else "peak_rss_mb"
-    ok = {w: [r for r in rounds_done if "s" in r[w] and "s" in r["trl"]] for w in ("trl", *ARMS)}
-    t = {w: [r[w]["s"] for r in ok[w]] for w in ("trl", *ARMS)}
-    m = {w: [r[w][mem_key] for r in ok[w]] for w in ("trl", *ARMS)}
+    arms = [a for a in ARMS if rounds_done and all(a in r for r in rounds_done)]  # those run
+    ok = {w: [r for r in rounds_done if "s" in r[w] and "s" in r["trl"]] for w in ("trl", *arms)}
+    t = {w: [r[w]["s"] for r in ok[w]] for w in ("trl", *arms)}
+    m = {w: [r[w][mem_key] for r in ok[w]] for w in ("trl", *arms)}
     med = {w: statistics.median(v) for w, v in t.items() if v}
     mem = {w: statistics.median(v) for w, v in m.items() if v}
     modes = {}
-    for mode in ARMS:
+    for mode in arms:
         if not ok[mode]:  # every run of this arm failed: say why
             modes[mode] = {"error": [r[mode].get("error") for r in rounds_done]}
             continue
@@ -386,13 +384,15 @@ def one_epoch(which: str, setting: str, device: str, dtype: str,
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = False) -> dict:
+def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = False,
+           which_arms: list[str] | None = None) -> dict:
     """Round ``r``: TRL and every scorealign arm, each in a fresh process, one after another
     (reversed every other round), or all at once (``arms_at_once``: the same machine load for
     every arm)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    arms = [("trl", "trl", [])] + [(a, "ours", extra) for a, extra in ARMS.items()]
+    arms = [("trl", "trl", [])] + [(a, "ours", extra) for a, extra in ARMS.items()
+                                   if which_arms is None or a in which_arms]
     row = {"round": r, "load": {"start": _load()}, "arms_at_once": arms_at_once}
     order = arms if r % 2 == 0 else arms[::-1]
     if arms_at_once:
@@ -409,7 +409,7 @@ def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = F
 
 def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
                 log=print, partial: Path | None = None, parallel: int = 1,
-                arms_at_once: bool = False) -> dict:
+                arms_at_once: bool = False, arms: list[str] | None = None) -> dict:
     """``rounds`` rounds of TRL and the scorealign arms on ``setting``, each run in a fresh
     process (so each peak RSS is one run's), the order reversed every other round so slow
     phases of a shared machine hit both sides; ``parallel`` rounds at a time (on CPU each
@@ -417,7 +417,8 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
     dict.
 
     With ``partial``, the rounds done so far are written there after each round and read back
-    on a restart (a stopped run continues where it stopped).
+    on a restart (a stopped run continues where it stopped). ``arms``: the scorealign arms
+    to run (default: all of ``ARMS``).
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -428,14 +429,15 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
         done = json.loads(partial.read_text()).get("rounds_raw", [])
     todo = [r for r in range(rounds) if r not in {d["round"] for d in done}]
     with ThreadPoolExecutor(max(parallel, 1)) as pool:
-        futures = [pool.submit(_round, r, setting, device, dtype, arms_at_once) for r in todo]
+        futures = [pool.submit(_round, r, setting, device, dtype, arms_at_once, arms)
+                   for r in todo]
         for f in as_completed(futures):
             row = f.result()
             done = sorted([*done, row], key=lambda d: d["round"])
             log(f"[{setting}] round {row['round']}: " + ", ".join(
                 f"{w} {row[w].get('s', 'failed')} s "
                 f"{row[w].get('peak_rss_mb', row[w].get('peak_mem_gb'))}"
-                for w in ("trl", *ARMS)) + f" load {row['load']}")
+                for w in ("trl", *ARMS) if w in row) + f" load {row['load']}")
             if partial is not None:
                 partial.write_text(json.dumps(summarize(setting, done, rounds, device, dtype),
                                               indent=1))
@@ -585,6 +587,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--extra", default="[]", help="worker: JSON list of scorealign overrides")
     ap.add_argument("--no-warmup", action="store_true", help="worker: no untimed first epoch")
     ap.add_argument("--parallel", type=int, default=1, help="rounds run at a time")
+    ap.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=None,
+                    help="scorealign arms to run (default: all)")
     ap.add_argument("--arms-at-once", action="store_true",
                     help="run a round's TRL and scorealign processes concurrently")
     ap.add_argument("--quick", action="store_true", help="smoke run of the set-up (TRL 0.23 "
@@ -615,7 +619,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             partial = a.out / f"partial_{setting}.json"
             allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial,
-                                          parallel=a.parallel, arms_at_once=a.arms_at_once)
+                                          parallel=a.parallel, arms_at_once=a.arms_at_once,
+                                          arms=a.arms)
             f.write_text(json.dumps(allres[setting], indent=1))
             partial.unlink(missing_ok=True)  # the finished summary replaces it
         for mode, r in allres[setting]["modes"].items():

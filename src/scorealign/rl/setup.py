@@ -2,16 +2,22 @@
 
 ``build_setup(cfg)`` loads the base model named by ``cfg.base`` (a digits base through
 ``train.bases.load_base``: a pretraining run, a model directory or a shipped checkpoint; or a tiny
-SD / SD3 / FLUX pipeline), copies it as the frozen KL reference, adds
-LoRA adapters when ``cfg.lora.rank > 0`` and returns a :class:`Setup`. Only parameters with
-``requires_grad`` are trained and checkpointed.
+SD / SD3 / FLUX pipeline), adds LoRA adapters when ``cfg.lora.rank > 0`` and returns a
+:class:`Setup`. Only parameters with ``requires_grad`` are trained and checkpointed.
+
+The frozen KL reference (:func:`frozen_reference`) under LoRA is the trained network itself with
+its adapters switched off (:class:`AdaptersOff`, as peft's ``disable_adapter()``: each LoRA layer
+returns ``base_layer(x)``), so the base weights are held once; it computes what a copy of the base
+taken before the adapters were added computes, bit for bit (tests/rl/test_lora_reference.py).
+A full fine-tune (``lora.rank: 0``) changes the base weights, so its reference is a frozen copy.
 """
 
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +83,75 @@ class Setup:
                       kind=self.kind, shape=self.shape, encode=self.encode)
 
 
+@contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with its peft adapters switched off, in eval mode, for the ``with`` block.
+
+    Each peft tuner layer (``BaseTunerLayer``) of ``model`` gets its ``_disable_adapters`` flag
+    set, so its forward is ``base_layer(x)`` (peft ``tuners/lora/layer.py``, ``Linear.forward``),
+    as under peft's ``disable_adapter()`` context; unlike peft's ``enable_adapters`` this leaves the
+    adapters' ``requires_grad`` untouched (the optimizer's parameters, possibly inside a graph that
+    is not yet backpropagated). Modules in train mode are put in eval mode (the reference never
+    uses dropout), and, with autograd on, diffusers' gradient checkpointing is switched off: a
+    checkpointed block is recomputed in the backward pass, after this block has switched the
+    adapters back on. Every flag is restored on exit.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    modules = list(model.modules())
+    layers = [m for m in modules if isinstance(m, BaseTunerLayer)]
+    if any(getattr(m, "merged", False) for m in layers):
+        raise ValueError("the LoRA adapters are merged into the base weights: the base model "
+                         "cannot be recovered by switching them off")
+    saved = [(m, m._disable_adapters) for m in layers]
+    training = [(m, m.training) for m in modules if m.training]
+    ckpt = [m for m in modules if getattr(m, "gradient_checkpointing", False) is True] \
+        if torch.is_grad_enabled() else []
+    try:
+        for m in layers:
+            m._disable_adapters = True
+        for m, _ in training:
+            m.training = False
+        for m in ckpt:
+            m.gradient_checkpointing = False
+        yield model
+    finally:
+        for m, flag in saved:
+            m._disable_adapters = flag
+        for m, _ in training:
+            m.training = True
+        for m in ckpt:
+            m.gradient_checkpointing = True
+
+
+class AdaptersOff(nn.Module):
+    """The frozen base of a LoRA-adapted ``model`` without a copy: ``model`` called inside
+    :func:`adapters_off` (TRL's reference under peft, ``model.disable_adapter()``).
+
+    ``model`` is not registered as a submodule, so this module has no parameters of its own:
+    ``.to()``, ``.requires_grad_(False)`` and ``.eval()`` leave the trained model alone (the
+    trainer places and trains it), and nothing is stored twice.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "base", model)  # not a submodule (see above)
+        self.kind = getattr(model, "kind", None)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with adapters_off(self.base):
+            return self.base(*args, **kwargs)
+
+
+def frozen_reference(model: nn.Module, lora: bool) -> nn.Module:
+    """The KL reference of ``model``: under LoRA (``lora``: call after the adapters are added)
+    the model with its adapters off (:class:`AdaptersOff`), else a frozen copy of ``model`` as it
+    is now (a full fine-tune changes its weights)."""
+    if lora:
+        return AdaptersOff(model)
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
 def _digits(cfg: FinetuneConfig) -> Setup:
     from scorealign.data.digits import labels_from_prompts, prompt_for
     from scorealign.nets.cond import Cond
@@ -95,11 +170,11 @@ def _digits(cfg: FinetuneConfig) -> Setup:
         # transition policies start at pure noise like the SD3/FLUX pipelines (flow_sde's σ_t
         # at t_max = 0.999 would be ≈ 22); ε-space score actions need t < 1 (x̂_0 = (x − tε)/(1−t))
         sde = FlowSDE(T=sde.T, t_min=sde.t_min, t_max=1.0)
-    ref = copy.deepcopy(model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         from scorealign.policy.diffusers_sd import add_lora
         model.requires_grad_(False)  # conditioner included: only the adapters train
         add_lora(model.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
+    ref = frozen_reference(model, cfg.lora.rank > 0)
     return Setup(model, ref, sde, model.kind, shape, encode, lambda x: x,
                  [prompt_for(d) for d in range(10)])
 
@@ -111,9 +186,9 @@ def _sd_tiny(cfg: FinetuneConfig) -> Setup:
     parts = SDParts(base_pipeline(cfg), dtype=b.dtype,
                     gradient_checkpointing=b.gradient_checkpointing,
                     cache_prompts=b.cache_prompts, compile=b.compile)
-    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         add_lora(parts.pipe.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
+    ref = frozen_reference(parts.model, cfg.lora.rank > 0)
     prompts = ["a cat", "a dog", "a red car", "a tree"]
     return Setup(parts.model, ref, parts.sde, "eps", parts.shape, parts.encode, parts.decode,
                  prompts, place=parts.to)
@@ -128,9 +203,9 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
     parts = fp.FlowParts(pipe, latent_size=cfg.base.latent_size)
     if cfg.policy.exploration > 0:  # ε-space score actions need t < 1 (see _digits)
         parts.sde = FlowSDE()
-    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         add_lora(pipe.transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
+    ref = frozen_reference(parts.model, cfg.lora.rank > 0)
     prompts = ["a cat", "a dog", "a red car", "a tree"]
     aux = parts._encoders() + [pipe.vae]
 
