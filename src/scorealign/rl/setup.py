@@ -200,6 +200,11 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
     from scorealign.policy import flow_pipelines as fp
 
     pipe = base_pipeline(cfg)
+    dtype = _dtype(cfg.base.dtype)  # real pipelines are loaded in it (base_pipeline)
+    for m in [pipe.transformer, pipe.vae, *[getattr(pipe, n, None) for n in
+                                            ("text_encoder", "text_encoder_2", "text_encoder_3")]]:
+        if m is not None and m.dtype != dtype:  # the tiny ones are built in fp32
+            m.to(dtype)
     parts = fp.FlowParts(pipe, latent_size=cfg.base.latent_size)
     if cfg.policy.exploration > 0:  # ε-space score actions need t < 1 (see _digits)
         parts.sde = FlowSDE()
@@ -261,9 +266,14 @@ def base_pipeline(cfg: FinetuneConfig) -> Any:
         return fp.build_tiny_sd3_pipeline(b.seed)
     if b.type == "flux_tiny":
         return fp.build_tiny_flux_pipeline(b.seed)
-    if b.type in ("sd3", "flux"):
-        return fp.load_flow_pipeline(b.path, b.type)
+    if b.type in ("sd3", "flux"):  # loaded in base.dtype: no fp32 copy on the way
+        return fp.load_flow_pipeline(b.path, b.type, _dtype(b.dtype))
     raise ValueError(f"base.type {b.type!r}: not a diffusers pipeline")
+
+
+def _dtype(name: str) -> torch.dtype:
+    from scorealign.policy.diffusers_sd import _dtype as dtype_of
+    return dtype_of(name)
 
 
 def pipeline_model(cfg: FinetuneConfig, pipe: Any) -> nn.Module:
