@@ -16,7 +16,9 @@ scorealign runs as three arms (``ARMS``): its two update modes at equal work (``
 lean, the default, and fast; ``policy.action_steps=all`` so it trains all 10 steps as TRL does)
 and its default config (lean, ``action_steps: auto``: 9 of 10 steps trained). The modes schedule
 the same update differently (gradient-equality tests in tests/rl/test_speed_levers.py and
-tests/rl/test_update_modes.py).
+tests/rl/test_update_modes.py); ``--arms`` runs a subset. scorealign's side is set up as
+``rl/setup.py`` sets up a LoRA run: the KL reference is the trained UNet with its adapters off
+(``frozen_reference``), not a copy.
 
 Method: each round runs TRL and every arm in a fresh process (load, one untimed warm-up epoch,
 one timed epoch), so each peak RSS is one run's; the order is reversed every other round (or,
@@ -32,11 +34,14 @@ TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on t
 interpreter, so both sides use the same torch, diffusers, peft and accelerate.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/bench.py [--setting tiny compute]
-        [--rounds 5] [--parallel N] [--arms-at-once]
+        [--rounds 5] [--parallel N] [--arms-at-once] [--arms lean fast]
     .venv/bin/python benchmarks/ddpo_vs_trl/bench.py --quick   # smoke run of the set-up
+    .venv/bin/python benchmarks/ddpo_vs_trl/bench.py --table   # results.md from the JSON files
 
 Writes ``results_<setting>.json`` beside this file (cached: a setting with a results file is
-skipped unless ``--force``) and ``results.json`` (all settings).
+skipped unless ``--force``; ``partial_<setting>.json`` after every round, read back on a
+restart) and ``results.json`` (all settings); ``--table`` writes ``results.md``, the table the
+docs cite (time and memory ratios side by side, one row per setting and arm).
 """
 
 from __future__ import annotations
@@ -570,6 +575,59 @@ def time_to_reward(setting: str = "tiny", reward: str = "brightness", device: st
             {m: TTR_METHODS[m] for m in methods}, "per_seed": per_seed, "summary": summary}
 
 
+# -- the committed table (results.md) ------------------------------------------------------------
+# issue 24's goals for scorealign/TRL at equal work: the default (lean) path at memory <= 1.0x and
+# time <= 0.95x; fast mode's time goal 0.75x (its memory is reported, no goal)
+GOALS = {"lean": {"time": 0.95, "mem": 1.0}, "fast": {"time": 0.75, "mem": None},
+         "lean_auto_steps": {"time": None, "mem": None}}
+ARM_LABEL = {"lean": "lean (default mode), equal work", "fast": "fast, equal work",
+             "lean_auto_steps": "default config: lean, 9 of 10 steps trained (less work)"}
+TABLE_FILES = ("results_tiny.json", "results_compute.json", "results_compute_fast.json")
+
+
+def table(here: Path = HERE) -> str:
+    """``results.md``: one row per setting and arm of the results files in ``here`` (the row key
+    ``<setting>-<arm>`` is what docs cite), time and memory ratios side by side."""
+    head = ("| row | rounds done | time ratio (median) | time, per-round range | memory ratio "
+            "(median) | memory, per-round range | median time s (ours; TRL) | median peak "
+            "(ours; TRL) | goal time / memory | meets goal (time; memory) | load avg (min–max, "
+            "1 min) | file |\n|" + "---|" * 12)
+    rows = []
+    for name in TABLE_FILES:
+        f = here / name
+        if not f.is_file():
+            continue
+        res = json.loads(f.read_text())
+        mem_key = next(k for k in res if k.startswith("median_peak"))
+        loads = [x for r in res["load_avg_per_round"] for x in (r["start"][0], r["end"][0])]
+        for arm, r in res["modes"].items():
+            if "error" in r:
+                continue
+            g = GOALS[arm]
+
+            def meets(v, goal):
+                return "–" if goal is None else ("yes" if v <= goal else "no")
+            sp, ms = r["spread"], r["mem_spread"]
+            rows.append(
+                f"| {res['setting']}-{arm} ({ARM_LABEL[arm]}) | {res['rounds_done']} of "
+                f"{res['rounds']} | {r['ratio_ours_over_trl']:.3f} | {sp['min']:.3f}–"
+                f"{sp['max']:.3f} | {r['mem_ratio_ours_over_trl']:.3f} | {ms['min']:.3f}–"
+                f"{ms['max']:.3f} | {res['median_s'][arm]:.2f}; {res['median_s']['trl']:.2f} | "
+                f"{res[mem_key][arm]:.1f}; {res[mem_key]['trl']:.1f} MB | "
+                f"{g['time'] or '–'} / {g['mem'] or '–'} | {meets(r['ratio_ours_over_trl'], g['time'])}"
+                f"; {meets(r['mem_ratio_ours_over_trl'], g['mem'])} | {min(loads):.1f}–"
+                f"{max(loads):.1f} | {name} |")
+    note = ("Ratios are scorealign / TRL 0.23 (< 1: scorealign faster / smaller): median of the "
+            "arm over median of TRL, and the range of the per-round (paired: same round, same "
+            "machine load) ratios. Time: CPU time of the timed epoch (1 thread); memory: peak RSS "
+            "of the worker process (a fresh process per arm and round: loading, a warm-up epoch "
+            "and the timed epoch). No hyper-parameter is chosen here (the settings are fixed in "
+            "bench.py, equal work on both sides), so there is no selection rule, edge flag or "
+            "multiplicity correction. Written by `bench.py --table` from the files named.")
+    return "# DDPO epoch: scorealign vs TRL 0.23 (CPU)\n\n" + note + "\n\n" + head + "\n" + \
+        "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", choices=["trl", "ours"])
@@ -591,6 +649,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="scorealign arms to run (default: all)")
     ap.add_argument("--arms-at-once", action="store_true",
                     help="run a round's TRL and scorealign processes concurrently")
+    ap.add_argument("--table", action="store_true", help="write results.md from the results "
+                    "files beside this script and stop")
     ap.add_argument("--quick", action="store_true", help="smoke run of the set-up (TRL 0.23 "
                     "into .cache, the pipeline, every worker): the tiny setting, one round, "
                     "into .cache/ddpo_vs_trl-quick/ (never the committed results)")
@@ -598,6 +658,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         a.setting, a.rounds, a.force = ["tiny"], 1, True
         a.out = ROOT / ".cache" / "ddpo_vs_trl-quick"
+    if a.table:
+        (HERE / "results.md").write_text(table())
+        return
     if a.worker:
         serve(a.worker, a.setting[0], a.device, a.dtype, a.reward, a.seed, json.loads(a.extra),
               not a.no_warmup)
