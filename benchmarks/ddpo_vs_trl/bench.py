@@ -582,7 +582,11 @@ GOALS = {"lean": {"time": 0.95, "mem": 1.0}, "fast": {"time": 0.75, "mem": None}
          "lean_auto_steps": {"time": None, "mem": None}}
 ARM_LABEL = {"lean": "lean (default mode), equal work", "fast": "fast, equal work",
              "lean_auto_steps": "default config: lean, 9 of 10 steps trained (less work)"}
-TABLE_FILES = ("results_tiny.json", "results_compute.json", "results_compute_fast.json")
+# results file -> suffix of its rows' keys; results_compute_previous.json: the compute run of the
+# previous session (before the LoRA reference stopped being a copy and before sklearn was imported
+# lazily), kept for its fast and default-config arms, which this session did not rerun
+TABLE_FILES = {"results_tiny.json": "", "results_compute.json": "",
+               "results_compute_previous.json": "-previous"}
 
 
 def table(here: Path = HERE) -> str:
@@ -593,7 +597,7 @@ def table(here: Path = HERE) -> str:
             "(ours; TRL) | goal time / memory | meets goal (time; memory) | load avg (min–max, "
             "1 min) | file |\n|" + "---|" * 12)
     rows = []
-    for name in TABLE_FILES:
+    for name, suffix in TABLE_FILES.items():
         f = here / name
         if not f.is_file():
             continue
@@ -609,7 +613,7 @@ def table(here: Path = HERE) -> str:
                 return "–" if goal is None else ("yes" if v <= goal else "no")
             sp, ms = r["spread"], r["mem_spread"]
             rows.append(
-                f"| {res['setting']}-{arm} ({ARM_LABEL[arm]}) | {res['rounds_done']} of "
+                f"| {res['setting']}-{arm}{suffix} ({ARM_LABEL[arm]}) | {res['rounds_done']} of "
                 f"{res['rounds']} | {r['ratio_ours_over_trl']:.3f} | {sp['min']:.3f}–"
                 f"{sp['max']:.3f} | {r['mem_ratio_ours_over_trl']:.3f} | {ms['min']:.3f}–"
                 f"{ms['max']:.3f} | {res['median_s'][arm]:.2f}; {res['median_s']['trl']:.2f} | "
