@@ -155,3 +155,22 @@ def test_training_with_the_adapters_off_reference_equals_a_copied_reference(tmp_
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert kl_a == kl_b and kl_a[-1] != 0
+
+
+def test_a_compiled_network_is_bypassed_by_the_reference_and_restored():
+    """The reference runs the eager UNet (with its adapters off), never the compiled one, whose
+    guards would have to notice the switched flags; the compiled one is back afterwards."""
+    parts, base = _sd_parts()
+
+    class Compiled(torch.nn.Module):  # stands in for torch.compile(unet): must not be called
+        def forward(self, *a, **k):
+            raise AssertionError("the reference called the compiled network")
+
+    compiled = Compiled()
+    object.__setattr__(parts.model, "compiled", compiled)
+    x, t, cond = _inputs(parts)
+    with torch.no_grad():
+        assert torch.equal(AdaptersOff(parts.model)(x, t, cond), base(x, t, cond))
+    assert parts.model.compiled is compiled
+    with pytest.raises(AssertionError, match="compiled network"):
+        parts.model(x, t, cond)

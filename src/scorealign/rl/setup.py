@@ -94,7 +94,9 @@ def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
     is not yet backpropagated). Modules in train mode are put in eval mode (the reference never
     uses dropout), and, with autograd on, diffusers' gradient checkpointing is switched off: a
     checkpointed block is recomputed in the backward pass, after this block has switched the
-    adapters back on. Every flag is restored on exit.
+    adapters back on. A ``torch.compile``d network (``SDParts(compile=...)``: ``model.compiled``) is
+    bypassed for the block: the reference runs eagerly rather than relying on dynamo's guards to
+    notice the switched flags. Every flag is restored on exit.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -107,7 +109,10 @@ def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
     training = [(m, m.training) for m in modules if m.training]
     ckpt = [m for m in modules if getattr(m, "gradient_checkpointing", False) is True] \
         if torch.is_grad_enabled() else []
+    compiled = getattr(model, "compiled", None)
     try:
+        if compiled is not None:
+            object.__setattr__(model, "compiled", None)
         for m in layers:
             m._disable_adapters = True
         for m, _ in training:
@@ -116,6 +121,8 @@ def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
             m.gradient_checkpointing = False
         yield model
     finally:
+        if compiled is not None:
+            object.__setattr__(model, "compiled", compiled)
         for m, flag in saved:
             m._disable_adapters = flag
         for m, _ in training:
