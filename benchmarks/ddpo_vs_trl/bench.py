@@ -16,7 +16,9 @@ scorealign runs as three arms (``ARMS``): its two update modes at equal work (``
 lean, the default, and fast; ``policy.action_steps=all`` so it trains all 10 steps as TRL does)
 and its default config (lean, ``action_steps: auto``: 9 of 10 steps trained). The modes schedule
 the same update differently (gradient-equality tests in tests/rl/test_speed_levers.py and
-tests/rl/test_update_modes.py).
+tests/rl/test_update_modes.py); ``--arms`` runs a subset. scorealign's side is set up as
+``rl/setup.py`` sets up a LoRA run: the KL reference is the trained UNet with its adapters off
+(``frozen_reference``), not a copy.
 
 Method: each round runs TRL and every arm in a fresh process (load, one untimed warm-up epoch,
 one timed epoch), so each peak RSS is one run's; the order is reversed every other round (or,
@@ -32,11 +34,14 @@ TRL 0.23 runs from ``.cache/trl-0.23`` (``pip install --no-deps --target``) on t
 interpreter, so both sides use the same torch, diffusers, peft and accelerate.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/bench.py [--setting tiny compute]
-        [--rounds 5] [--parallel N] [--arms-at-once]
+        [--rounds 5] [--parallel N] [--arms-at-once] [--arms lean fast]
     .venv/bin/python benchmarks/ddpo_vs_trl/bench.py --quick   # smoke run of the set-up
+    .venv/bin/python benchmarks/ddpo_vs_trl/bench.py --table   # results.md from the JSON files
 
 Writes ``results_<setting>.json`` beside this file (cached: a setting with a results file is
-skipped unless ``--force``) and ``results.json`` (all settings).
+skipped unless ``--force``; ``partial_<setting>.json`` after every round, read back on a
+restart) and ``results.json`` (all settings); ``--table`` writes ``results.md``, the table the
+docs cite (time and memory ratios side by side, one row per setting and arm).
 """
 
 from __future__ import annotations
@@ -202,15 +207,12 @@ def trl_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: i
 
 def ours_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: int = 0,
                   extra: list[str] | None = None):
-    import copy
-
-    import torch
     from diffusers import StableDiffusionPipeline
 
     from scorealign.config import load_config
     from scorealign.policy.diffusers_sd import SDParts, add_lora
     from scorealign.rl.config import FinetuneConfig
-    from scorealign.rl.setup import Setup
+    from scorealign.rl.setup import Setup, frozen_reference
     from scorealign.rl.trainer import Finetuner
 
     k = s["batch"] * s["num_batches"] // s["prompts_per_epoch"]
@@ -229,8 +231,8 @@ def ours_epoch_fn(s: dict, device: str, dtype: str, reward: str = "jpeg", seed: 
                                                    requires_safety_checker=False)
     pipe.to(device)
     parts = SDParts(pipe, dtype=dtype, cache_prompts=True)
-    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     add_lora(pipe.unet, 4, 4.0, LORA_TARGETS)
+    ref = frozen_reference(parts.model, lora=True)  # the adapters switched off, as rl/setup.py
     setup = Setup(parts.model, ref, parts.sde, "eps", parts.shape, parts.encode, parts.decode,
                   list(PROMPTS))
     setup.model.eval()
@@ -337,13 +339,14 @@ def summarize(setting: str, rounds_done: list[dict], rounds: int, device: str,
     """Medians, time and memory ratios (each mode over TRL) and their spreads over rounds."""
     cuda = device.startswith("cuda")
     mem_key = "peak_mem_gb" if cuda else "peak_rss_mb"
-    ok = {w: [r for r in rounds_done if "s" in r[w] and "s" in r["trl"]] for w in ("trl", *ARMS)}
-    t = {w: [r[w]["s"] for r in ok[w]] for w in ("trl", *ARMS)}
-    m = {w: [r[w][mem_key] for r in ok[w]] for w in ("trl", *ARMS)}
+    arms = [a for a in ARMS if rounds_done and all(a in r for r in rounds_done)]  # those run
+    ok = {w: [r for r in rounds_done if "s" in r[w] and "s" in r["trl"]] for w in ("trl", *arms)}
+    t = {w: [r[w]["s"] for r in ok[w]] for w in ("trl", *arms)}
+    m = {w: [r[w][mem_key] for r in ok[w]] for w in ("trl", *arms)}
     med = {w: statistics.median(v) for w, v in t.items() if v}
     mem = {w: statistics.median(v) for w, v in m.items() if v}
     modes = {}
-    for mode in ARMS:
+    for mode in arms:
         if not ok[mode]:  # every run of this arm failed: say why
             modes[mode] = {"error": [r[mode].get("error") for r in rounds_done]}
             continue
@@ -386,13 +389,15 @@ def one_epoch(which: str, setting: str, device: str, dtype: str,
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = False) -> dict:
+def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = False,
+           which_arms: list[str] | None = None) -> dict:
     """Round ``r``: TRL and every scorealign arm, each in a fresh process, one after another
     (reversed every other round), or all at once (``arms_at_once``: the same machine load for
     every arm)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    arms = [("trl", "trl", [])] + [(a, "ours", extra) for a, extra in ARMS.items()]
+    arms = [("trl", "trl", [])] + [(a, "ours", extra) for a, extra in ARMS.items()
+                                   if which_arms is None or a in which_arms]
     row = {"round": r, "load": {"start": _load()}, "arms_at_once": arms_at_once}
     order = arms if r % 2 == 0 else arms[::-1]
     if arms_at_once:
@@ -409,7 +414,7 @@ def _round(r: int, setting: str, device: str, dtype: str, arms_at_once: bool = F
 
 def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "float32",
                 log=print, partial: Path | None = None, parallel: int = 1,
-                arms_at_once: bool = False) -> dict:
+                arms_at_once: bool = False, arms: list[str] | None = None) -> dict:
     """``rounds`` rounds of TRL and the scorealign arms on ``setting``, each run in a fresh
     process (so each peak RSS is one run's), the order reversed every other round so slow
     phases of a shared machine hit both sides; ``parallel`` rounds at a time (on CPU each
@@ -417,7 +422,8 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
     dict.
 
     With ``partial``, the rounds done so far are written there after each round and read back
-    on a restart (a stopped run continues where it stopped).
+    on a restart (a stopped run continues where it stopped). ``arms``: the scorealign arms
+    to run (default: all of ``ARMS``).
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -428,14 +434,15 @@ def run_setting(setting: str, rounds: int, device: str = "cpu", dtype: str = "fl
         done = json.loads(partial.read_text()).get("rounds_raw", [])
     todo = [r for r in range(rounds) if r not in {d["round"] for d in done}]
     with ThreadPoolExecutor(max(parallel, 1)) as pool:
-        futures = [pool.submit(_round, r, setting, device, dtype, arms_at_once) for r in todo]
+        futures = [pool.submit(_round, r, setting, device, dtype, arms_at_once, arms)
+                   for r in todo]
         for f in as_completed(futures):
             row = f.result()
             done = sorted([*done, row], key=lambda d: d["round"])
             log(f"[{setting}] round {row['round']}: " + ", ".join(
                 f"{w} {row[w].get('s', 'failed')} s "
                 f"{row[w].get('peak_rss_mb', row[w].get('peak_mem_gb'))}"
-                for w in ("trl", *ARMS)) + f" load {row['load']}")
+                for w in ("trl", *ARMS) if w in row) + f" load {row['load']}")
             if partial is not None:
                 partial.write_text(json.dumps(summarize(setting, done, rounds, device, dtype),
                                               indent=1))
@@ -568,6 +575,63 @@ def time_to_reward(setting: str = "tiny", reward: str = "brightness", device: st
             {m: TTR_METHODS[m] for m in methods}, "per_seed": per_seed, "summary": summary}
 
 
+# -- the committed table (results.md) ------------------------------------------------------------
+# issue 24's goals for scorealign/TRL at equal work: the default (lean) path at memory <= 1.0x and
+# time <= 0.95x; fast mode's time goal 0.75x (its memory is reported, no goal)
+GOALS = {"lean": {"time": 0.95, "mem": 1.0}, "fast": {"time": 0.75, "mem": None},
+         "lean_auto_steps": {"time": None, "mem": None}}
+ARM_LABEL = {"lean": "lean (default mode), equal work", "fast": "fast, equal work",
+             "lean_auto_steps": "default config: lean, 9 of 10 steps trained (less work)"}
+# results file -> suffix of its rows' keys; results_compute_previous.json: the compute run of the
+# previous session (before the LoRA reference stopped being a copy and before sklearn was imported
+# lazily), kept for its fast and default-config arms, which this session did not rerun
+TABLE_FILES = {"results_tiny.json": "", "results_compute.json": "",
+               "results_compute_previous.json": "-previous"}
+
+
+def table(here: Path = HERE) -> str:
+    """``results.md``: one row per setting and arm of the results files in ``here`` (the row key
+    ``<setting>-<arm>`` is what docs cite), time and memory ratios side by side."""
+    head = ("| row | rounds done | time ratio (median) | time, per-round range | memory ratio "
+            "(median) | memory, per-round range | median time s (ours; TRL) | median peak "
+            "(ours; TRL) | goal time / memory | meets goal (time; memory) | load avg (min–max, "
+            "1 min) | file |\n|" + "---|" * 12)
+    rows = []
+    for name, suffix in TABLE_FILES.items():
+        f = here / name
+        if not f.is_file():
+            continue
+        res = json.loads(f.read_text())
+        mem_key = next(k for k in res if k.startswith("median_peak"))
+        loads = [x for r in res["load_avg_per_round"] for x in (r["start"][0], r["end"][0])]
+        for arm, r in res["modes"].items():
+            if "error" in r:
+                continue
+            g = GOALS[arm]
+
+            def meets(v, goal):
+                return "–" if goal is None else ("yes" if v <= goal else "no")
+            sp, ms = r["spread"], r["mem_spread"]
+            rows.append(
+                f"| {res['setting']}-{arm}{suffix} ({ARM_LABEL[arm]}) | {res['rounds_done']} of "
+                f"{res['rounds']} | {r['ratio_ours_over_trl']:.3f} | {sp['min']:.3f}–"
+                f"{sp['max']:.3f} | {r['mem_ratio_ours_over_trl']:.3f} | {ms['min']:.3f}–"
+                f"{ms['max']:.3f} | {res['median_s'][arm]:.2f}; {res['median_s']['trl']:.2f} | "
+                f"{res[mem_key][arm]:.1f}; {res[mem_key]['trl']:.1f} MB | "
+                f"{g['time'] or '–'} / {g['mem'] or '–'} | {meets(r['ratio_ours_over_trl'], g['time'])}"
+                f"; {meets(r['mem_ratio_ours_over_trl'], g['mem'])} | {min(loads):.1f}–"
+                f"{max(loads):.1f} | {name} |")
+    note = ("Ratios are scorealign / TRL 0.23 (< 1: scorealign faster / smaller): median of the "
+            "arm over median of TRL, and the range of the per-round (paired: same round, same "
+            "machine load) ratios. Time: CPU time of the timed epoch (1 thread); memory: peak RSS "
+            "of the worker process (a fresh process per arm and round: loading, a warm-up epoch "
+            "and the timed epoch). No hyper-parameter is chosen here (the settings are fixed in "
+            "bench.py, equal work on both sides), so there is no selection rule, edge flag or "
+            "multiplicity correction. Written by `bench.py --table` from the files named.")
+    return "# DDPO epoch: scorealign vs TRL 0.23 (CPU)\n\n" + note + "\n\n" + head + "\n" + \
+        "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", choices=["trl", "ours"])
@@ -585,8 +649,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--extra", default="[]", help="worker: JSON list of scorealign overrides")
     ap.add_argument("--no-warmup", action="store_true", help="worker: no untimed first epoch")
     ap.add_argument("--parallel", type=int, default=1, help="rounds run at a time")
+    ap.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=None,
+                    help="scorealign arms to run (default: all)")
     ap.add_argument("--arms-at-once", action="store_true",
                     help="run a round's TRL and scorealign processes concurrently")
+    ap.add_argument("--table", action="store_true", help="write results.md from the results "
+                    "files beside this script and stop")
     ap.add_argument("--quick", action="store_true", help="smoke run of the set-up (TRL 0.23 "
                     "into .cache, the pipeline, every worker): the tiny setting, one round, "
                     "into .cache/ddpo_vs_trl-quick/ (never the committed results)")
@@ -594,6 +662,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.quick:
         a.setting, a.rounds, a.force = ["tiny"], 1, True
         a.out = ROOT / ".cache" / "ddpo_vs_trl-quick"
+    if a.table:
+        (HERE / "results.md").write_text(table())
+        return
     if a.worker:
         serve(a.worker, a.setting[0], a.device, a.dtype, a.reward, a.seed, json.loads(a.extra),
               not a.no_warmup)
@@ -615,7 +686,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             partial = a.out / f"partial_{setting}.json"
             allres[setting] = run_setting(setting, a.rounds, a.device, a.dtype, partial=partial,
-                                          parallel=a.parallel, arms_at_once=a.arms_at_once)
+                                          parallel=a.parallel, arms_at_once=a.arms_at_once,
+                                          arms=a.arms)
             f.write_text(json.dumps(allres[setting], indent=1))
             partial.unlink(missing_ok=True)  # the finished summary replaces it
         for mode, r in allres[setting]["modes"].items():

@@ -5,19 +5,20 @@ For one setting of ``bench.py`` (default ``compute``), each side runs a warm-up 
 
 * TRL 0.23: ``_generate_samples`` (no-grad rollout, S steps) and ``_train_batched_samples``
   (a forward with grad and a backward at each of the S steps);
-* scorealign (the setting's speed options, on-policy: ``train.reuse_rollout_graph``):
-  ``Policy.rollout`` (the rollout with autograd at the trained steps) and ``Finetuner.update``
-  (one backward through the kept step graphs, no training forward).
+* scorealign, one arm of ``bench.ARMS`` (``--arm``, default ``lean``: the default mode at equal
+  work): ``Policy.rollout`` and ``Finetuner.update`` (``fast`` on-policy: one backward through
+  the kept step graphs, no training forward).
 
 From TRL's phases: F = rollout / S (one step's forward), F + B = train / S, so B = train / S − F
 (one step's backward). scorealign skips the training forward and trains S − 1 steps
 (``action_steps: auto``); with kernels as fast as TRL's its epoch cannot go below
 floor = (S·F + (S − 1)·B) / (S·F + S·(F + B)) of TRL's, whatever else it removes. With
-``--profile`` one more scorealign epoch runs under ``torch.profiler`` and the share of its CPU
-time in the attention kernels (forward and backward) is reported.
+``--profile`` one more epoch of each side runs under ``torch.profiler``: the share of its CPU
+time in the attention kernels (forward and backward), its top operators, and the operators whose
+CPU time differs most between the two sides (``profile_diff``).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ddpo_vs_trl/breakdown.py [--setting compute]
-        [--epochs 2] [--profile]
+        [--arm lean] [--epochs 2] [--profile]
 
 Writes ``breakdown_<setting>.json`` beside this file.
 """
@@ -54,7 +55,7 @@ def _timed(cls, name: str, acc: dict, key: str) -> None:
     setattr(cls, name, g)
 
 
-def worker(which: str, setting: str, epochs: int, profile: bool) -> dict:
+def worker(which: str, setting: str, epochs: int, profile: bool, arm: str = "lean") -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -72,7 +73,7 @@ def worker(which: str, setting: str, epochs: int, profile: bool) -> dict:
         from scorealign.rl.trainer import Finetuner
         _timed(Policy, "rollout", acc, "rollout")
         _timed(Finetuner, "update", acc, "train")
-        run = bench.ours_epoch_fn(s, "cpu", "float32")
+        run = bench.ours_epoch_fn(s, "cpu", "float32", extra=bench.ARMS[arm])
     run()  # warm-up
     out = []
     for _ in range(epochs):
@@ -95,7 +96,8 @@ def worker(which: str, setting: str, epochs: int, profile: bool) -> dict:
             "attention_backward_share": sum(e.self_cpu_time_total for e in attn
                                             if "backward" in e.key) / total,
             "top": [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count}
-                    for e in sorted(ev, key=lambda e: -e.self_cpu_time_total)[:8]]}
+                    for e in sorted(ev, key=lambda e: -e.self_cpu_time_total)[:12]],
+            "ops": {e.key: [e.self_cpu_time_total / 1e6, e.count] for e in ev}}
     return res
 
 
@@ -105,9 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--worker", choices=["trl", "ours"])
+    ap.add_argument("--arm", default="lean", choices=sorted(bench.ARMS),
+                    help="scorealign's arm (bench.ARMS)")
     a = ap.parse_args(argv)
     if a.worker:
-        print("RESULT " + json.dumps(worker(a.worker, a.setting, a.epochs, a.profile)))
+        print("RESULT " + json.dumps(worker(a.worker, a.setting, a.epochs, a.profile, a.arm)))
         return
     bench.ensure_trl()
     bench.ensure_pipeline(bench.SETTINGS[a.setting]["size"])
@@ -116,20 +120,29 @@ def main(argv: list[str] | None = None) -> None:
     res = {}
     for which in ("trl", "ours"):
         cmd = [sys.executable, __file__, "--worker", which, "--setting", a.setting,
-               "--epochs", str(a.epochs)] + (["--profile"] if a.profile and which == "ours"
-                                             else [])
+               "--epochs", str(a.epochs), "--arm", a.arm] + (["--profile"] if a.profile else [])
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         res[which] = json.loads(p.stdout.split("RESULT ", 1)[1])
     steps = bench.SETTINGS[a.setting]["steps"]
-    trained = steps - 1  # action_steps: auto takes the last step deterministically
+    # action_steps: auto takes the last step deterministically; the equal-work arms train all
+    trained = steps if "policy.action_steps=all" in bench.ARMS[a.arm] else steps - 1
     t, o = res["trl"]["median"], res["ours"]["median"]
     f = t["rollout"] / steps
     b = t["train"] / steps - f
     res["per_step"] = {"F_forward_s": f, "B_backward_s": b, "B_over_F": b / f}
     res["floor_ours_over_trl"] = (steps * f + trained * b) / (steps * f + steps * (f + b))
     res["measured_ours_over_trl"] = o["epoch_s"] / t["epoch_s"]
-    res["setting"], res["config"] = a.setting, bench.SETTINGS[a.setting]
-    (HERE / f"breakdown_{a.setting}.json").write_text(json.dumps(res, indent=1))
+    if a.profile:  # operators by CPU time, ours − TRL (s per epoch), largest differences first
+        ops = {w: res[w]["profile"].pop("ops") for w in ("trl", "ours")}
+        diff = {k: ops["ours"].get(k, [0.0, 0])[0] - ops["trl"].get(k, [0.0, 0])[0]
+                for k in set(ops["trl"]) | set(ops["ours"])}
+        res["profile_diff"] = [{"op": k, "ours_minus_trl_s": d,
+                                "calls": [ops["ours"].get(k, [0, 0])[1],
+                                          ops["trl"].get(k, [0, 0])[1]]}
+                               for k, d in sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:20]]
+    res["setting"], res["arm"], res["config"] = a.setting, a.arm, bench.SETTINGS[a.setting]
+    name = f"breakdown_{a.setting}" + ("" if a.arm == "lean" else f"_{a.arm}")
+    (HERE / f"{name}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps({k: res[k] for k in ("per_step", "floor_ours_over_trl",
                                           "measured_ours_over_trl")}, indent=1))
 

@@ -20,7 +20,6 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits as _sk_load_digits
 
 from scorealign.data.toys import DATASETS
 from scorealign.rng import generator as _derived_generator
@@ -127,6 +126,10 @@ def load_digits(split: Split = "train", *, size: int = 8, seed: int = 0,
         raise ValueError(f"digits size must be 8 or 16, got {size}")
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    # imported here: sklearn (with joblib, narwhals, scipy.io) adds ~75 MB of RSS to every
+    # process that only needs the prompts (e.g. an SD fine-tune; docs/memory.md)
+    from sklearn.datasets import load_digits as _sk_load_digits
+
     raw = _sk_load_digits()
     images = upsample(_to_unit_range(raw.data), size, mode)
     labels = torch.as_tensor(raw.target, dtype=torch.int64)

@@ -40,8 +40,9 @@ class BaseConfig(SharedBase):
         "with UNet channels 64-128 (head dim 8; compute_hd32: head dim 32), sd15 SD 1.5's "
         "UNet (GPU)"))
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata=_h(
-        "sd_tiny: dtype of the UNet/VAE/text-encoder weights; latents, log-probs, ratios and KL "
-        "stay fp32 and LoRA adapters fp32"))
+        "SD-style pipelines (sd_tiny, sd3_tiny, flux_tiny, sd3, flux): dtype of the denoiser, "
+        "VAE and text-encoder weights (sd3 / flux are loaded in it); latents, log-probs, ratios "
+        "and KL stay fp32 and LoRA adapters fp32"))
     gradient_checkpointing: bool = field(default=False, metadata=_h(
         "sd_tiny: recompute UNet block activations in backward (less memory, more compute)"))
     cache_prompts: bool = field(default=True, metadata=_h(

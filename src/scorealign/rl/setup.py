@@ -2,16 +2,22 @@
 
 ``build_setup(cfg)`` loads the base model named by ``cfg.base`` (a digits base through
 ``train.bases.load_base``: a pretraining run, a model directory or a shipped checkpoint; or a tiny
-SD / SD3 / FLUX pipeline), copies it as the frozen KL reference, adds
-LoRA adapters when ``cfg.lora.rank > 0`` and returns a :class:`Setup`. Only parameters with
-``requires_grad`` are trained and checkpointed.
+SD / SD3 / FLUX pipeline), adds LoRA adapters when ``cfg.lora.rank > 0`` and returns a
+:class:`Setup`. Only parameters with ``requires_grad`` are trained and checkpointed.
+
+The frozen KL reference (:func:`frozen_reference`) under LoRA is the trained network itself with
+its adapters switched off (:class:`AdaptersOff`, as peft's ``disable_adapter()``: each LoRA layer
+returns ``base_layer(x)``), so the base weights are held once; it computes what a copy of the base
+taken before the adapters were added computes, bit for bit (tests/rl/test_lora_reference.py).
+A full fine-tune (``lora.rank: 0``) changes the base weights, so its reference is a frozen copy.
 """
 
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -77,6 +83,82 @@ class Setup:
                       kind=self.kind, shape=self.shape, encode=self.encode)
 
 
+@contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with its peft adapters switched off, in eval mode, for the ``with`` block.
+
+    Each peft tuner layer (``BaseTunerLayer``) of ``model`` gets its ``_disable_adapters`` flag
+    set, so its forward is ``base_layer(x)`` (peft ``tuners/lora/layer.py``, ``Linear.forward``),
+    as under peft's ``disable_adapter()`` context; unlike peft's ``enable_adapters`` this leaves the
+    adapters' ``requires_grad`` untouched (the optimizer's parameters, possibly inside a graph that
+    is not yet backpropagated). Modules in train mode are put in eval mode (the reference never
+    uses dropout), and, with autograd on, diffusers' gradient checkpointing is switched off: a
+    checkpointed block is recomputed in the backward pass, after this block has switched the
+    adapters back on. A ``torch.compile``d network (``SDParts(compile=...)``: ``model.compiled``) is
+    bypassed for the block: the reference runs eagerly rather than relying on dynamo's guards to
+    notice the switched flags. Every flag is restored on exit.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    modules = list(model.modules())
+    layers = [m for m in modules if isinstance(m, BaseTunerLayer)]
+    if any(getattr(m, "merged", False) for m in layers):
+        raise ValueError("the LoRA adapters are merged into the base weights: the base model "
+                         "cannot be recovered by switching them off")
+    saved = [(m, m._disable_adapters) for m in layers]
+    training = [(m, m.training) for m in modules if m.training]
+    ckpt = [m for m in modules if getattr(m, "gradient_checkpointing", False) is True] \
+        if torch.is_grad_enabled() else []
+    compiled = getattr(model, "compiled", None)
+    try:
+        if compiled is not None:
+            object.__setattr__(model, "compiled", None)
+        for m in layers:
+            m._disable_adapters = True
+        for m, _ in training:
+            m.training = False
+        for m in ckpt:
+            m.gradient_checkpointing = False
+        yield model
+    finally:
+        if compiled is not None:
+            object.__setattr__(model, "compiled", compiled)
+        for m, flag in saved:
+            m._disable_adapters = flag
+        for m, _ in training:
+            m.training = True
+        for m in ckpt:
+            m.gradient_checkpointing = True
+
+
+class AdaptersOff(nn.Module):
+    """The frozen base of a LoRA-adapted ``model`` without a copy: ``model`` called inside
+    :func:`adapters_off` (TRL's reference under peft, ``model.disable_adapter()``).
+
+    ``model`` is not registered as a submodule, so this module has no parameters of its own:
+    ``.to()``, ``.requires_grad_(False)`` and ``.eval()`` leave the trained model alone (the
+    trainer places and trains it), and nothing is stored twice.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "base", model)  # not a submodule (see above)
+        self.kind = getattr(model, "kind", None)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with adapters_off(self.base):
+            return self.base(*args, **kwargs)
+
+
+def frozen_reference(model: nn.Module, lora: bool) -> nn.Module:
+    """The KL reference of ``model``: under LoRA (``lora``: call after the adapters are added)
+    the model with its adapters off (:class:`AdaptersOff`), else a frozen copy of ``model`` as it
+    is now (a full fine-tune changes its weights)."""
+    if lora:
+        return AdaptersOff(model)
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
 def _digits(cfg: FinetuneConfig) -> Setup:
     from scorealign.data.digits import labels_from_prompts, prompt_for
     from scorealign.nets.cond import Cond
@@ -95,11 +177,11 @@ def _digits(cfg: FinetuneConfig) -> Setup:
         # transition policies start at pure noise like the SD3/FLUX pipelines (flow_sde's σ_t
         # at t_max = 0.999 would be ≈ 22); ε-space score actions need t < 1 (x̂_0 = (x − tε)/(1−t))
         sde = FlowSDE(T=sde.T, t_min=sde.t_min, t_max=1.0)
-    ref = copy.deepcopy(model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         from scorealign.policy.diffusers_sd import add_lora
         model.requires_grad_(False)  # conditioner included: only the adapters train
         add_lora(model.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
+    ref = frozen_reference(model, cfg.lora.rank > 0)
     return Setup(model, ref, sde, model.kind, shape, encode, lambda x: x,
                  [prompt_for(d) for d in range(10)])
 
@@ -111,9 +193,9 @@ def _sd_tiny(cfg: FinetuneConfig) -> Setup:
     parts = SDParts(base_pipeline(cfg), dtype=b.dtype,
                     gradient_checkpointing=b.gradient_checkpointing,
                     cache_prompts=b.cache_prompts, compile=b.compile)
-    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         add_lora(parts.pipe.unet, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
+    ref = frozen_reference(parts.model, cfg.lora.rank > 0)
     prompts = ["a cat", "a dog", "a red car", "a tree"]
     return Setup(parts.model, ref, parts.sde, "eps", parts.shape, parts.encode, parts.decode,
                  prompts, place=parts.to)
@@ -125,12 +207,17 @@ def _flow_pipeline(cfg: FinetuneConfig) -> Setup:
     from scorealign.policy import flow_pipelines as fp
 
     pipe = base_pipeline(cfg)
+    dtype = _dtype(cfg.base.dtype)  # real pipelines are loaded in it (base_pipeline)
+    for m in [pipe.transformer, pipe.vae, *[getattr(pipe, n, None) for n in
+                                            ("text_encoder", "text_encoder_2", "text_encoder_3")]]:
+        if m is not None and m.dtype != dtype:  # the tiny ones are built in fp32
+            m.to(dtype)
     parts = fp.FlowParts(pipe, latent_size=cfg.base.latent_size)
     if cfg.policy.exploration > 0:  # ε-space score actions need t < 1 (see _digits)
         parts.sde = FlowSDE()
-    ref = copy.deepcopy(parts.model).requires_grad_(False).eval()
     if cfg.lora.rank > 0:
         add_lora(pipe.transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules)
+    ref = frozen_reference(parts.model, cfg.lora.rank > 0)
     prompts = ["a cat", "a dog", "a red car", "a tree"]
     aux = parts._encoders() + [pipe.vae]
 
@@ -186,9 +273,14 @@ def base_pipeline(cfg: FinetuneConfig) -> Any:
         return fp.build_tiny_sd3_pipeline(b.seed)
     if b.type == "flux_tiny":
         return fp.build_tiny_flux_pipeline(b.seed)
-    if b.type in ("sd3", "flux"):
-        return fp.load_flow_pipeline(b.path, b.type)
+    if b.type in ("sd3", "flux"):  # loaded in base.dtype: no fp32 copy on the way
+        return fp.load_flow_pipeline(b.path, b.type, _dtype(b.dtype))
     raise ValueError(f"base.type {b.type!r}: not a diffusers pipeline")
+
+
+def _dtype(name: str) -> torch.dtype:
+    from scorealign.policy.diffusers_sd import _dtype as dtype_of
+    return dtype_of(name)
 
 
 def pipeline_model(cfg: FinetuneConfig, pipe: Any) -> nn.Module:
