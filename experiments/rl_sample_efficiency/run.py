@@ -43,7 +43,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +71,7 @@ METHODS = {  # name → (config file, overrides); β = 0 for all
     "DPOK": ("digits_dpok.yaml", ["algo.loss_kwargs={alpha: 1.0, beta: 0.0, clip: 1.0e-4}",
                                   "algo.value={hidden: 32, lr: 3.0e-3, steps_per_epoch: 10}"]),
 }
-DEFAULT_METHODS = ["DDPO", "LOOP", "GRPO", "REINFORCE"]  # the cut (README: why)
+DEFAULT_METHODS = ["DDPO", "LOOP", "GRPO"]  # the cut to the CPU budget (README: why)
 REF = "DDPO"
 CLAIM_KEYS = {"final_eval_reward": "final eval reward", "final_eval_gold": "final eval gold",
               "auc_eval_reward": "mean eval reward over epochs"}
@@ -387,6 +389,34 @@ class _Missing(Exception):
     """A cell is not cached and ``--no-new-cells`` forbids computing it."""
 
 
+class _Busy(Exception):
+    """Another worker is computing this cell (its lock file names a live process)."""
+
+
+def _lock(path: Path) -> Path:
+    """Claim ``path``'s cell with ``<cell>.lock`` (O_EXCL); a lock whose process is gone is
+    stale and taken over. Raises :class:`_Busy` if a live process holds it."""
+    lock = path.with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or "0")
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale
+                continue
+            except PermissionError:
+                pass
+            raise _Busy(path.name) from None
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return lock
+    raise _Busy(path.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
@@ -402,9 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p", type=int, default=8)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--minibatches", type=int, default=1)
-    ap.add_argument("--eval-rows", type=int, default=16)
-    ap.add_argument("--worker", default=None, help="i/n: compute only methods i, i+n, ... "
-                    "(cells of parallel workers share the cache; tabulate with a plain run)")
+    ap.add_argument("--eval-rows", type=int, default=8)
+    ap.add_argument("--worker", default=None, help="i/n: one of n parallel workers (each claims "
+                    "cells with lock files, starting at method i; tabulate with a plain run)")
     ap.add_argument("--quick", action="store_true", help="tiny run for the test")
     ap.add_argument("--no-new-cells", action="store_true",
                     help="only tabulate the cached cells (methods with missing cells left out)")
@@ -414,41 +444,83 @@ def main(argv: list[str] | None = None) -> int:
         a.steps, a.p, a.k, a.eval_rows, a.max_widen, a.gold_floor = 3, 2, 2, 4, 0, 0.0
     a.results.mkdir(parents=True, exist_ok=True)
     methods = list(a.methods)
-    if a.worker:
+    if a.worker:  # every worker sweeps every method, starting at a different one
         i, n = map(int, a.worker.split("/"))
-        methods = methods[i::n]
+        methods = methods[i % len(methods):] + methods[:i % len(methods)]
     spl = sel.split(a.n_seeds, a.n_tuning)
     tag = (f"e{a.epochs}_s{a.steps}_b{a.p}x{a.k}_ev{a.eval_rows}_mb{a.minibatches}")
     cells: dict = {}
 
+    computed: list[str] = []
+
     def cell(m: str, lr: float, seed: int, draws: int) -> dict:
         path = a.results / "cells" / tag / f"{m}__lr{lr:g}__seed{seed}__draws{draws}.json"
-        if a.no_new_cells and not path.is_file():
-            raise _Missing(path.name)
-        c = run_cell(m, a, lr, seed, draws, path)
+        if not path.is_file():
+            if a.no_new_cells:
+                raise _Missing(path.name)
+            lock = _lock(path)  # raises _Busy if another worker computes this cell
+            try:
+                c = run_cell(m, a, lr, seed, draws, path)
+            finally:
+                lock.unlink(missing_ok=True)
+            computed.append(path.name)
+        c = run_cell(m, a, lr, seed, draws, path)  # cached: read back
         cells[path.name] = c
         print(f"{m:10s} lr={lr:g} seed={seed} draws={draws}: final eval reward "
               f"{c['rows'][-1]['eval/reward']:.4f}, gold {c['rows'][-1].get('eval/gold', 0):.3f}",
               flush=True)
         return c
 
-    tuned: dict[str, sel.Tuned] = {}
-    per: dict[str, list[dict]] = {}
-    missing: list[str] = []
-    for m in methods:
-        def score(lr: float, m: str = m) -> dict[str, float]:
-            cs = [cell(m, lr, s, spl.tuning_draws) for s in spl.tuning_seeds]
-            return {"reward": float(np.mean([tail(c) for c in cs])),
-                    "gold": float(np.mean([tail(c, "eval/gold") for c in cs]))}
-        try:
-            tuned[m] = sel.tune_grid(a.lrs, score, gold_floor=a.gold_floor,
-                                     max_widen=a.max_widen, geometric=True)
-            if tuned[m].pick is not None:
-                per[m] = [cell(m, tuned[m].pick, s, spl.reported_draws)
-                          for s in spl.reported_seeds]
-        except _Missing as err:
-            missing.append(f"{m} ({err})")
-            per.pop(m, None)
+    def sweep(names: list[str]) -> tuple[dict, dict, list[str], bool]:
+        """One pass over ``names``: tune each, then its reported seeds. Cells another worker
+        holds are skipped (busy); returns (tuned, per, missing, busy_seen)."""
+        tuned: dict[str, sel.Tuned] = {}
+        per: dict[str, list[dict]] = {}
+        missing: list[str] = []
+        busy = False
+        for m in names:
+            def score(lr: float, m: str = m) -> dict[str, float]:
+                cs = [cell(m, lr, s, spl.tuning_draws) for s in spl.tuning_seeds]
+                return {"reward": float(np.mean([tail(c) for c in cs])),
+                        "gold": float(np.mean([tail(c, "eval/gold") for c in cs]))}
+            for lr in a.lrs:  # the initial grid's cells are independent: claim any free one
+                try:
+                    score(lr)
+                except (_Busy, _Missing):
+                    pass
+            try:
+                tuned[m] = sel.tune_grid(a.lrs, score, gold_floor=a.gold_floor,
+                                         max_widen=a.max_widen, geometric=True)
+            except _Busy:
+                busy = True
+                continue
+            except _Missing as err:
+                missing.append(f"{m} (lr selection incomplete: {err})")
+                continue
+            if tuned[m].pick is None:
+                missing.append(f"{m} (no lr passes the gold floor)")
+                continue
+            per[m] = []
+            for s in spl.reported_seeds:
+                try:
+                    per[m].append(cell(m, tuned[m].pick, s, spl.reported_draws))
+                except _Busy:
+                    busy = True
+                except _Missing:
+                    pass  # --no-new-cells: tabulate the seeds that finished (paired on common seeds)
+            if len(per[m]) < len(spl.reported_seeds):
+                missing.append(f"{m} ({len(per[m])} of {len(spl.reported_seeds)} reported seeds)")
+            if not per[m]:
+                del per[m]
+        return tuned, per, missing, busy
+
+    while True:  # workers share the cells; wait for the ones another worker holds
+        before = len(computed)
+        tuned, per, missing, busy = sweep(methods)
+        if not busy:
+            break
+        if len(computed) == before:
+            time.sleep(15)
     if a.worker:
         return 0
     if not per:
@@ -465,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     left = [m for m in a.methods if m not in per]
     res["status"] = {"complete": not left and not missing,
                      "text": "complete" if not left and not missing else
-                     "PARTIAL: methods left out: " + ", ".join(missing or left)}
+                     "PARTIAL: " + "; ".join(missing or [f"{m} (not run)" for m in left])}
     res["cpu_s_total"] = float(sum(c["cpu_s"] for c in cells.values()))
     res["n_cells"] = len(cells)
     res["settings"] = {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}
