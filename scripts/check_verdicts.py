@@ -250,6 +250,8 @@ def sentences(doc: str, text: str) -> list[Sentence]:
             cuts = [0] + [m.end() for m in _SENT_END.finditer(prot)] + [len(prot)]
             parts = [(cuts[k], cuts[k + 1]) for k in range(len(cuts) - 1)
                      if prot[cuts[k]:cuts[k + 1]].strip()]
+            if marks and not parts:  # a marker that follows no sentence
+                out.append(Sentence(doc, line_at(end + 1), "", list(marks)))
             for k, (a, b) in enumerate(parts):
                 last = k == len(parts) - 1
                 stop = start + len(body[:b].rstrip())
@@ -358,6 +360,9 @@ def check_doc(root: Path, doc: Path, committed: set[str] | None, cache: dict) ->
         if s.markers:
             for path, key in s.markers:
                 ok, why = check_marker(root, path, key, s.text, committed, cache)
+                if not s.text:
+                    ok, why = False, "a marker that follows no sentence"
+
                 out.append(Finding(rel, s.line, s.text, f"{path} | {key}", ok, why))
         elif is_verdict_like(s.text):
             out.append(Finding(rel, s.line, s.text, "", False, "verdict-like sentence without "

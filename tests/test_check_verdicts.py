@@ -204,3 +204,9 @@ def test_the_repository_docs(capsys):
     bad = [f"{f.doc}:{f.line}: {f.why}: {f.text[:120]}" for f in found if not f.ok]
     assert cv.main(["--failures-only"]) == (1 if bad else 0)
     assert not bad, "\n".join(bad)
+
+
+def test_a_marker_that_follows_no_sentence_fails(tmp_path):
+    doc = f"# X\n\n<!-- row: {T} | LOOP − DDPO: queries -->\n"
+    found, rc = _findings(tmp_path, doc)
+    assert rc == 1 and len(found) == 1 and "follows no sentence" in found[0].why
