@@ -66,7 +66,11 @@ CUE = re.compile(
     r"(?:does\s+not\s+)?reproduc(?:es|ed)|"
     r"wins?(?![\s-]+rates?)|won|ties|"
     r"the\s+same\s+curve|on\s+par\s+with|as\s+good\s+as|"
-    r"improves?\s+(?:on|over)|gains?\s+over"
+    r"improves?\s+(?:on|over)|gains?\s+over|"
+    r"exceed(?:s|ed)?|(?:falls?|fell|stops?|stopped)\s+short|ahead\s+of|"
+    r"the\s+(?:best|worst|least\s+\w+|most\s+\w+)|ranks|ranked(?!\s+by)|"
+    r"excludes?\s+(?:0|zero)|(?:not\s+)?significant(?:ly)?|"
+    r"degrades?|collapsed|collapses|does\s+nothing|is\s+within|are\s+within"
     r")\b",
     re.IGNORECASE)
 
@@ -94,11 +98,13 @@ METHOD = re.compile(
     r"RainbowPO|MallowsPO|Mallows|CDPM|TRL|PPO|TRPO|(?:CT|DT)-[A-Z]+|ECT|iCT|"
     r"Euler[–-]Maruyama|Heun|DDIM)\b")
 
-#: a sentence that reports someone else's claim, not our measurement, or defines a word
+#: a sentence that reports someone else's claim (not our measurement), defines a word, or
+#: states what a test asserts (a test, not a table, backs it)
 PAPER_CLAIM = re.compile(
     r"\b(?:the\s+(?:\S+\s+){0,2}paper|authors?|[A-Z][a-z]+\+\d\d)\s+(?:\S+\s+){0,2}?"
     r"(?:claims?|reports?|argues?|shows?|states?)\b|\bclaims?\s+that\b|"
-    r"^\W*\w+\W*\s+means\b", re.IGNORECASE)
+    r"^\W*\w+\W*\s+means\b|\btests?\b[^.]{0,80}\basserts?\b|\basserted\s+(?:by|in)\b",
+    re.IGNORECASE)
 
 #: what a "no" row needs the sentence to say, and a "yes" row forbids
 NEGATIVE = re.compile(

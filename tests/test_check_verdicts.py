@@ -210,3 +210,16 @@ def test_a_marker_that_follows_no_sentence_fails(tmp_path):
     doc = f"# X\n\n<!-- row: {T} | LOOP − DDPO: queries -->\n"
     found, rc = _findings(tmp_path, doc)
     assert rc == 1 and len(found) == 1 and "follows no sentence" in found[0].why
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ("DPOK stops short of the optimum (−2.235 ± 0.109).", True),
+    ("Flow-GRPO-Fast falls short by 0.024 ± 0.023.", True),
+    ("The interval excludes 0 for LOOP.", True),
+    ("Two samples per prompt are ranked by an oracle into 1024 pairs; DPO trains on them.", False),
+    ("LoRA rank 4 adapters on DDPO's UNet.", False),
+    ("Collapse: a final reward below the base's − 0.1.", False),
+    ("The test asserts that DDPO's update is within 1e-6 of the hand-computed one.", False),
+])
+def test_the_heuristic_on_more_wording(text, verdict):
+    assert cv.is_verdict_like(text) is verdict
