@@ -178,8 +178,8 @@ def is_verdict_like(text: str) -> bool:
 
 
 def _units(lines: list[str]) -> list[list[tuple[int, str]]]:
-    """Paragraphs and bullet items as lists of (line number, text); code, tables, headings and
-    front matter left out."""
+    """Paragraphs and bullet items as lists of (line number, text); code (fenced or indented),
+    table rows, headings and comments that open a paragraph are left out."""
     units: list[list[tuple[int, str]]] = []
     cur: list[tuple[int, str]] = []
     fence = False
@@ -213,8 +213,8 @@ def _units(lines: list[str]) -> list[list[tuple[int, str]]]:
             continue
         in_code = False
         prev_blank = False
-        if s.startswith("|") or s.startswith("#") or s.startswith("<!--") and not cur \
-                and not MARKER.match(s):
+        if s.startswith(("|", "#")) or (s.startswith("<!--") and not cur
+                                         and not MARKER.match(s)):
             flush()
             continue
         if _BULLET.match(line):
