@@ -79,6 +79,8 @@ CUE = re.compile(
 #: "fewer rounds than planned"
 _CUE_BEFORE = re.compile(r"(?:\bto|\bfirst|\bthat|\bwhich|\bwhere|\buntil|\bwhen|\bcan|\bcould|"
                          r"\bwould|\bwill|\bmight|\bmust|\bno)\s+$", re.IGNORECASE)
+_CUE_MODAL = re.compile(r"\b(?:could|would|might|may|should)\s+(?:not\s+)?(?:be\s+)?$",
+                        re.IGNORECASE)
 _CUE_BOUND = re.compile(r"\b(?:cannot|can't|could|would|at\s+least|at\s+most)\b",
                         re.IGNORECASE)
 _CUE_THAN_AFTER = re.compile(r"\s*(?:planned|expected|needed|required|requested|allowed|before|"
@@ -103,7 +105,8 @@ METHOD = re.compile(
 PAPER_CLAIM = re.compile(
     r"\b(?:the\s+(?:\S+\s+){0,2}paper|authors?|[A-Z][a-z]+\+\d\d)\s+(?:\S+\s+){0,2}?"
     r"(?:claims?|reports?|argues?|shows?|states?)\b|\bclaims?\s+that\b|"
-    r"^\W*\w+\W*\s+means\b|\btests?\b[^.]{0,80}\basserts?\b|\basserted\s+(?:by|in)\b",
+    r"^\W*\w+\W*\s+means\b|\btests?\b[^.]{0,80}\basserts?\b|\basserted\s+(?:by|in)\b|"
+    r"\bby\s+construction\b|^\W*claim\s+tested\b",
     re.IGNORECASE)
 
 #: what a "no" row needs the sentence to say, and a "yes" row forbids
@@ -156,6 +159,8 @@ def cues(text: str) -> list[str]:
     out = []
     for m in CUE.finditer(text):
         w = m.group(0).lower()
+        if _CUE_MODAL.search(text[max(0, m.start() - 24):m.start()]):
+            continue  # "could not be confirmed", "would reach": not a finding
         if w.startswith("reach") and _CUE_BEFORE.search(text[max(0, m.start() - 12):m.start()]):
             continue
         if w.endswith("than") and (_CUE_BEFORE.search(text[max(0, m.start() - 4):m.start()])

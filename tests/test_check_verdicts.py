@@ -223,3 +223,12 @@ def test_a_marker_that_follows_no_sentence_fails(tmp_path):
 ])
 def test_the_heuristic_on_more_wording(text, verdict):
     assert cv.is_verdict_like(text) is verdict
+
+
+@pytest.mark.parametrize("text", [
+    "The paper's CT-PPO form could not be confirmed; 0.5 is a third-party reading.",
+    "Flow-GRPO-Fast makes fewer evaluations than Flow-GRPO by construction.",
+    "Claim tested (Tang & Zhao 24, CDPM): expanding drifts give the best score error.",
+])
+def test_modal_constructive_and_claim_statements_are_not_verdicts(text):
+    assert not cv.is_verdict_like(text)
