@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--base", default="pretrained:digits8")
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
-    ap.add_argument("--lrs", nargs="+", type=float, default=[3e-5, 1e-4, 3e-4])
+    ap.add_argument("--lrs", nargs="+", type=float, default=[1e-5, 3e-5, 1e-4])
     ap.add_argument("--max-widen", type=int, default=2)
     ap.add_argument("--gold-floor", type=float, default=0.9)
     ap.add_argument("--n-seeds", type=int, default=10, help="reported seeds 0..n−1")
