@@ -2,9 +2,9 @@
 
 On a flow x_t = (1 − t) x_0 + t ε the Euler ODE step of an ε-space action ε_a = ε_θ + λ z is
 x_{t−Δ} = x_t − Δ (ε_a − x_t)/(1 − t), so the action noise enters the state as
-−Δ λ z/(1 − t): at the first grid time t_max = 0.999 (``FlowSDE``'s start for ε-space actions)
-the factor Δ/(1 − t) is in the hundreds. This script measures it on ``pretrained:digits8-flow``
-with the experiment's 6 steps: for each λ and each action step k alone, the same prompts and
+−Δ λ z/(1 − t): at the first grid time t_max = 0.999 (``FlowSDE``'s start with ε-actions)
+the factor Δ/(1 − t) is in the hundreds. Measured on ``pretrained:digits8-flow`` with the
+experiment's 6 steps: for each λ and each action step k alone, the same prompts and
 x_T are rolled out with noise at step k only and without any noise, and it reports the RMS of
 the difference of the final samples relative to the RMS of the noise-free sample, and the
 optimized and gold rewards of both (``results/exploration_scale.md``, ``.json``).
@@ -53,7 +53,8 @@ def measure(lams, n: int, base: str) -> dict:
                 "lam": lam, "step": k, "t": t, "dt": t - t_next,
                 "factor": (t - t_next) / (1 - t),
                 "rel_rms": float((exp - det).pow(2).mean().sqrt() / det.pow(2).mean().sqrt()),
-                "reward_ode": float(rd.optimized.mean()), "reward_explore": float(re.optimized.mean()),
+                "reward_ode": float(rd.optimized.mean()),
+                "reward_explore": float(re.optimized.mean()),
                 "gold_ode": float(rd.gold.mean()), "gold_explore": float(re.gold.mean())})
             print(out["rows"][-1], flush=True)
     return out

@@ -15,7 +15,10 @@ Protocol:
 * hyper-parameters are chosen on a tuning seed and tuning evaluation draws never reported
   (``_selection.split``): the learning rate from {1e-4, 3e-4, 1e-3}, widened geometrically while
   the pick sits at an edge (``_selection.tune_grid``); for Score as Action also the exploration
-  λ from {0.02, 0.05, 0.1} (the lr tuned per λ, then λ selected by the same rule, widened once);
+  λ from {0.02, 0.05, 0.1} (the issue's grid, not widened: the lr is tuned per λ, then λ is
+  selected by the same rule and flagged if at an edge);
+  "SaA (steps 1-4)" is Score as Action without an action at the first step, where the ε-space
+  noise enters the state multiplied by Δ/(1 − t_max) ≈ 166 (``exploration_scale.py``);
   the rule: the largest final evaluation reward among values whose final gold reward is ≥ the
   base's gold on the tuning draws − ``GOLD_DROP``;
 * reported runs: the chosen values on 10 paired seeds (0–9), each evaluated at epochs 0, E/2, E
@@ -23,7 +26,8 @@ Protocol:
   ODE with the policy's 6 steps and guidance 2, no exploration or SDE noise) under the optimized
   and the gold reward (classifier probability of the prompted digit);
 * claims: each arm − Flow-GRPO in final evaluation reward and gold (paired t-interval over the
-  seeds, Welch beside), Score as Action − base model, Holm across all of them; a collapse column
+  seeds, Welch beside), each arm − the base model (its own epoch-0 evaluation on the same
+  draws), Holm across all of them; a collapse column
   (final reward NaN or < base − ``COLLAPSE_MARGIN``); per arm the training CPU seconds
   (``time.process_time``, evaluations excluded), the peak RSS of the cell (``mem/peak_gb``, the
   process high-water mark reset at the start of each cell) and the model evaluations with
@@ -109,7 +113,7 @@ class Mode:
 
 FULL = Mode("full", tuple(METHODS), epochs=12, p=2, k=4, steps=6, eval_n=64, seeds=10,
             tuning_seeds=1, grid=(1e-4, 3e-4, 1e-3), max_widen=2, lams=(0.02, 0.05, 0.1),
-            lam_widen=1)
+            lam_widen=0)
 QUICK = Mode("quick", ("Flow-GRPO", SAA), epochs=1, p=2, k=2, steps=6, eval_n=8, seeds=2,
              tuning_seeds=1, grid=(1e-4, 1e-3), max_widen=0, lams=(0.05, 0.1), lam_widen=0)
 
@@ -268,6 +272,8 @@ def run_cells(cells: list[Cell], root: Path, mode: Mode, base: str, jobs: int,
         for c in todo:
             done(c, compute_cell(c, mode, base, str(root / c.name())))
         return
+    import scorealign.rl.trainer  # noqa: F401  (once here: the forked workers inherit it)
+
     with ProcessPoolExecutor(jobs) as pool:
         futs = {pool.submit(compute_cell, c, mode, base, str(root / c.name())): c for c in todo}
         for f in as_completed(futs):
@@ -296,6 +302,14 @@ def tune_method(method: str, root: Path, mode: Mode, split: sel.Split, floor: fl
     if method not in LAM_METHODS:
         return {"lr": lr_tuned(None)}
     per_lam: dict[float, sel.Tuned] = {}
+    need = []  # every λ's next cells at once (one round), not one λ per round
+    for lam in mode.lams:
+        try:
+            lr_tuned(lam)
+        except Missing as e:
+            need += e.cells
+    if need:
+        raise Missing(need)
 
     def lam_score(lam: float) -> dict:
         t = per_lam[lam] = lr_tuned(lam)
@@ -380,6 +394,8 @@ def analyse(per: dict[str, dict[int, dict]], seeds: tuple[int, ...]) -> dict:
                                                          for e in ep])) if ep else float("nan"),
             "train_cpu_s": ci95([r["cpu_s"] for r in runs]),
             "mem_peak_gb": ci95([r["mem_peak_gb"] for r in runs]),
+            # median: a worker's first cell also holds the one-time loading (≈ 0.2 GB more)
+            "mem_peak_gb_median": float(np.median([r["mem_peak_gb"] for r in runs])),
             "clip_frac_mb0": float(np.mean(clip0)) if clip0 else float("nan"),
             "clip_frac_later": float(np.mean(later)) if later else float("nan"),
             "errors": sum(r.get("error") is not None for r in runs),
@@ -406,7 +422,7 @@ def analyse(per: dict[str, dict[int, dict]], seeds: tuple[int, ...]) -> dict:
             claims[name] = {"paired": sel.paired_interval(x, y),
                             "welch": sel.welch_interval(x, y)}
             pvals[name] = claims[name]["paired"]["p"]
-    for m in LAM_METHODS:
+    for m in sorted(per, key=PRIORITY.index):  # does the arm move from the base at all?
         if not per.get(m):
             continue
         runs = [per[m][s] for s in seeds if s in per[m]]
@@ -441,15 +457,17 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
              "(one optimizer step per batch; PPO clip 1e-4 per dimension for every ratio arm). "
              f"Base model on the reported evaluation set: reward {an['base']['reward']:.4f}, gold "
              f"{an['base']['gold']:.4f}.", "",
-             f"Status: {res['status']}", "",
+             f"Status: {res['status']}. Arms defined in run.py but not run for this table: "
+             f"{', '.join(res['not_run']) or 'none'}.", "",
              "Final epoch, fixed evaluation set (reported draws), mean ± 95 % t-interval over "
              "the reported seeds. CPU s: training only (`time.process_time`, single thread, "
              "shared machine; compare within this table). Peak memory: the cell's peak RSS "
-             "(`mem/peak_gb`). Clipped share: `clip/frac_mb0` averaged over epochs (on-policy: "
-             "the only minibatch).", "",
+             "(`mem/peak_gb`, the process high-water mark reset at the cell's start), median over "
+             "seeds (a worker's first cell also holds the one-time loading). Clipped share: "
+             "`clip/frac_mb0` averaged over epochs (on-policy: the only minibatch).", "",
              "| arm | lr (edge?) | λ (edge?) | seeds | eval reward | eval gold | collapse | "
-             "model evals with grad / epoch | reward queries | train CPU s | peak memory GB | "
-             "clipped share |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "model evals with grad / epoch | reward queries | train CPU s | "
+             "peak memory GB (median) | clipped share |", "|---" * 12 + "|"]
     for m, a in an["arms"].items():
         ch = rec["chosen"].get(m, {})
         lam_ch = res["lam_selection"].get(m)
@@ -459,7 +477,7 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
         lines.append(f"| {m} | {lr_s} | {lam_s} | {a['seeds']} | {fmt(a['reward'])} | "
                      f"{fmt(a['gold'], 3)} | {a['collapse_rate']:.2f} | "
                      f"{a['model_evals_grad_per_epoch']:.0f} | {a['queries']:.0f} | "
-                     f"{fmt(a['train_cpu_s'], 1)} | {fmt(a['mem_peak_gb'], 3)} | "
+                     f"{fmt(a['train_cpu_s'], 1)} | {a['mem_peak_gb_median']:.2f} | "
                      f"{a['clip_frac_mb0']:.3f} |")
     lines += ["", "## Claims (paired t-interval over the same seeds and evaluation draws; Welch "
               "beside; Holm across all claims of this table)", "",
@@ -483,7 +501,8 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
     lines += ["", "## Hyper-parameter selection (tuning seed and draws, never reported)", "",
               f"Rule: {rec['selection_rule']}. Interval: {rec['interval']}. Correction: "
               f"{rec['correction']}. Collapse: {rec['collapse_rule']}. Split: tuning seeds "
-              f"{rec['split']['tuning_seeds']}, evaluation draws from {rec['split']['tuning_draws']}"
+              f"{rec['split']['tuning_seeds']}, evaluation draws from "
+              f"{rec['split']['tuning_draws']}"
               f"; reported seeds {rec['split']['reported_seeds']}, draws from "
               f"{rec['split']['reported_draws']}.", "",
               "| arm | hyper-parameter | grid: final reward / gold | pick | edge | widened | "
@@ -634,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             f" (the base model's gold on the tuning draws − {GOLD_DROP:g}); Score as Action: lr "
             "tuned per λ, then λ by the same rule over the per-λ picks")
     res = {"mode": asdict(mode), "status": status, "gold_floor": floor,
+           "not_run": [m for m in METHODS if m not in mode.methods],
            "selection": sel.record(chosen, selection=rule,
                                    correction="Holm (FWER 0.05) across all claims below",
                                    collapse=sel.collapse_rule(COLLAPSE_MARGIN), split_=split),
