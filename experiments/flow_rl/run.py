@@ -396,6 +396,8 @@ def analyse(per: dict[str, dict[int, dict]], seeds: tuple[int, ...]) -> dict:
             "mem_peak_gb": ci95([r["mem_peak_gb"] for r in runs]),
             # median: a worker's first cell also holds the one-time loading (≈ 0.2 GB more)
             "mem_peak_gb_median": float(np.median([r["mem_peak_gb"] for r in runs])),
+            "mem_increment_gb_median": float(np.median([r["mem_peak_gb"] - r["rss_start_gb"]
+                                                        for r in runs])),
             "clip_frac_mb0": float(np.mean(clip0)) if clip0 else float("nan"),
             "clip_frac_later": float(np.mean(later)) if later else float("nan"),
             "errors": sum(r.get("error") is not None for r in runs),
@@ -463,11 +465,13 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
              "the reported seeds. CPU s: training only (`time.process_time`, single thread, "
              "shared machine; compare within this table). Peak memory: the cell's peak RSS "
              "(`mem/peak_gb`, the process high-water mark reset at the cell's start), median over "
-             "seeds (a worker's first cell also holds the one-time loading). Clipped share: "
+             "seeds (a worker's first cell also holds the one-time loading); peak − start: the "
+             "cell's peak over the process RSS at its start. Clipped share: "
              "`clip/frac_mb0` averaged over epochs (on-policy: the only minibatch).", "",
              "| arm | lr (edge?) | λ (edge?) | seeds | eval reward | eval gold | collapse | "
              "model evals with grad / epoch | reward queries | train CPU s | "
-             "peak memory GB (median) | clipped share |", "|---" * 12 + "|"]
+             "peak memory GB (median) | peak − start GB (median) | clipped share |",
+             "|---" * 13 + "|"]
     for m, a in an["arms"].items():
         ch = rec["chosen"].get(m, {})
         lam_ch = res["lam_selection"].get(m)
@@ -478,6 +482,7 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
                      f"{fmt(a['gold'], 3)} | {a['collapse_rate']:.2f} | "
                      f"{a['model_evals_grad_per_epoch']:.0f} | {a['queries']:.0f} | "
                      f"{fmt(a['train_cpu_s'], 1)} | {a['mem_peak_gb_median']:.2f} | "
+                     f"{a['mem_increment_gb_median']:.3f} | "
                      f"{a['clip_frac_mb0']:.3f} |")
     lines += ["", "## Claims (paired t-interval over the same seeds and evaluation draws; Welch "
               "beside; Holm across all claims of this table)", "",
@@ -655,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"mode": asdict(mode), "status": status, "gold_floor": floor,
            "not_run": [m for m in METHODS if m not in mode.methods],
            "selection": sel.record(chosen, selection=rule,
-                                   correction="Holm (FWER 0.05) across all claims below",
+                                   correction="Holm (FWER 0.05) across all claims of this table",
                                    collapse=sel.collapse_rule(COLLAPSE_MARGIN), split_=split),
            "lam_selection": {m: t["lam"].as_dict() for m, t in tuned.items() if "lam" in t},
            "lr_by_lam": {m: {f"{k:g}": v.as_dict() for k, v in t["lr_by_lam"].items()}
