@@ -1,35 +1,68 @@
 """Flow-GRPO, Flow-GRPO-Fast, MixGRPO, DiffusionNFT, LOOP and Score as Action on the shipped
-rectified-flow digits model (``pretrained:digits8-flow``), under one fair protocol.
+rectified-flow digits model (``pretrained:digits8-flow``), under the shared selection protocol
+(``experiments/_selection.py``, issue 25).
 
-Protocol (the RL soundness issue's): every method fine-tunes the same base toward the same
-reward (``aesthetic_proxy``) with the same budget — P·K rollouts per epoch (P = 2 prompts,
-K = 4), 6 sampler steps, one inner epoch of 2 minibatches, 12 epochs —; its learning rate is
-picked from {1e-4, 3e-4, 1e-3} on a separate seed (``--sweep-seed``) by the final evaluation
-reward; then it runs on ``--seeds`` (≥ 5). Each run is evaluated at epochs 0, E/2 and E on a
-fixed evaluation set (64 prompts, x_T from seeds 10⁶ + i, Euler ODE with the policy's steps and
-guidance, no exploration or SDE noise) under the optimized reward and the held-out gold reward
-(classifier probability of the prompted digit). Per epoch we log the rollout reward, reward
-queries, CPU seconds (``time.process_time``) and ``cost/model_evals_grad``. One JSON per
-(method, lr, seed) cell under ``results/cells``: a stopped run continues where it stopped.
+Protocol:
 
-    OMP_NUM_THREADS=1 python experiments/flow_rl/run.py [--quick] [--jobs N]
+* equal budgets: every arm fine-tunes the same base toward the same reward (``aesthetic_proxy``)
+  with P·K = 2·4 = 8 rollouts (= reward queries) per epoch for 12 epochs (96 queries), 6 sampler
+  steps; no arm queries the reward anywhere else;
+* on-policy updates: one inner epoch of one minibatch (the whole batch) per epoch, so every
+  optimizer step is taken at the rollout weights and the PPO clip (1e-4 per-dimension for every
+  ratio arm, Score as Action included) never binds; the clipped share is measured and reported
+  (``clip/frac_mb0``) instead of claimed (issue 25 item 3: the two-minibatch design of the
+  previous run clipped 88–100 % of the later minibatch's samples);
+* hyper-parameters are chosen on a tuning seed and tuning evaluation draws never reported
+  (``_selection.split``): the learning rate from {1e-4, 3e-4, 1e-3}, widened geometrically while
+  the pick sits at an edge (``_selection.tune_grid``); for Score as Action also the exploration
+  λ from {0.02, 0.05, 0.1} (the issue's grid, not widened: the lr is tuned per λ, then λ is
+  selected by the same rule and flagged if at an edge);
+  "SaA (steps 1-4)" is Score as Action without an action at the first step, where the ε-space
+  noise enters the state multiplied by Δ/(1 − t_max) ≈ 166 (``exploration_scale.py``);
+  the rule: the largest final evaluation reward among values whose final gold reward is ≥ the
+  base's gold on the tuning draws − ``GOLD_DROP``;
+* reported runs: the chosen values on 10 paired seeds (0–9), each evaluated at epochs 0, E/2, E
+  on the same fixed evaluation set (64 prompts "digit k" balanced, x_T from seeds 10⁶ + i, Euler
+  ODE with the policy's 6 steps and guidance 2, no exploration or SDE noise) under the optimized
+  and the gold reward (classifier probability of the prompted digit);
+* claims: each arm − Flow-GRPO in final evaluation reward and gold (paired t-interval over the
+  seeds, Welch beside), each arm − the base model (its own epoch-0 evaluation on the same
+  draws), Holm across all of them; a collapse column
+  (final reward NaN or < base − ``COLLAPSE_MARGIN``); per arm the training CPU seconds
+  (``time.process_time``, evaluations excluded), the peak RSS of the cell (``mem/peak_gb``, the
+  process high-water mark reset at the start of each cell) and the model evaluations with
+  gradient per epoch.
 
-Writes ``results/summary.json``, ``results/per_seed.csv``, ``results/table.md`` and
-``results/figures/*.png`` from whatever cells exist.
+One JSON per cell under ``results/cells/<mode>``, written atomically by the worker: a stopped
+run continues where it stopped.
+
+    OMP_NUM_THREADS=1 nice -n 10 python experiments/flow_rl/run.py --jobs 2
+    python experiments/flow_rl/run.py --no-new-cells      # tabulate what is cached
+    python experiments/flow_rl/run.py --quick             # tiny run (tests/experiments/)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+import _selection as sel  # noqa: E402
+from _cells import ci95, write_json  # noqa: E402
+
 CONFIGS = ROOT / "configs" / "finetune"
+CLIP = 1.0e-4  # per-dimension ratio clip of every ratio arm (the Flow-GRPO configs')
 # name → (config, overrides). MixGRPO's window is scaled to this grid: 2 of the 5 action steps
 # (their 4 of 23), sliding one step every 2 epochs (their 25 of 300 iterations ≈ every 1 of 12).
 METHODS = {
@@ -38,38 +71,101 @@ METHODS = {
     "MixGRPO": ("digits_flow_mixgrpo.yaml", ["policy.action_steps=slide:2:2:1"]),
     "DiffusionNFT": ("digits_flow_nft.yaml", []),
     "LOOP": ("digits_flow_loop.yaml", []),
-    "Score as Action": ("digits_flow_score_as_action.yaml", []),
+    # the same clip as the others (its config's 0.2 is the PPO default of the VP configs);
+    # β = 1e-3 on its action-space KL as in its config; λ is set per cell
+    "Score as Action": ("digits_flow_score_as_action.yaml",
+                        [f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.001}}"]),
+    # the same without exploration at the first step, where an ε-space action enters the state
+    # multiplied by Δ/(1 − t_max) ≈ 166 (exploration_scale.py): actions at steps 1–4 of 6
+    "SaA (steps 1-4)": ("digits_flow_score_as_action.yaml",
+                        [f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.001}}",
+                         "policy.action_steps=steps:1,2,3,4"]),
 }
-LRS = [1e-4, 3e-4, 1e-3]
-EVAL_N = 64
-STEPS = 6
-_EVAL_START: dict[tuple, dict] = {}  # the base model's evaluation (identical for every cell)
+SAA = "Score as Action"
+SAA_LATE = "SaA (steps 1-4)"
+LAM_METHODS = (SAA, SAA_LATE)  # exploration λ tuned with the lr
+REF = "Flow-GRPO"
+# the order cells are computed in: a stopped run leaves whole arms, the reference first
+PRIORITY = [REF, SAA, SAA_LATE, "LOOP", "Flow-GRPO-Fast", "MixGRPO", "DiffusionNFT"]
+GOLD_DROP = 0.2  # gold floor = base gold (tuning draws) − 0.2
+COLLAPSE_MARGIN = 0.1  # eval-reward units; the base's eval reward is ≈ 0.18
 
 
-def _config(method: str, base: str, lr: float, seed: int, epochs: int, p: int, k: int):
+@dataclass(frozen=True)
+class Mode:
+    """Sizes of one run of the experiment."""
+
+    name: str
+    methods: tuple[str, ...]
+    epochs: int
+    p: int
+    k: int
+    steps: int
+    eval_n: int
+    seeds: int
+    tuning_seeds: int
+    grid: tuple[float, ...]
+    max_widen: int
+    lams: tuple[float, ...]
+    lam_widen: int
+    extra: dict = field(default_factory=dict)
+
+
+FULL = Mode("full", tuple(METHODS), epochs=12, p=2, k=4, steps=6, eval_n=64, seeds=10,
+            tuning_seeds=1, grid=(1e-4, 3e-4, 1e-3), max_widen=2, lams=(0.02, 0.05, 0.1),
+            lam_widen=0)
+QUICK = Mode("quick", ("Flow-GRPO", SAA), epochs=1, p=2, k=2, steps=6, eval_n=8, seeds=2,
+             tuning_seeds=1, grid=(1e-4, 1e-3), max_widen=0, lams=(0.05, 0.1), lam_widen=0)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fine-tuning run: method, λ (Score as Action only), lr, seed, evaluation draws."""
+
+    method: str
+    lam: float | None
+    lr: float
+    seed: int
+    draws: int
+
+    def name(self) -> str:
+        lam = "" if self.lam is None else f"__lam{self.lam:g}"
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "_", self.method).strip("_")
+        return f"{slug}{lam}__lr{self.lr:g}__seed{self.seed}.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# one cell
+# ----------------------------------------------------------------------------------------------
+
+
+def build(cell: Cell, mode: Mode, base: str):
+    """The FinetuneConfig of one cell: on-policy (one minibatch = the whole batch)."""
     from scorealign.config import load_config
     from scorealign.rl.config import FinetuneConfig
 
-    config, extra = METHODS[method]
-    b = p * k
-    sets = [f"base.path={base}", f"train.epochs={epochs}", f"train.seed={seed}",
-            f"policy.steps={STEPS}", f"prompts.per_epoch={p}", f"prompts.k={k}",
-            "train.inner_epochs=1", f"train.minibatch_size={b // 2}",
-            f"train.sample_batch_size={b}", f"train.lr={lr}", "train.log_kl=false",
-            "device=cpu", *extra]
+    config, extra = METHODS[cell.method]
+    b = mode.p * mode.k
+    sets = [f"base.path={base}", f"train.epochs={mode.epochs}", f"train.seed={cell.seed}",
+            f"policy.steps={mode.steps}", f"prompts.per_epoch={mode.p}", f"prompts.k={mode.k}",
+            "train.inner_epochs=1", f"train.minibatch_size={b}",
+            f"train.sample_batch_size={b}", f"train.lr={cell.lr}", "train.log_kl=false",
+            f"train.ckpt_every={10**6}", "device=cpu", *extra]
+    if cell.lam is not None:
+        sets.append(f"policy.exploration={cell.lam}")
     return load_config(CONFIGS / config, FinetuneConfig, sets)
 
 
-def evaluate(ft, n: int = EVAL_N) -> dict[str, float]:
-    """Fixed evaluation set: prompts 'digit k' balanced, x_T from seeds 10⁶ + i, Euler ODE with
-    the policy's steps, grid and guidance, no exploration or SDE noise."""
+def evaluate(ft, n: int, draws: int) -> dict[str, float]:
+    """Fixed evaluation set: prompts 'digit k' balanced, x_T from seeds ``draws`` + i, Euler ODE
+    with the policy's steps, grid and guidance, no exploration or SDE noise."""
     import torch
 
     from scorealign.samplers import sample
 
     pol, s = ft.policy, ft.setup
     prompts = [s.prompts[i % len(s.prompts)] for i in range(n)]
-    seeds = torch.arange(n) + 1_000_000
+    seeds = torch.arange(n) + draws
     with torch.no_grad():
         x_T, _, _ = pol._noise(seeds, "cpu")
         x0 = sample(pol.pred_fn(pol.cond_for(prompts)), pol.kind, pol.sde, x_T,
@@ -81,50 +177,411 @@ def evaluate(ft, n: int = EVAL_N) -> dict[str, float]:
     return out
 
 
-def run_cell(method: str, lr: float, seed: int, a: dict) -> dict:
-    """One fine-tuning run: per-epoch metrics with cumulative CPU seconds, and the fixed
-    evaluation at epochs 0, E/2, E. CPU time excludes the evaluations."""
+def _reset_peak_rss() -> float:
+    """Reset the process's peak-RSS mark (Linux ``clear_refs`` 5) so ``mem/peak_gb`` is this
+    cell's peak; returns the RSS at the reset in GiB (NaN where unsupported)."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def compute_cell(cell: Cell, mode: Mode, base: str, out: str) -> dict:
+    """Train one cell, evaluate at epochs 0, E/2, E, write it to ``out`` (atomic); a cell
+    already written (by another invocation sharing the cache) is read, not recomputed."""
+    if Path(out).is_file():
+        return json.loads(Path(out).read_text())
     import torch
 
     torch.set_num_threads(1)
     from scorealign.rl.trainer import Finetuner
 
-    if a.get("text_cache"):
-        install_text_cache(a["text_cache"])
-
+    rss0 = _reset_peak_rss()
     t0, c0 = time.time(), time.process_time()
-    cfg = _config(method, a["base"], lr, seed, a["epochs"], a["prompts"], a["k"])
+    cfg = build(cell, mode, base)
     ft = Finetuner(cfg, None)
-    key = (a["base"], a["eval_n"], ft.policy.guidance)
-    if key not in _EVAL_START:
-        _EVAL_START[key] = evaluate(ft, a["eval_n"])
-    cpu, rows = time.process_time() - c0, []
-    evals = [{"epoch": 0, "cpu_s": cpu, "queries": 0.0, **_EVAL_START[key]}]
-    eval_at = {cfg.train.epochs // 2, cfg.train.epochs}
-    while ft.epoch < cfg.train.epochs:
+    cpu_setup = time.process_time() - c0
+    evals = [{"epoch": 0, "cpu_s": 0.0, "queries": 0.0, **evaluate(ft, mode.eval_n, cell.draws)}]
+    eval_at = {mode.epochs // 2, mode.epochs}
+    cpu, rows, err = 0.0, [], None
+    while ft.epoch < mode.epochs:
         c1 = time.process_time()
-        m = ft.train_epoch()
+        try:
+            m = ft.train_epoch()
+        except (RuntimeError, ValueError) as e:  # e.g. RewardError on NaN samples: collapsed
+            err = f"{type(e).__name__}: {e}"[:300]
+            evals.append({"epoch": ft.epoch + 1, "cpu_s": cpu, "queries": float("nan"),
+                          "eval/reward": float("nan"), "eval/gold": float("nan")})
+            break
         ft.epoch += 1
         cpu += time.process_time() - c1
         rows.append({"epoch": ft.epoch, "cpu_s": cpu,
                      **{k: v for k, v in m.items() if "/step/" not in k}})
         if ft.epoch in eval_at:
             evals.append({"epoch": ft.epoch, "cpu_s": cpu, "queries": m["queries/reward"],
-                          **evaluate(ft, a["eval_n"])})
-    return {"method": method, "lr": lr, "seed": seed, "epochs": rows, "evals": evals,
-            "eval_start": evals[0], "eval_end": evals[-1], "cpu_s": cpu,
-            "cpu_s_total": time.process_time() - c0, "wall_s": time.time() - t0}
+                          **evaluate(ft, mode.eval_n, cell.draws)})
+    res = {**asdict(cell), "epochs": rows, "evals": evals, "cpu_s": cpu,
+           "cpu_s_setup": cpu_setup, "cpu_s_total": time.process_time() - c0,
+           "wall_s": time.time() - t0, "rss_start_gb": rss0,
+           "mem_peak_gb": max((r.get("mem/peak_gb", float("nan")) for r in rows),
+                              default=float("nan")), "error": err}
+    write_json(Path(out), res)
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# running cells
+# ----------------------------------------------------------------------------------------------
+
+
+class Missing(Exception):
+    """A tuning cell is not cached yet."""
+
+    def __init__(self, cells):
+        super().__init__(f"{len(cells)} cells missing")
+        self.cells = list(cells)
+
+
+def _load(root: Path, cell: Cell) -> dict | None:
+    p = root / cell.name()
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def run_cells(cells: list[Cell], root: Path, mode: Mode, base: str, jobs: int,
+              reverse: bool = False) -> None:
+    """Compute the cells not cached (in this order, or reversed: a second invocation sharing
+    the cache then meets the first in the middle; ``jobs`` worker processes)."""
+    todo = [c for c in dict.fromkeys(cells) if not (root / c.name()).is_file()]
+    if reverse:
+        todo = todo[::-1]
+    if not todo:
+        return
+    print(f"{len(todo)} cells to run", flush=True)
+
+    def done(c: Cell, r: dict) -> None:
+        print(f"{c.name()}: eval reward {r['evals'][0]['eval/reward']:.4f} → "
+              f"{r['evals'][-1]['eval/reward']:.4f}, gold {r['evals'][-1]['eval/gold']:.3f}, "
+              f"{r['cpu_s']:.1f} CPU s, {r['mem_peak_gb']:.2f} GB", flush=True)
+
+    if jobs <= 1:
+        for c in todo:
+            done(c, compute_cell(c, mode, base, str(root / c.name())))
+        return
+    import scorealign.rl.trainer  # noqa: F401  (once here: the forked workers inherit it)
+
+    with ProcessPoolExecutor(jobs) as pool:
+        futs = {pool.submit(compute_cell, c, mode, base, str(root / c.name())): c for c in todo}
+        for f in as_completed(futs):
+            done(futs[f], f.result())
+
+
+def _score(cells: list[dict]) -> dict:
+    fin = [c["evals"][-1] for c in cells]
+    return {"reward": float(np.mean([f["eval/reward"] for f in fin])),
+            "gold": float(np.mean([f["eval/gold"] for f in fin]))}
+
+
+def tune_method(method: str, root: Path, mode: Mode, split: sel.Split, floor: float) -> dict:
+    """The tuned hyper-parameters of one method (cached cells only; raises :class:`Missing`
+    naming the cells it needs next). Score as Action: lr tuned per λ, then λ by the same rule."""
+
+    def lr_tuned(lam: float | None) -> sel.Tuned:
+        def score(lr: float) -> dict:
+            cs = [Cell(method, lam, lr, s, split.tuning_draws) for s in split.tuning_seeds]
+            got = [_load(root, c) for c in cs]
+            if any(g is None for g in got):
+                raise Missing([c for c, g in zip(cs, got) if g is None])
+            return _score(got)
+        return sel.tune_grid(mode.grid, score, gold_floor=floor, max_widen=mode.max_widen)
+
+    if method not in LAM_METHODS:
+        return {"lr": lr_tuned(None)}
+    per_lam: dict[float, sel.Tuned] = {}
+    need = []  # every λ's next cells at once (one round), not one λ per round
+    for lam in mode.lams:
+        try:
+            lr_tuned(lam)
+        except Missing as e:
+            need += e.cells
+    if need:
+        raise Missing(need)
+
+    def lam_score(lam: float) -> dict:
+        t = per_lam[lam] = lr_tuned(lam)
+        return {"reward": float("nan"), "gold": float("nan")} if t.pick is None else \
+            dict(t.scores[t.pick])
+
+    lam_t = sel.tune_grid(mode.lams, lam_score, gold_floor=floor, max_widen=mode.lam_widen)
+    out = {"lam": lam_t, "lr_by_lam": per_lam}
+    if lam_t.pick is not None:
+        out["lr"] = per_lam[lam_t.pick]
+    return out
+
+
+def initial_tuning_cells(mode: Mode, split: sel.Split, methods) -> list[Cell]:
+    methods = sorted(methods, key=PRIORITY.index)
+    lams = {m: (mode.lams if m in LAM_METHODS else (None,)) for m in methods}
+    return [Cell(m, lam, lr, s, split.tuning_draws) for m in methods for lam in lams[m]
+            for lr in mode.grid for s in split.tuning_seeds]
+
+
+def tune_all(root: Path, mode: Mode, split: sel.Split, base: str, jobs: int,
+             new: bool) -> tuple[dict, float, list[str]]:
+    """Tune every method: run the initial grids, then the widenings round by round."""
+    if new:
+        run_cells(initial_tuning_cells(mode, split, mode.methods), root, mode, base, jobs)
+    first = next((c for c in initial_tuning_cells(mode, split, mode.methods)
+                  if (root / c.name()).is_file()), None)
+    if first is None:
+        return {}, float("nan"), list(mode.methods)
+    base_gold = _load(root, first)["evals"][0]["eval/gold"]
+    floor = base_gold - GOLD_DROP
+    while True:
+        tuned, need, missing = {}, [], []
+        for m in mode.methods:
+            try:
+                tuned[m] = tune_method(m, root, mode, split, floor)
+            except Missing as e:
+                need += e.cells
+                missing.append(m)
+        if not need or not new:
+            return tuned, floor, missing
+        run_cells(need, root, mode, base, jobs)
+
+
+def reported_cells(tuned: dict, split: sel.Split) -> dict[str, list[Cell]]:
+    out = {}
+    for m, t in tuned.items():
+        if t.get("lr") is None or t["lr"].pick is None:
+            continue
+        lam = t["lam"].pick if "lam" in t else None
+        out[m] = [Cell(m, lam, t["lr"].pick, s, split.reported_draws)
+                  for s in split.reported_seeds]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# analysis
+# ----------------------------------------------------------------------------------------------
+
+
+def analyse(per: dict[str, dict[int, dict]], seeds: tuple[int, ...]) -> dict:
+    """Per-arm summaries, curves and the claims (paired, Welch beside, Holm)."""
+    out: dict = {"arms": {}, "claims": {}}
+    base_r = base_g = float("nan")
+    for m, cs in per.items():
+        if not cs:
+            continue
+        runs = [cs[s] for s in seeds if s in cs]
+        fin_r = [r["evals"][-1]["eval/reward"] for r in runs]
+        base_r, base_g = runs[0]["evals"][0]["eval/reward"], runs[0]["evals"][0]["eval/gold"]
+        ep = runs[0]["epochs"]
+        clip0 = [e["clip/frac_mb0"] for r in runs for e in r["epochs"] if "clip/frac_mb0" in e]
+        later = [e["clip/frac_later"] for r in runs for e in r["epochs"]
+                 if "clip/frac_later" in e]
+        out["arms"][m] = {
+            "seeds": len(runs), "lr": runs[0]["lr"], "lam": runs[0]["lam"],
+            "reward_start": base_r, "gold_start": base_g,
+            "reward": ci95(fin_r), "gold": ci95([r["evals"][-1]["eval/gold"] for r in runs]),
+            "collapse_rate": sel.collapse_rate(fin_r, base_r, COLLAPSE_MARGIN),
+            "queries": ep[-1]["queries/reward"] if ep else float("nan"),
+            "model_evals_grad_per_epoch": float(np.mean([e["cost/model_evals_grad"]
+                                                         for e in ep])) if ep else float("nan"),
+            "train_cpu_s": ci95([r["cpu_s"] for r in runs]),
+            "mem_peak_gb": ci95([r["mem_peak_gb"] for r in runs]),
+            # median: a worker's first cell also holds the one-time loading (≈ 0.2 GB more)
+            "mem_peak_gb_median": float(np.median([r["mem_peak_gb"] for r in runs])),
+            "mem_increment_gb_median": float(np.median([r["mem_peak_gb"] - r["rss_start_gb"]
+                                                        for r in runs])),
+            "clip_frac_mb0": float(np.mean(clip0)) if clip0 else float("nan"),
+            "clip_frac_later": float(np.mean(later)) if later else float("nan"),
+            "errors": sum(r.get("error") is not None for r in runs),
+            "curve": [{"epoch": runs[0]["evals"][i]["epoch"],
+                       "queries": runs[0]["evals"][i]["queries"],
+                       "cpu_s": float(np.mean([r["evals"][i]["cpu_s"] for r in runs])),
+                       "reward": ci95([r["evals"][i]["eval/reward"] for r in runs]),
+                       "gold": ci95([r["evals"][i]["eval/gold"] for r in runs])}
+                      for i in range(min(len(r["evals"]) for r in runs))],
+            "per_seed": [{"seed": r["seed"], "eval_reward": r["evals"][-1]["eval/reward"],
+                          "eval_gold": r["evals"][-1]["eval/gold"], "cpu_s": r["cpu_s"],
+                          "mem_peak_gb": r["mem_peak_gb"]} for r in runs],
+        }
+    pvals, claims = {}, out["claims"]
+    ref = per.get(REF, {})
+    for m, cs in per.items():
+        if m == REF or not cs or not ref:
+            continue
+        common = [s for s in seeds if s in cs and s in ref]
+        for key, label in (("eval/reward", "eval reward"), ("eval/gold", "eval gold")):
+            x = [cs[s]["evals"][-1][key] for s in common]
+            y = [ref[s]["evals"][-1][key] for s in common]
+            name = f"{m} − {REF}: {label}"
+            claims[name] = {"paired": sel.paired_interval(x, y),
+                            "welch": sel.welch_interval(x, y)}
+            pvals[name] = claims[name]["paired"]["p"]
+    for m in sorted(per, key=PRIORITY.index):  # does the arm move from the base at all?
+        if not per.get(m):
+            continue
+        runs = [per[m][s] for s in seeds if s in per[m]]
+        x = [r["evals"][-1]["eval/reward"] for r in runs]
+        y = [r["evals"][0]["eval/reward"] for r in runs]  # the base, same draws
+        name = f"{m} − base model: eval reward"
+        claims[name] = {"paired": sel.paired_interval(x, y), "welch": None}
+        pvals[name] = claims[name]["paired"]["p"]
+    out["holm"] = sel.holm(pvals)
+    out["base"] = {"reward": base_r, "gold": base_g}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------
+
+
+def fmt(ci, d: int = 4) -> str:
+    m, h = ci
+    if not math.isfinite(m):
+        return "n/a"
+    return f"{m:.{d}f}" + (f" ± {h:.{d}f}" if math.isfinite(h) else "")
+
+
+def write_table(res: dict, mode: Mode, path: Path) -> None:
+    an, rec = res["analysis"], res["selection"]
+    lines = [f"# flow_rl ({mode.name} mode): Flow-GRPO family, DiffusionNFT, LOOP and Score as "
+             "Action on `pretrained:digits8-flow` → `aesthetic_proxy`", "",
+             f"Budget per run: {mode.epochs} epochs × {mode.p * mode.k} rollouts = "
+             f"{mode.epochs * mode.p * mode.k} reward queries, {mode.steps} steps, on-policy "
+             "(one optimizer step per batch; PPO clip 1e-4 per dimension for every ratio arm). "
+             f"Base model on the reported evaluation set: reward {an['base']['reward']:.4f}, gold "
+             f"{an['base']['gold']:.4f}.", "",
+             f"Status: {res['status']}. Arms defined in run.py but not run for this table: "
+             f"{', '.join(res['not_run']) or 'none'}.", "",
+             "Final epoch, fixed evaluation set (reported draws), mean ± 95 % t-interval over "
+             "the reported seeds. CPU s: training only (`time.process_time`, single thread, "
+             "shared machine; compare within this table). Peak memory: the cell's peak RSS "
+             "(`mem/peak_gb`, the process high-water mark reset at the cell's start), median over "
+             "seeds (a worker's first cell also holds the one-time loading); peak − start: the "
+             "cell's peak over the process RSS at its start. Clipped share: "
+             "`clip/frac_mb0` averaged over epochs (on-policy: the only minibatch).", "",
+             "| arm | lr (edge?) | λ (edge?) | seeds | eval reward | eval gold | collapse | "
+             "model evals with grad / epoch | reward queries | train CPU s | "
+             "peak memory GB (median) | peak − start GB (median) | clipped share |",
+             "|---" * 13 + "|"]
+    for m, a in an["arms"].items():
+        ch = rec["chosen"].get(m, {})
+        lam_ch = res["lam_selection"].get(m)
+        lr_s = f"{a['lr']:g} ({'edge' if ch.get('edge') else 'interior'})"
+        lam_s = "–" if a["lam"] is None else \
+            f"{a['lam']:g} ({'edge' if lam_ch and lam_ch['edge'] else 'interior'})"
+        lines.append(f"| {m} | {lr_s} | {lam_s} | {a['seeds']} | {fmt(a['reward'])} | "
+                     f"{fmt(a['gold'], 3)} | {a['collapse_rate']:.2f} | "
+                     f"{a['model_evals_grad_per_epoch']:.0f} | {a['queries']:.0f} | "
+                     f"{fmt(a['train_cpu_s'], 1)} | {a['mem_peak_gb_median']:.2f} | "
+                     f"{a['mem_increment_gb_median']:.3f} | "
+                     f"{a['clip_frac_mb0']:.3f} |")
+    lines += ["", "## Claims (paired t-interval over the same seeds and evaluation draws; Welch "
+              "beside; Holm across all claims of this table)", "",
+              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
+              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
+    for name, cl in an["claims"].items():
+        p, w, h = cl["paired"], cl.get("welch"), an["holm"][name]
+        ws = "—" if w is None else f"{w['diff']:+.4f} ± {w['half']:.4f}"
+        lines.append(f"| {name} | {p['n']} | {p['diff']:+.4f} ± {p['half']:.4f} | "
+                     f"{p['p']:.3g} | {h['p_holm']:.3g} | {ws} | "
+                     f"{'yes' if h['reject'] else 'no'} |")
+    lines += ["", "## Evaluation curve (mean over seeds; CPU s: training so far)", "",
+              "| arm | " + " | ".join(f"epoch {c['epoch']}: reward / gold (CPU s)"
+                                      for c in next(iter(an["arms"].values()))["curve"]) + " |",
+              "|---|" + "---|" * len(next(iter(an["arms"].values()))["curve"])] \
+        if an["arms"] else []
+    for m, a in an["arms"].items():
+        lines.append(f"| {m} | " + " | ".join(
+            f"{c['reward'][0]:.4f} / {c['gold'][0]:.3f} ({c['cpu_s']:.1f})" for c in a["curve"])
+            + " |")
+    lines += ["", "## Hyper-parameter selection (tuning seed and draws, never reported)", "",
+              f"Rule: {rec['selection_rule']}. Interval: {rec['interval']}. Correction: "
+              f"{rec['correction']}. Collapse: {rec['collapse_rule']}. Split: tuning seeds "
+              f"{rec['split']['tuning_seeds']}, evaluation draws from "
+              f"{rec['split']['tuning_draws']}"
+              f"; reported seeds {rec['split']['reported_seeds']}, draws from "
+              f"{rec['split']['reported_draws']}.", "",
+              "| arm | hyper-parameter | grid: final reward / gold | pick | edge | widened | "
+              "note |", "|---|---|---|---|---|---|---|"]
+
+    def row(arm: str, hp: str, t: dict) -> str:
+        sc = ", ".join(f"{k}: {v['reward']:.4f} / {v['gold']:.3f}"
+                       for k, v in sorted(t["scores"].items(), key=lambda kv: float(kv[0])))
+        pick = "none" if t["pick"] is None else f"{t['pick']:g}"
+        return (f"| {arm} | {hp} | {sc} | {pick} | {'yes' if t['edge'] else 'no'} | "
+                f"{t['widened']} | {t['reason']} |")
+
+    for m, ch in rec["chosen"].items():
+        if m in res["lam_selection"]:
+            lines.append(row(m, "λ (lr tuned per λ)", res["lam_selection"][m]))
+            for lam, t in res["lr_by_lam"][m].items():
+                lines.append(row(m, f"lr at λ = {lam}", t))
+        else:
+            lines.append(row(m, "lr", ch))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_figures(res: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    for xkey, label, name in (("queries", "reward queries", "reward_vs_queries"),
+                              ("cpu_s", "training CPU seconds (single thread)", "reward_vs_cpu")):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for m, a in res["analysis"]["arms"].items():
+            x = [c[xkey] for c in a["curve"]]
+            for ax, key in zip(axes, ("reward", "gold")):
+                mu = np.array([c[key][0] for c in a["curve"]])
+                h = np.nan_to_num(np.array([c[key][1] for c in a["curve"]]))
+                ax.plot(x, mu, marker="o", label=f"{m} (lr {a['lr']:g})")
+                ax.fill_between(x, mu - h, mu + h, alpha=0.15)
+        axes[0].set_ylabel("eval reward (aesthetic_proxy)")
+        axes[1].set_ylabel("eval gold (digit probability)")
+        for ax in axes:
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)
+
+
+def write_per_seed(res: dict, path: Path) -> None:
+    csv = ["method,lr,lam,seed,eval_reward,eval_gold,cpu_s,mem_peak_gb"]
+    for m, a in res["analysis"]["arms"].items():
+        lam = "" if a["lam"] is None else f"{a['lam']:g}"
+        csv += [f"{m},{a['lr']:g},{lam},{r['seed']},{r['eval_reward']:.6f},"
+                f"{r['eval_gold']:.6f},{r['cpu_s']:.2f},{r['mem_peak_gb']:.4f}"
+                for r in a["per_seed"]]
+    path.write_text("\n".join(csv) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# text cache (a machine without the MiniLM weights)
+# ----------------------------------------------------------------------------------------------
 
 
 def write_text_cache(path: Path) -> None:
-    """Save the frozen MiniLM outputs of the ten digit prompts (for a machine without the
-    encoder's weights): {prompt: (token states, pooled)}, exactly what TextEncoder caches."""
+    """Save the frozen MiniLM outputs of the digit prompts: {prompt: (token states, pooled)},
+    exactly what TextEncoder caches."""
     import torch
 
     from scorealign.data.digits import prompt_for
     from scorealign.nets import get_text_encoder
 
-    enc = get_text_encoder("cpu")  # the ten digits under every template (pretraining's too)
+    enc = get_text_encoder("cpu")
     enc.encode([prompt_for(d, tpl) for d in range(10) for tpl in range(3)])
     torch.save(dict(enc._cache), path)
 
@@ -144,224 +601,87 @@ def install_text_cache(path: str) -> None:
     nets.get_text_encoder = lambda device="cpu": enc
 
 
-def _cell_path(d: Path, method: str, lr: float, seed: int) -> Path:
-    return d / f"{method.replace(' ', '_')}_lr{lr:g}_s{seed}.json"
-
-
-def _run_cells(cells, a: dict, d: Path, jobs: int) -> None:
-    todo = [c for c in cells if not _cell_path(d, *c).is_file()]
-    print(f"{len(cells) - len(todo)} cells cached, {len(todo)} to run", flush=True)
-    if not todo:
-        return
-    if jobs <= 1:  # in this process
-        results = ((c, run_cell(*c, a)) for c in todo)
-    else:
-        pool = ProcessPoolExecutor(jobs)
-        futs = {pool.submit(run_cell, *c, a): c for c in todo}
-        results = ((futs[f], f.result()) for f in as_completed(futs))
-    for c, res in results:
-        path = _cell_path(d, *c)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=1))
-        tmp.replace(path)  # atomic: a killed run leaves no half cell
-        print(f"{c[0]:15s} lr {c[1]:g} seed {c[2]}: eval reward "
-              f"{res['eval_start']['eval/reward']:.4f} → {res['eval_end']['eval/reward']:.4f}"
-              f" ({res['wall_s']:.0f} s)", flush=True)
-    if jobs > 1:
-        pool.shutdown()
-
-
-def _ci95(xs: list[float]) -> tuple[float, float]:
-    import numpy as np
-    from scipy import stats
-
-    x = np.asarray(xs, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan")
-    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) /
-                                  math.sqrt(len(x)))
-
-
-def _diff_ci95(a: list[float], b: list[float]) -> tuple[float, float]:
-    """mean(a) − mean(b) with its 95% Welch interval half-width."""
-    import numpy as np
-    from scipy import stats
-
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    if len(x) < 2 or len(y) < 2:
-        return float(x.mean() - y.mean()), float("nan")
-    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(vx + vy)
-    if se == 0:
-        return float(x.mean() - y.mean()), 0.0
-    df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
-    return float(x.mean() - y.mean()), float(stats.t.ppf(0.975, df) * se)
-
-
-def summarize(d: Path, methods: list[str], seeds: list[int], sweep_seed: int, lrs) -> dict:
-    out = {}
-    for m in methods:
-        sweep = {lr: json.loads(p.read_text()) for lr in lrs
-                 if (p := _cell_path(d, m, lr, sweep_seed)).is_file()}
-        if not sweep:
-            continue
-        best = max(sweep, key=lambda lr: sweep[lr]["eval_end"]["eval/reward"])
-        runs = [json.loads(p.read_text()) for s in seeds
-                if (p := _cell_path(d, m, best, s)).is_file()]
-        entry = {"lr": best, "sweep": {f"{lr:g}": sweep[lr]["eval_end"]["eval/reward"]
-                                       for lr in sorted(sweep)}, "n_seeds": len(runs),
-                 "per_seed": [{"seed": r["seed"], "eval_reward": r["eval_end"]["eval/reward"],
-                               "eval_gold": r["eval_end"].get("eval/gold", float("nan")),
-                               "cpu_s": r["cpu_s"]} for r in runs]}
-        if runs:
-            for key in ("eval/reward", "eval/gold"):
-                entry[key] = _ci95([r["eval_end"].get(key, float("nan")) for r in runs])
-            entry["eval_start/reward"] = runs[0]["eval_start"]["eval/reward"]
-            entry["eval_start/gold"] = runs[0]["eval_start"].get("eval/gold", float("nan"))
-            ep = runs[0]["epochs"]
-            entry["model_evals_grad_per_epoch"] = sum(e["cost/model_evals_grad"] for e in ep) / \
-                len(ep)
-            entry["queries"] = ep[-1]["queries/reward"]
-            entry["cpu_s"] = _ci95([r["cpu_s"] for r in runs])
-            # the evaluation curve (mean, CI over seeds) against reward queries and CPU seconds
-            entry["curve"] = [
-                {"epoch": runs[0]["evals"][i]["epoch"],
-                 "queries": runs[0]["evals"][i]["queries"],
-                 "cpu_s": sum(r["evals"][i]["cpu_s"] for r in runs) / len(runs),
-                 "reward": _ci95([r["evals"][i]["eval/reward"] for r in runs]),
-                 "gold": _ci95([r["evals"][i].get("eval/gold", float("nan")) for r in runs])}
-                for i in range(len(runs[0]["evals"]))]
-            entry["train_reward_curve"] = [
-                sum(r["epochs"][i]["reward/mean"] for r in runs) / len(runs)
-                for i in range(len(ep))]
-        out[m] = entry
-    ref = out.get("Flow-GRPO", {}).get("per_seed")
-    for m, e in out.items():
-        if ref and e.get("per_seed") and m != "Flow-GRPO":
-            e["vs_flow_grpo"] = _diff_ci95([r["eval_reward"] for r in e["per_seed"]],
-                                           [r["eval_reward"] for r in ref])
-    return out
-
-
-def write_table(summary: dict, d: Path, meta: dict) -> str:
-    lines = ["| method | lr (sweep: final eval reward) | eval reward start → end (95% CI) | "
-             "− Flow-GRPO (95% CI) | eval gold end | model evals with grad / epoch | "
-             "reward queries | CPU s / run | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for m, e in summary.items():
-        sw = ", ".join(f"{k}: {v:.4f}" for k, v in e["sweep"].items())
-        if "eval/reward" not in e:
-            lines.append(f"| {m} | {e['lr']:g} ({sw}) | – | – | – | – | – | – | 0 |")
-            continue
-        (r, rc), (g, gc) = e["eval/reward"], e["eval/gold"]
-        dv = e.get("vs_flow_grpo")
-        diff = "–" if dv is None else f"{dv[0]:+.4f} ± {dv[1]:.4f}"
-        lines.append(f"| {m} | {e['lr']:g} ({sw}) | {e['eval_start/reward']:.4f} → {r:.4f} ± "
-                     f"{rc:.4f} | {diff} | {g:.4f} ± {gc:.4f} | "
-                     f"{e['model_evals_grad_per_epoch']:.0f} | {e['queries']:.0f} | "
-                     f"{e['cpu_s'][0]:.1f} | {e['n_seeds']} |")
-    lines += ["", f"{meta}"]
-    text = "\n".join(lines) + "\n"
-    out = d.parent
-    (out / "table.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary},
-                                                 indent=1))
-    csv = ["method,lr,seed,eval_reward,eval_gold,cpu_s"]
-    csv += [f"{m},{e['lr']:g},{r['seed']},{r['eval_reward']:.6f},{r['eval_gold']:.6f},"
-            f"{r['cpu_s']:.2f}" for m, e in summary.items() for r in e.get("per_seed", [])]
-    (out / "per_seed.csv").write_text("\n".join(csv) + "\n")
-    return text
-
-
-def plot(summary: dict, out: Path) -> None:
-    """figures/reward_vs_queries.png and reward_vs_cpu.png: the fixed-set evaluation reward
-    (mean over seeds, 95% CI band) at epochs 0, E/2, E."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig_dir = out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    for xkey, label, name in (("queries", "reward queries", "reward_vs_queries"),
-                              ("cpu_s", "CPU seconds (single thread)", "reward_vs_cpu")):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-        for m, e in summary.items():
-            if "curve" not in e:
-                continue
-            x = [c[xkey] for c in e["curve"]]
-            for ax, key in zip(axes, ("reward", "gold")):
-                mu = [c[key][0] for c in e["curve"]]
-                h = [0.0 if math.isnan(c[key][1]) else c[key][1] for c in e["curve"]]
-                ax.plot(x, mu, marker="o", label=f"{m} (lr {e['lr']:g})")
-                ax.fill_between(x, [a - b for a, b in zip(mu, h)],
-                                [a + b for a, b in zip(mu, h)], alpha=0.15)
-        axes[0].set_ylabel("eval reward (aesthetic_proxy)")
-        axes[1].set_ylabel("eval gold (digit probability)")
-        for ax in axes:
-            ax.set_xlabel(label)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(fig_dir / f"{name}.png", dpi=110)
-        plt.close(fig)
+# ----------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="pretrained:digits8-flow")
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--prompts", type=int, default=2)
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--sweep-seed", type=int, default=100)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--lrs", type=float, nargs="+", default=LRS)
-    ap.add_argument("--eval-n", type=int, default=EVAL_N)
-    ap.add_argument("--quick", action="store_true",
-                    help="1 epoch, P=2, K=2, one lr, one seed, one method, 8 eval samples (smoke)")
+    ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--quick", action="store_true", help="tiny run for the test")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
+    ap.add_argument("--methods", nargs="+", default=None, help="subset of arms")
+    ap.add_argument("--seeds", type=int, default=None, help="reported seeds (default: mode's)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="compute the reported cells in reverse order (a second invocation)")
+    ap.add_argument("--no-new-cells", action="store_true",
+                    help="tabulate the cached cells only (missing ones are named)")
     ap.add_argument("--text-cache", default=None,
                     help="precomputed prompt embeddings (see --write-text-cache)")
     ap.add_argument("--write-text-cache", type=Path, default=None)
-    ap.add_argument("--pretrain-out", type=Path, default=None,
-                    help="first run `scorealign pretrain --config configs/pretrain/"
-                         "digits_flow.yaml --out DIR` (with --text-cache) and exit")
-    ap.add_argument("--summary-only", action="store_true",
-                    help="tabulate the cached cells without running any")
-    ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
     a = ap.parse_args(argv)
     if a.write_text_cache:
         write_text_cache(a.write_text_cache)
         return 0
-    if a.pretrain_out:
-        if a.text_cache:
-            install_text_cache(a.text_cache)
-        from scorealign.cli.app import app
-        app(["pretrain", "--config", str(ROOT / "configs" / "pretrain" / "digits_flow.yaml"),
-             "--out", str(a.pretrain_out)], standalone_mode=False)
-        return 0
-    lrs = a.lrs
-    if a.quick:
-        a.epochs, a.prompts, a.k, lrs = 1, 2, 2, [1e-4]
-        a.seeds, a.methods = [a.sweep_seed], ["Flow-GRPO-Fast"]
-    d = a.results / "cells"
-    d.mkdir(parents=True, exist_ok=True)
-    opts = {"base": a.base, "epochs": a.epochs, "prompts": a.prompts, "k": a.k,
-            "text_cache": a.text_cache, "eval_n": 8 if a.quick else a.eval_n}
+    if a.text_cache:  # before the workers fork: they inherit the patched encoder
+        install_text_cache(a.text_cache)
+    mode = QUICK if a.quick else FULL
+    if a.methods:
+        unknown = set(a.methods) - set(METHODS)
+        if unknown:
+            ap.error(f"unknown methods {sorted(unknown)}; known: {list(METHODS)}")
+        mode = replace(mode, methods=tuple(m for m in METHODS if m in a.methods))
+    if a.seeds is not None:
+        mode = replace(mode, seeds=a.seeds)
+    root = a.results / "cells" / mode.name
+    root.mkdir(parents=True, exist_ok=True)
+    split = sel.split(mode.seeds, mode.tuning_seeds, draws_reported=1_000_000,
+                      draws_tuning=2_000_000)
+    new = not a.no_new_cells
     t0 = time.time()
-    if not a.summary_only:
-        _run_cells([(m, lr, a.sweep_seed) for m in a.methods for lr in lrs], opts, d, a.jobs)
-        sweep = summarize(d, a.methods, [], a.sweep_seed, lrs)
-        _run_cells([(m, sweep[m]["lr"], s) for m in a.methods for s in a.seeds], opts, d,
-                   a.jobs)
-    meta = {**opts, "steps": STEPS, "seeds": a.seeds, "sweep_seed": a.sweep_seed, "lrs": lrs,
-            "eval_set": f"{opts['eval_n']} prompts, seeds 1e6+i, Euler ODE {STEPS} steps",
-            "wall_s_this_call": round(time.time() - t0)}
-    summary = summarize(d, a.methods, a.seeds, a.sweep_seed, lrs)
-    print(write_table(summary, d, meta))
-    plot(summary, a.results)
+    tuned, floor, missing = tune_all(root, mode, split, a.base, a.jobs, new)
+    rep = reported_cells(tuned, split)
+    if new:  # arm by arm (priority: the reference first), so a stopped run leaves whole arms
+        run_cells([c for m in sorted(rep, key=PRIORITY.index) for c in rep[m]], root, mode,
+                  a.base, a.jobs, a.reverse)
+    per = {m: {c.seed: d for c in cs if (d := _load(root, c)) is not None}
+           for m, cs in rep.items()}
+    an = analyse(per, split.reported_seeds)
+    short = {m: len(v) for m, v in per.items() if len(v) < mode.seeds}
+    partial = missing or short
+    status = ("complete" if not partial else
+              "PARTIAL — arms without a finished selection: " + (", ".join(missing) or "none")
+              + "; arms with fewer reported seeds: " +
+              (", ".join(f"{m} {n}/{mode.seeds}" for m, n in short.items()) or "none"))
+    chosen = {m: t["lr"] for m, t in tuned.items() if t.get("lr") is not None}
+    rule = (sel.selection_rule(floor, "final eval reward") +
+            f" (the base model's gold on the tuning draws − {GOLD_DROP:g}); Score as Action: lr "
+            "tuned per λ, then λ by the same rule over the per-λ picks")
+    res = {"mode": asdict(mode), "status": status, "gold_floor": floor,
+           "not_run": [m for m in METHODS if m not in mode.methods],
+           "selection": sel.record(chosen, selection=rule,
+                                   correction="Holm (FWER 0.05) across all claims of this table",
+                                   collapse=sel.collapse_rule(COLLAPSE_MARGIN), split_=split),
+           "lam_selection": {m: t["lam"].as_dict() for m, t in tuned.items() if "lam" in t},
+           "lr_by_lam": {m: {f"{k:g}": v.as_dict() for k, v in t["lr_by_lam"].items()}
+                         for m, t in tuned.items() if "lr_by_lam" in t},
+           "analysis": an, "wall_s_this_call": round(time.time() - t0)}
+    res["selection"]["any_edge"] = res["selection"]["any_edge"] or any(
+        t["edge"] for t in res["lam_selection"].values())
+    out = a.results / ("quick" if a.quick else "")
+    write_json(out / "results.json", json.loads(json.dumps(res, default=_jsonable)))
+    write_table(res, mode, out / "table.md")
+    write_per_seed(res, out / "per_seed.csv")
+    if an["arms"]:
+        write_figures(res, out / "figures")
+    print(status)
     return 0
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 if __name__ == "__main__":
