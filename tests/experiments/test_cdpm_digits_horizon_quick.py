@@ -1,6 +1,7 @@
 """experiments/cdpm_robustness/digits_horizon.py --quick: the horizon is picked per family on the
-tuning seed (lowest FD), every evaluation seed is trained at the pick, intervals are written,
-a rerun reuses every cell; the horizon statistics match their closed forms."""
+tuning seed (lowest FD; the grid widened at an edge), every reported seed is trained at the
+pick, paired claims with Holm are written, a rerun reuses every cell; the horizon statistics
+match their closed forms; the claims pair by seed."""
 
 import importlib.util
 import json
@@ -43,19 +44,56 @@ def test_quick_run_picks_per_family_and_caches(tmp_path, mod):
     mod.main(args)
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     fams = {r["family"] for r in res["tuning"]}
-    assert fams == {"vp", "cou"} and len(res["tuning"]) == 4
+    assert fams == {"vp", "cou"} and res["status"] == "complete"
+    chosen = res["selection"]["chosen"]
     for f in fams:
         tuned = [r for r in res["tuning"] if r["family"] == f]
         assert {r["seed"] for r in tuned} == {mod.TUNE_SEED}
-        assert res["picked"][f] == min(tuned, key=lambda r: r["fd"])["horizon"]
+        ch = chosen[f]
+        assert sorted(r["horizon"] for r in tuned) == sorted(ch["grid"])
+        assert len(ch["grid"]) == 2 + ch["widened"]  # quick: 2 values, ≤ 1 widening
+        assert res["picked"][f] == ch["pick"] == min(tuned, key=lambda r: r["fd"])["horizon"]
+        grid = sorted(ch["grid"])
+        assert ch["edge"] == (ch["pick"] in (grid[0], grid[-1]))
         rows = [r for r in res["rows"] if r["family"] == f]
         assert sorted(r["seed"] for r in rows) == [0, 1]
         assert all(r["horizon"] == res["picked"][f] and r["fd"] > 0 for r in rows)
         s = res["summary"][f]
         assert s["n"] == 2 and s["fd_ci95"] >= 0 and 0 <= s["accuracy"] <= 1
-    assert "| vp |" in (tmp_path / "out" / "table.md").read_text()
+    assert set(res["claims"]) == {"vp − cou: FD", "vp − cou: accuracy"}
+    by = {(r["family"], r["seed"]): r["fd"] for r in res["rows"]}
+    c = res["claims"]["vp − cou: FD"]
+    assert c["paired"]["diff"] == pytest.approx(
+        sum(by[("vp", s)] - by[("cou", s)] for s in (0, 1)) / 2)
+    assert c["paired"]["p"] <= c["holm"]["p_holm"] <= 1
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| vp |" in table and "p (Holm)" in table
     cells = sorted((tmp_path / "out" / "cells").glob("*.json"))
-    assert len(cells) == 8
+    assert len(cells) == sum(len(chosen[f]["grid"]) for f in fams) + 4
     mtimes = [c.stat().st_mtime_ns for c in cells]
     mod.main(args)  # everything cached: nothing retrained
     assert [c.stat().st_mtime_ns for c in cells] == mtimes
+
+
+def test_claims_pair_by_seed(mod):
+    rows = [{"family": f, "seed": s, "fd": 100.0 + 20 * s + d, "accuracy": 0.5}
+            for s in range(5) for f, d in (("vp", 0.0), ("cou", 7.0), ("ve", 3.0))]
+    cl = mod.claims(rows, ("ve", "vp", "cou"))
+    assert len(cl) == 6  # 3 pairs × (FD, accuracy)
+    c = cl["vp − cou: FD"]
+    assert c["paired"]["diff"] == pytest.approx(-7.0)
+    assert c["paired"]["half"] == pytest.approx(0.0, abs=1e-9)  # the seed spread cancels
+    assert c["welch"]["half"] > 20  # unpaired it does not
+    assert c["holm"]["reject"]
+    assert not cl["vp − cou: accuracy"]["holm"]["reject"]
+
+
+def test_widening_stays_inside_the_limits(mod):
+    def cell(f, h, s):  # FD falls toward shorter horizons without end
+        return {"fd": 100.0 * h, "accuracy": 0.5}
+
+    t = mod.tune_family("csubvp", (0.5, 1.0, 1.5), cell, max_widen=10)
+    assert t.edge and min(t.grid) >= mod.LIMITS["csubvp"][0] and t.pick == min(t.grid)
+    t = mod.tune_family("vp", (0.5, 1.0, 2.0), lambda f, h, s: {"fd": (h - 0.25) ** 2,
+                                                                "accuracy": 0.5}, max_widen=3)
+    assert t.pick == 0.25 and not t.edge and t.widened == 2
