@@ -360,7 +360,8 @@ def table(summary, chosen, fl, dts, labels, claims, tune_dt, split, complete, cp
     n = max((s["n"] for s in summary.values()), default=0)
     ts = ", ".join(map(str, split.tuning_seeds))
     lines = [f"Status: {'complete' if complete else 'PARTIAL (cells missing)'}; "
-             f"{cpu / 60:.1f} CPU-min in the cells (tuning and reported).", "",
+             f"{cpu / 60:.1f} CPU-min in the cells that record it (tuning and reported; "
+             "cells reused from the earlier run carry no CPU time).", "",
              f"Gap J* − J(π) after training (closed form, continuous time): mean ± 95 % "
              f"t-interval half-width over {n} reported seeds "
              f"({split.reported_seeds[0]}–{split.reported_seeds[-1]}). J* = {J_star:.4f}, "
