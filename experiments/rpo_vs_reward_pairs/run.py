@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", default="default", help="comma list of variants "
                     f"({', '.join(VARIANTS)}); the full run: default")
     ap.add_argument("--summary-only", action="store_true", help="tabulate the cached cells")
+    ap.add_argument("--worker", default="0/1", help="i/n: train the reported seeds s with "
+                    "s mod n = i (every worker runs the same tuning, cached)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "rpo_vs_reward_pairs")
     args = ap.parse_args(argv)
@@ -364,7 +366,10 @@ def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path,
                                         max_widen=budget["max_widen"])
         except LookupError:
             return None
+    wi, wn = map(int, getattr(args, "worker", "0/1").split("/"))
     for seed in range(budget["seeds"]):
+        if seed % wn != wi and base is not None:
+            continue
         for variant in variants:
             for arm in VARIANTS[variant]["arms"]:
                 t = chosen[arm]
