@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -102,10 +104,28 @@ def horizon_stats(family: str, h: float) -> dict:
     return {"int_g2": int_g2, "nsr_T": float(m.std / m.mean_coef), "T": T}
 
 
+@lru_cache(maxsize=1)
+def judge_tag() -> str:
+    """First 8 hex digits of the SHA-256 of the judging classifier's weights.
+
+    The classifier is trained on first use and cached per machine; a retrained one (another
+    machine, another torch build) scores the same samples differently (the data-vs-data FD floor
+    moved from 61.1 to 56.5 between two of them), so cells judged by different classifiers must
+    never be compared: the tag is part of every cell's name.
+    """
+    sd = load_classifier(size=8).state_dict()
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
 def cell_key(budget: Budget, family: str, h: float, seed: int) -> str:
-    """Cell name; the budget is part of it, so a changed budget never reuses a cell."""
+    """Cell name; the budget and the judge (:func:`judge_tag`) are part of it, so a changed
+    budget or another classifier never reuses a cell."""
     return (f"{family}_{HORIZONS[family][0]}={h:g}_seed={seed}_b{budget.steps}x{budget.batch}"
-            f"_n{budget.samples}_k{budget.sampler_steps}")
+            f"_n{budget.samples}_k{budget.sampler_steps}_j{judge_tag()}")
 
 
 def run_cell(out: Path, runs: Path, budget: Budget, family: str, h: float, seed: int) -> dict:
