@@ -191,7 +191,9 @@ def claims(rows: list[dict], families) -> dict:
             for key in ("fd", "accuracy"):
                 xa = [by[(a, s)][key] for s in common]
                 xb = [by[(b, s)][key] for s in common]
-                name = f"{a} − {b}: {'FD' if key == 'fd' else 'accuracy'}"
+                # metric first: "vp − cou" is a substring of "subvp − cou", "FD: vp − cou"
+                # is not of "FD: subvp − cou" (a doc cites a row by a substring of it)
+                name = f"{'FD' if key == 'fd' else 'accuracy'}: {a} − {b}"
                 out[name] = {"key": key, "paired": sel.paired_interval(xa, xb),
                              "welch": sel.welch_interval(xa, xb)}
                 pvals[name] = out[name]["paired"]["p"]

@@ -60,9 +60,9 @@ def test_quick_run_picks_per_family_and_caches(tmp_path, mod):
         assert all(r["horizon"] == res["picked"][f] and r["fd"] > 0 for r in rows)
         s = res["summary"][f]
         assert s["n"] == 2 and s["fd_ci95"] >= 0 and 0 <= s["accuracy"] <= 1
-    assert set(res["claims"]) == {"vp − cou: FD", "vp − cou: accuracy"}
+    assert set(res["claims"]) == {"FD: vp − cou", "accuracy: vp − cou"}
     by = {(r["family"], r["seed"]): r["fd"] for r in res["rows"]}
-    c = res["claims"]["vp − cou: FD"]
+    c = res["claims"]["FD: vp − cou"]
     assert c["paired"]["diff"] == pytest.approx(
         sum(by[("vp", s)] - by[("cou", s)] for s in (0, 1)) / 2)
     assert c["paired"]["p"] <= c["holm"]["p_holm"] <= 1
@@ -80,12 +80,14 @@ def test_claims_pair_by_seed(mod):
             for s in range(5) for f, d in (("vp", 0.0), ("cou", 7.0), ("ve", 3.0))]
     cl = mod.claims(rows, ("ve", "vp", "cou"))
     assert len(cl) == 6  # 3 pairs × (FD, accuracy)
-    c = cl["vp − cou: FD"]
+    c = cl["FD: vp − cou"]
     assert c["paired"]["diff"] == pytest.approx(-7.0)
     assert c["paired"]["half"] == pytest.approx(0.0, abs=1e-9)  # the seed spread cancels
     assert c["welch"]["half"] > 20  # unpaired it does not
     assert c["holm"]["reject"]
-    assert not cl["vp − cou: accuracy"]["holm"]["reject"]
+    assert not cl["accuracy: vp − cou"]["holm"]["reject"]
+    names = list(cl)  # no claim name inside another (docs cite rows by substring)
+    assert not any(a != b and a in b for a in names for b in names)
 
 
 def test_widening_stays_inside_the_limits(mod):
