@@ -16,20 +16,29 @@ problem and the same critic):
   κ = e^{−βΔt}, α = γΔt, λ = 0.95^{Δt/0.05}) and rescaled with λ = 0 (``rescaled λ=0``);
   DT-PPO uses one full-batch minibatch, like CT-PPO, so the pairs differ in the CT idea only
   (occupation-time weights, the advantage *rate*, the analytic KL entropy term);
-* the same step-size sweep for every variant (Adam lr in LRS; CT-TRPO's trust-region size in
-  MAX_KLS), picked at Δt = Δt_ref on a separate seed (TUNE_SEED), then held fixed at every Δt;
-* Δt ∈ {0.05, 0.02, 0.01} for every row, 30 iterations of N_PATHS = 32 paths (the shipped
-  configs: 60 × 128; 32 keeps the full sweep near 25 CPU-minutes), every method the same
+* step size per row (Adam lr from LRS; CT-TRPO's trust-region size from MAX_KLS) chosen at
+  Δt = Δt_ref on tuning seeds (TUNE_SEEDS, never reported) by the smallest mean gap, the grid
+  widened geometrically while the pick sits at an edge (``experiments/_selection.py``:
+  ``tune_grid``; ``edge: True`` when the cap of MAX_WIDEN widenings is hit), then held fixed
+  at every Δt;
+* Δt ∈ DTS = {0.05, 0.01} for every row (``--dts`` adds 0.02), 30 iterations of N_PATHS = 32 paths (the shipped
+  configs: 60 × 128; 32 keeps the full sweep near 15–20 CPU-minutes), every method the same
   simulated time;
-* 5 seeds per cell, 95 % t-intervals; the score is the closed-form continuous-time gap
-  J* − J(π) of the final policy (``scorealign.control.lq``), independent of the training Δt;
+* N_SEEDS = 10 reported seeds per cell, the same seeds for every row (paired); the score is
+  the closed-form continuous-time gap J* − J(π) of the final policy (``scorealign.control.lq``),
+  independent of the training Δt;
+* claims (``claim_list``): CT vs each DT twin per critic and Δt, the Δt sensitivity of each row
+  (gap at the smallest Δt − at Δt_ref), the critic for PPO, fixed rows against their own
+  objective's optimum; paired t-intervals over seeds with Welch beside them, Holm across all
+  claims (``_selection.paired_interval``, ``welch_interval``, ``holm``);
 * floors: the exact optimum of the Euler chain's discretized CT objective (the floor of every
   CT and rescaled row) and the exact optimum of the *fixed-constant* DT objective
   (``lq.discrete_optimum_gap``), the floor of the ``fixed`` rows.
 
 Cells are cached one JSON each in ``<out>/cells/`` (a rerun skips finished cells; ``--worker
-i/n`` runs every n-th cell so two processes can share the sweep). Writes ``results.json``
-(per-seed rows, tuning rows, intervals), ``rows.csv``, ``table.md`` and ``gap_vs_dt.png`` to
+i/n`` runs every n-th cell so two processes can share the sweep; a worker tunes its own rows
+and waits for the other's tuning cells). Writes ``results.json`` (per-seed rows, tuning rows,
+the selection record, paired claims with Holm), ``rows.csv``, ``table.md`` and ``gap_vs_dt.png`` to
 ``<out>`` (default ``results/`` next to this file, ``results_quick/`` with ``--quick``).
 ``--table-only`` rebuilds the outputs from the cached cells.
 """
@@ -45,6 +54,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _selection as sel  # noqa: E402
 from _cells import cached, ci95  # noqa: E402
 
 from scorealign.config import load_config  # noqa: E402
@@ -58,7 +68,10 @@ REF_DT = 0.05
 LRS = (0.02, 0.05, 0.1)
 MAX_KLS = (0.005, 0.01, 0.02)
 N_PATHS = 32  # paths per iteration (sized to fit ~25 CPU-min, see README)
-TUNE_SEED = 100
+TUNE_SEEDS = (100, 101)  # tuning seeds, never reported (``_selection.split``)
+N_SEEDS = 10  # reported seeds 0..9, paired across rows
+MAX_WIDEN = 3
+DTS = (0.05, 0.01)  # Δt_ref and the smallest Δt (0.02 sits between; sized out of this budget)
 CRITIC_SETS = {"TD": {"ct": ["policy.q_estimator=td"], "dt": ["discrete.advantage=gae"]},
                "fit": {"ct": ["policy.q_estimator=regression"],
                        "dt": ["discrete.advantage=regression"]}}
@@ -125,70 +138,176 @@ def floors(dts: list[float]) -> dict[str, dict[float, float]]:
             "fixed": {dt: lq.discrete_optimum_gap(env, g, dt, kref, g * REF_DT) for dt in dts}}
 
 
+
+# ----------------------------------------------------------------------------------------------
+# selection (experiments/_selection.py) and the paired claims
+# ----------------------------------------------------------------------------------------------
+
+
+def owner(label: str, tune_dt: float, labels: list[str]) -> int:
+    """Index of the tuning unit of ``label``: rows that share their tuning cells (the fixed and
+    rescaled DT forms at Δt_ref) share a unit, so one worker runs them."""
+    units = sorted({canonical(lab, tune_dt) for lab in labels})
+    return units.index(canonical(label, tune_dt))
+
+
+def tune_row(out: Path, label: str, tune_dt: float, seeds: tuple[int, ...], grid: tuple,
+             iterations: int, extra: tuple, max_widen: int, mode: str) -> sel.Tuned:
+    """Step size of one row on the tuning seeds at Δt_ref, widened while the pick is at an edge.
+
+    ``mode``: "run" trains missing cells, "wait" polls for cells another worker trains,
+    "read" raises LookupError on a missing cell (``--table-only``).
+    """
+    def score(step: float) -> dict:
+        gaps = []
+        for s in seeds:
+            p = cell_path(out, label, tune_dt, s, step)
+            if mode == "run":
+                gaps.append(run_cell(out, label, tune_dt, s, step, iterations, extra)["gap"])
+                continue
+            while not p.is_file():
+                if mode == "read":
+                    raise LookupError(f"{label}: tuning cell step={step:g} seed={s} missing")
+                time.sleep(5)
+            gaps.append(json.loads(p.read_text())["gap"])
+        return {"reward": -float(sum(gaps) / len(gaps)), "gap": float(sum(gaps) / len(gaps))}
+
+    return sel.tune_grid(grid, score, max_widen=max_widen, geometric=True)
+
+
+def claim_list(labels: list[str], dts: list[float]) -> list[tuple]:
+    """The claims of this experiment, all under one Holm correction:
+    (kind, name, (row a, Δt a), (row b or None, Δt b), unit).
+
+    * CT vs DT twin, same critic, each Δt: CT-PG / CT-PPO against the DT row in each form
+      (fixed, rescaled, rescaled λ = 0; fixed = rescaled at Δt_ref, counted once);
+    * Δt sensitivity of each CT row and each rescaled DT row: gap at the smallest Δt − at Δt_ref;
+    * the critic for PPO at the smallest Δt: [TD] − [fit];
+    * fixed DT rows against the exact optimum of their own objective (one-sample: row − floor).
+    """
+    out = []
+    lo, ref = min(dts), REF_DT if REF_DT in dts else max(dts)
+    have = set(labels)
+    for critic in CRITIC_SETS:
+        for m in ("PG", "PPO"):
+            ct = f"CT-{m} [{critic}]"
+            for dt in sorted(dts, reverse=True):
+                for form in DT_FORMS:
+                    if form == "fixed" and dt == REF_DT:
+                        continue
+                    dt_row = f"DT-{m} {form} [{critic}]"
+                    if ct in have and dt_row in have:
+                        out.append(("twin", f"{ct} − {dt_row}, Δt = {dt:g}", (ct, dt),
+                                    (dt_row, dt), "gap"))
+    if lo != ref:
+        for lab in labels:
+            if lab.startswith("CT") or " rescaled" in lab:
+                out.append(("dt", f"{lab}: gap at Δt = {lo:g} − at Δt = {ref:g}", (lab, lo),
+                            (lab, ref), "gap"))
+        for fam in ("CT-PPO", "DT-PPO rescaled λ=0"):
+            a, b = f"{fam} [TD]", f"{fam} [fit]"
+            if a in have and b in have:
+                out.append(("critic", f"{a} − {b}, Δt = {lo:g}", (a, lo), (b, lo), "gap"))
+        for lab in labels:
+            if " fixed " in lab:
+                for dt in dts:
+                    if dt != REF_DT:
+                        out.append(("floor", f"{lab} − fixed-objective optimum, Δt = {dt:g}",
+                                    (lab, dt), (None, dt), "gap"))
+    return out
+
+
+def analyse(rows: list[dict], labels: list[str], dts: list[float], fl: dict) -> dict:
+    """Paired (by seed) intervals with Welch beside, Holm across every claim."""
+    by = {(r["variant"], r["dt"], r["seed"]): r["gap"] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    claims, pvals = {}, {}
+    for kind, name, (a, da), (b, db), unit in claim_list(labels, dts):
+        common = [s for s in seeds if (a, da, s) in by and (b is None or (b, db, s) in by)]
+        if len(common) < 2:
+            continue
+        xa = [by[(a, da, s)] for s in common]
+        xb = ([by[(b, db, s)] for s in common] if b is not None
+              else [fl["fixed"][db]] * len(common))
+        c = {"kind": kind, "unit": unit, "paired": sel.paired_interval(xa, xb)}
+        if b is not None:
+            c["welch"] = sel.welch_interval(xa, xb)
+        claims[name] = c
+        pvals[name] = c["paired"]["p"]
+    holm = sel.holm(pvals)
+    for name, c in claims.items():
+        c["holm"] = holm[name]
+    return claims
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="2 coarse Δt, 2 seeds, 2 step sizes, 2 iterations of 16 paths")
+                    help="2 coarse Δt, 2 seeds, 1 tuning seed, 2 step sizes widened at most "
+                         "once, 2 iterations of 16 paths")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--worker", default="0/1", help="i/n: run every n-th cell, from the i-th")
     ap.add_argument("--table-only", action="store_true", help="only rebuild from cached cells")
-    ap.add_argument("--dts", default=None, help="comma list of Δt (default 0.05,0.02,0.01)")
+    ap.add_argument("--dts", default=None, help="comma list of Δt (default 0.05,0.01; the 0.02 column of earlier runs: --dts 0.05,0.02,0.01)")
+    ap.add_argument("--seeds", type=int, default=None, help="reported seeds (default 10)")
     ap.add_argument("--rows", default=None,
                     help="'|'-separated row labels to train (default all; tables show all)")
     args = ap.parse_args(argv)
     out = args.out or HERE / ("results_quick" if args.quick else "results")
-    dts = [0.5, 0.25] if args.quick else [0.05, 0.02, 0.01]
+    dts = [0.5, 0.25] if args.quick else list(DTS)
     if args.dts:
         dts = [float(x) for x in args.dts.split(",")]
-    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    split = sel.split(args.seeds or (2 if args.quick else N_SEEDS),
+                      1 if args.quick else len(TUNE_SEEDS), tuning_offset=TUNE_SEEDS[0])
+    seeds, tune_seeds = list(split.reported_seeds), split.tuning_seeds
     iterations = 2 if args.quick else 30
     tune_dt = 0.5 if args.quick else REF_DT
     extra = ("n_paths=16",) if args.quick else (f"n_paths={N_PATHS}",)
+    max_widen = 1 if args.quick else MAX_WIDEN
     labels = list(variants())
     grid = {lab: step_grid(variants()[lab][0])[1][1:3] if args.quick
             else step_grid(variants()[lab][0])[1] for lab in labels}
     wi, wn = map(int, args.worker.split("/"))
     t0 = time.time()
-    # 1. step-size sweep at the tuning Δt on the tuning seed
-    tune_cells = [(lab, s) for lab in labels for s in grid[lab]]
-    if not args.table_only:
-        for j, (lab, s) in enumerate(tune_cells):
-            if j % wn == wi:
-                run_cell(out, lab, tune_dt, TUNE_SEED, s, iterations, extra)
-    while True:  # the step sizes are chosen once every worker's tuning cells are in
-        tuning = [json.loads(p.read_text()) for lab, s in tune_cells
-                  if (p := cell_path(out, lab, tune_dt, TUNE_SEED, s)).is_file()]
-        if len(tuning) == len(tune_cells):
-            break
-        if args.table_only:
-            print(f"tuning incomplete ({len(tuning)}/{len(tune_cells)})")
-            return
-        time.sleep(5)
-    chosen = {}
-    for lab in labels:
-        rs = [r for r in tuning if r["variant"] == canonical(lab, tune_dt) and r["step"]
-              in grid[lab]]
-        chosen[lab] = min(rs, key=lambda r: r["gap"])["step"]
-    # 2. evaluation seeds: the smallest Δt first, seed-major within a Δt, so an interrupted run
+    # 1. step size per row on the tuning seeds at Δt_ref (widened while at an edge); a worker
+    #    trains its own rows' cells and waits for the others'
+    chosen: dict[str, sel.Tuned] = {}
+    try:
+        for own in (True, False):
+            for lab in labels:
+                if (owner(lab, tune_dt, labels) % wn == wi) != own:
+                    continue
+                mode = "read" if args.table_only else ("run" if own else "wait")
+                chosen[lab] = tune_row(out, lab, tune_dt, tune_seeds, grid[lab], iterations,
+                                       extra, max_widen, mode)
+    except LookupError as e:
+        print(f"tuning incomplete: {e}")
+        return
+    chosen = {lab: chosen[lab] for lab in labels}
+    # 2. reported seeds: the smallest Δt first, seed-major within a Δt, so an interrupted run
     #    has whole seeds at the Δt that matters most
     cells = [(lab, dt, seed) for dt in sorted(dts) for seed in seeds for lab in labels]
     if not args.table_only:
         for j, (lab, dt, seed) in enumerate(cells):
             if j % wn == wi and (not args.rows or lab in args.rows.split("|")):
-                r = run_cell(out, lab, dt, seed, chosen[lab], iterations, extra)
+                r = run_cell(out, lab, dt, seed, chosen[lab].pick, iterations, extra)
                 print(f"{lab:32s} dt={dt:<5g} seed={seed} gap={r['gap']:.4f} "
-                      f"({r['seconds']:.1f}s)", flush=True)
+                      f"({r.get('cpu_s', float('nan')):.1f} CPU-s)", flush=True)
     rows = []
     for lab, dt, seed in cells:
-        p = cell_path(out, lab, dt, seed, chosen[lab])
+        p = cell_path(out, lab, dt, seed, chosen[lab].pick)
         if p.is_file():
             rows.append({**json.loads(p.read_text()), "variant": lab})
-    write_outputs(out, rows, tuning, chosen, dts, seeds, iterations, tune_dt)
+    tuning = [{**json.loads(p.read_text()), "row": lab} for lab in labels
+              for st in chosen[lab].grid for s in tune_seeds
+              if (p := cell_path(out, lab, tune_dt, s, st)).is_file()]
+    write_outputs(out, rows, tuning, chosen, dts, seeds, iterations, tune_dt, split)
     print(f"{time.time() - t0:.0f}s -> {out}")
 
 
 def write_outputs(out: Path, rows: list[dict], tuning: list[dict], chosen: dict,
-                  dts: list[float], seeds: list[int], iterations: int, tune_dt: float) -> None:
+                  dts: list[float], seeds: list[int], iterations: int, tune_dt: float,
+                  split: sel.Split) -> None:
     fl = floors(dts)
     present = {r["variant"] for r in rows}
     labels = [lab for lab in chosen if lab in present] or list(chosen)
@@ -199,20 +318,30 @@ def write_outputs(out: Path, rows: list[dict], tuning: list[dict], chosen: dict,
             if g:
                 m, h = ci95(g)
                 summary[f"{lab}|{dt:g}"] = {"mean": m, "ci95": h, "n": len(g)}
+    claims = analyse(rows, labels, dts, fl)
+    record = sel.record(chosen, selection=SELECTION, split_=split)
     out.mkdir(parents=True, exist_ok=True)
+    complete = all(summary.get(f"{lab}|{dt:g}", {}).get("n") == len(seeds)
+                   for lab in chosen for dt in dts)
     (out / "results.json").write_text(json.dumps(
-        {"dts": dts, "seeds": seeds, "iterations": iterations, "tune_dt": tune_dt,
-         "tune_seed": TUNE_SEED, "chosen_step": chosen, "floors": {k: {str(d): v for d, v in
-                                                                          f.items()}
-                                                                      for k, f in fl.items()},
-         "summary": summary, "rows": rows, "tuning": tuning}, indent=1))
+        {"status": "complete" if complete else "PARTIAL", "dts": dts, "seeds": seeds,
+         "iterations": iterations, "tune_dt": tune_dt, "tune_seeds": list(split.tuning_seeds),
+         "chosen_step": {lab: t.pick for lab, t in chosen.items()}, "selection": record,
+         "floors": {k: {str(d): v for d, v in f.items()} for k, f in fl.items()},
+         "summary": summary, "claims": claims, "rows": rows, "tuning": tuning}, indent=1))
     with open(out / "rows.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["variant", "dt", "seed", "step", "gap", "k", "std",
                                           "seconds", "cpu_s"])
         w.writeheader()
         w.writerows({k: r.get(k) for k in w.fieldnames} for r in rows)
-    (out / "table.md").write_text(table(summary, chosen, fl, dts, labels, tuning, tune_dt))
+    cpu = sum(r.get("cpu_s", 0.0) for r in rows + tuning)
+    (out / "table.md").write_text(table(summary, chosen, fl, dts, labels, claims, tune_dt,
+                                        split, complete, cpu))
     plot(rows, summary, fl, dts, labels, out / "gap_vs_dt.png")
+
+
+SELECTION = ("min mean gap J* − J(π) (max mean −gap; no gold floor: the gap is the true "
+             "objective, in closed form) over the tuning seeds at Δt_ref, held fixed at every Δt")
 
 
 def _cell(summary: dict, lab: str, dt: float) -> str:
@@ -222,34 +351,56 @@ def _cell(summary: dict, lab: str, dt: float) -> str:
     return f"{s['mean']:.4f} ± {s['ci95']:.4f}" if s["n"] > 1 else f"{s['mean']:.4f}"
 
 
-def table(summary, chosen, fl, dts, labels, tuning, tune_dt) -> str:
+def table(summary, chosen, fl, dts, labels, claims, tune_dt, split, complete, cpu) -> str:
     cfg = load_config(CONFIGS / "ct_ppo.yaml", ControlConfig)
     env = make_env(cfg.env.name, cfg.env.params)
     pi_star, _ = lq.optimal_policy(env, cfg.temperature)
     J_star = lq.performance(env, pi_star, cfg.temperature)
     J0 = lq.performance(env, lq.LinearGaussian(0.0, 0.0, cfg.policy.init_std), cfg.temperature)
     n = max((s["n"] for s in summary.values()), default=0)
-    lines = [f"Gap J* − J(π) after training (closed form, continuous time): mean ± 95 % "
-             f"t-interval half-width over {n} seeds. J* = {J_star:.4f}, k* = {pi_star.k:.3f}, "
-             f"s* = {pi_star.s:.3f}; initial policy gap {J_star - J0:.3f}. Step size (Adam lr; "
-             f"CT-TRPO: max KL) picked per row at Δt = {tune_dt:g} on seed {TUNE_SEED}.", "",
-             "| method [critic] | step | " + " | ".join(f"Δt = {dt:g}" for dt in dts) + " |",
-             "|---|---|" + "---|" * len(dts)]
+    ts = ", ".join(map(str, split.tuning_seeds))
+    lines = [f"Status: {'complete' if complete else 'PARTIAL (cells missing)'}; "
+             f"{cpu / 60:.1f} CPU-min in the cells that record it (tuning and reported; "
+             "cells reused from the earlier run carry no CPU time).", "",
+             f"Gap J* − J(π) after training (closed form, continuous time): mean ± 95 % "
+             f"t-interval half-width over {n} reported seeds "
+             f"({split.reported_seeds[0]}–{split.reported_seeds[-1]}). J* = {J_star:.4f}, "
+             f"k* = {pi_star.k:.3f}, s* = {pi_star.s:.3f}; initial policy gap "
+             f"{J_star - J0:.3f}. Step size (Adam lr; CT-TRPO: max KL) picked per row at "
+             f"Δt = {tune_dt:g} on the tuning seeds {ts} (never reported).", "",
+             "| method [critic] | step (edge?) | " + " | ".join(f"Δt = {dt:g}" for dt in dts)
+             + " |", "|---|---|" + "---|" * len(dts)]
     for lab in labels:
-        lines.append(f"| {lab} | {chosen[lab]:g} | "
+        t = chosen[lab]
+        lines.append(f"| {lab} | {t.pick:g} ({'edge' if t.edge else 'interior'}) | "
                      + " | ".join(_cell(summary, lab, dt) for dt in dts) + " |")
     lines.append("| *floor: exact optimum of the Euler chain (CT and rescaled rows)* | | "
                  + " | ".join(f"{fl['chain'][dt]:.4f}" for dt in dts) + " |")
     lines.append("| *floor: exact optimum of the fixed-constant DT objective (fixed rows)* | | "
                  + " | ".join(f"{fl['fixed'][dt]:.4f}" for dt in dts) + " |")
-    lines += ["", f"Step-size sweep (gap at Δt = {tune_dt:g}, seed {TUNE_SEED}):", "",
-              "| method [critic] | " + " | ".join(f"lr {a:g} (TRPO: max KL {b:g})"
-                                                 for a, b in zip(LRS, MAX_KLS)) + " |",
-              "|---|" + "---|" * len(LRS)]
+    lines += ["", "## Claims", "",
+              "Paired t-interval (95 %) of the difference of gaps over the seeds (the same seed "
+              "for both sides), Welch beside it; Holm's step-down correction across all "
+              f"{len(claims)} claims of this table (FWER 0.05). A negative difference: the first "
+              "row has the smaller gap. Floor claims: row − the exact optimum of its own "
+              "objective (one-sample).", "",
+              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
+              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
+    for name, c in claims.items():
+        p, w, h = c["paired"], c.get("welch"), c["holm"]
+        ws = "—" if w is None else f"{w['diff']:.4f} ± {w['half']:.4f}"
+        lines.append(f"| {name} | {p['n']} | {p['diff']:.4f} ± {p['half']:.4f} | {p['p']:.3g} "
+                     f"| {h['p_holm']:.3g} | {ws} | {'yes' if h['reject'] else 'no'} |")
+    lines += ["", f"## Step-size selection (tuning seeds {ts}, Δt = {tune_dt:g})", "",
+              f"Rule: {SELECTION}; the grid (Adam lr {LRS}, CT-TRPO max KL {MAX_KLS}) is "
+              "widened geometrically (`_selection.tune_grid`) while the pick sits at an edge, "
+              "at most 3 times; `edge: True` if the pick is still at an edge.", "",
+              "| method [critic] | mean gap per step | pick | edge | widened | note |",
+              "|---|---|---|---|---|---|"]
     for lab in labels:
-        rs = {r["step"]: r["gap"] for r in tuning if r["variant"] == canonical(lab, tune_dt)}
-        vals = [f"{rs[s]:.4f}" if s in rs else "–" for s in sorted(rs)]
-        lines.append(f"| {lab} | " + " | ".join(vals) + " |")
+        t = chosen[lab]
+        sc = ", ".join(f"{k:g}: {v['gap']:.4f}" for k, v in sorted(t.scores.items()))
+        lines.append(f"| {lab} | {sc} | {t.pick:g} | {t.edge} | {t.widened} | {t.reason} |")
     return "\n".join(lines) + "\n"
 
 
