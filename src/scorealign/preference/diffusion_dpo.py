@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from scorealign.preference.diffusion_logratio import diffusion_dpo_loss, pair_denoising_errors
 from scorealign.preference.trainer import batch_indices
-from scorealign.rng import generator
+from scorealign.rng import derive_seed, generator
 from scorealign.preference.rpo.base import Base, load_base
 from scorealign.preference.rpo.config import DiffusionDPOConfig
 from scorealign.preference.rpo.dataset import PAIRS_FILE, DatasetError, PairDataset, read_pairs
@@ -59,10 +59,14 @@ def build_policy(cfg: DiffusionDPOConfig, base: Base
 
         unet = _inner_unet(policy)
         policy.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
-                                    lora_dropout=cfg.lora.dropout,
-                                    target_modules=list(cfg.lora.target_modules),
-                                    init_lora_weights=True))
+        # LoRA A is drawn from torch's global generator: seed it from the run's seed, so the
+        # run does not depend on what ran before it in the process (as policy/diffusers_sd.add_lora)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, "lora"))
+            unet.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+                                        lora_dropout=cfg.lora.dropout,
+                                        target_modules=list(cfg.lora.target_modules),
+                                        init_lora_weights=True))
         for name, p in policy.named_parameters():
             p.requires_grad_("lora_" in name)
     else:

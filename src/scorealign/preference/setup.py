@@ -17,6 +17,7 @@ import torch
 from scorealign.preference import data as D
 from scorealign.preference import reference as R
 from scorealign.preference.tiny import char_tokenizer, disable_dropout, load_tokenizer, tiny_gpt2
+from scorealign.rng import derive_seed
 from scorealign.run.progress import progress_calls  # issue 11: one progress library
 from scorealign.run.checkpoint import load_weights
 
@@ -64,10 +65,14 @@ def build_policy(cfg: Any, tok: Any, init: Path | None) -> torch.nn.Module:
     if m.lora.on:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=m.lora.rank, lora_alpha=m.lora.alpha,
-                                                 lora_dropout=m.lora.dropout,
-                                                 target_modules=list(m.lora.target_modules),
-                                                 fan_in_fan_out=True, task_type="CAUSAL_LM"))
+        # LoRA A is drawn from torch's global generator: seed it from the run's seed, so the
+        # run does not depend on what ran before it in the process (as policy/diffusers_sd.add_lora)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, "lora"))
+            model = get_peft_model(model, LoraConfig(r=m.lora.rank, lora_alpha=m.lora.alpha,
+                                                     lora_dropout=m.lora.dropout,
+                                                     target_modules=list(m.lora.target_modules),
+                                                     fan_in_fan_out=True, task_type="CAUSAL_LM"))
     return model
 
 
