@@ -27,11 +27,19 @@ def portable_path(path: Path) -> str:
         return Path(path).name
 
 
+def _numpy_scalar(o):
+    """numpy scalars as Python numbers (``json.dumps`` default)."""
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
 def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary file, then a rename); numpy
+    scalars are written as numbers."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
+    tmp.write_text(json.dumps(obj, default=_numpy_scalar))
     tmp.replace(path)
 
 
@@ -65,3 +73,12 @@ def ci95(x) -> tuple[float, float]:
     if len(a) == 1:
         return float(a[0]), float("nan")
     return float(a.mean()), float(t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
+
+
+def fmt_ci(ci: tuple[float, float], d: int = 4) -> str:
+    """``mean ± half-width`` of a :func:`ci95`-style pair with ``d`` decimals; the mean alone
+    when the half-width is not finite (one value), ``n/a`` when the mean is not."""
+    m, h = ci
+    if not math.isfinite(m):
+        return "n/a"
+    return f"{m:.{d}f}" + (f" ± {h:.{d}f}" if math.isfinite(h) else "")

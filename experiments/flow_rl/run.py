@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import re
 import sys
 import time
@@ -59,7 +58,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 import _selection as sel  # noqa: E402
-from _cells import ci95, write_json  # noqa: E402
+from _cells import ci95, fmt_ci as fmt, write_json  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "finetune"
 CLIP = 1.0e-4  # per-dimension ratio clip of every ratio arm (the Flow-GRPO configs')
@@ -443,13 +442,6 @@ def analyse(per: dict[str, dict[int, dict]], seeds: tuple[int, ...]) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def fmt(ci, d: int = 4) -> str:
-    m, h = ci
-    if not math.isfinite(m):
-        return "n/a"
-    return f"{m:.{d}f}" + (f" ± {h:.{d}f}" if math.isfinite(h) else "")
-
-
 def write_table(res: dict, mode: Mode, path: Path) -> None:
     an, rec = res["analysis"], res["selection"]
     lines = [f"# flow_rl ({mode.name} mode): Flow-GRPO family, DiffusionNFT, LOOP and Score as "
@@ -669,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     res["selection"]["any_edge"] = res["selection"]["any_edge"] or any(
         t["edge"] for t in res["lam_selection"].values())
     out = a.results / ("quick" if a.quick else "")
-    write_json(out / "results.json", json.loads(json.dumps(res, default=_jsonable)))
+    write_json(out / "results.json", res)
     write_table(res, mode, out / "table.md")
     write_per_seed(res, out / "per_seed.csv")
     if an["arms"]:
@@ -677,11 +669,6 @@ def main(argv: list[str] | None = None) -> int:
     print(status)
     return 0
 
-
-def _jsonable(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 if __name__ == "__main__":

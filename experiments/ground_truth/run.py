@@ -43,7 +43,6 @@ on 2 uncontended cores) and quick (≤ 2 minutes, used by the test):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -56,7 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 import _selection as sel  # noqa: E402
-from _cells import cached, ci95, write_json  # noqa: E402
+from _cells import cached, ci95, fmt_ci, write_json  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "finetune"
 PROBLEM = {"problem": "quadratic", "dim": 2, "beta": 0.5}
@@ -657,10 +656,7 @@ def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) 
 
 
 def fmt(ci, d: int = 3) -> str:
-    m, h = ci
-    if not math.isfinite(m):
-        return "n/a"
-    return f"{m:.{d}f}" + (f" ± {h:.{d}f}" if math.isfinite(h) else "")
+    return fmt_ci(ci, d)
 
 
 def write_table(res: dict, mode: Mode, path: Path) -> None:
@@ -957,17 +953,12 @@ def main(argv: list[str] | None = None) -> int:
     res["analysis"]["table"] = {k: {kk: vv for kk, vv in v.items()} for k, v in
                                 an["table"].items()}
     out = a.results / ("quick" if a.quick else "")
-    write_json(out / "results.json", json.loads(json.dumps(res, default=_jsonable)))
+    write_json(out / "results.json", res)
     write_table(res, mode, out / "table.md")
     write_figures(res, out / "figures")
     print(status)
     return 0
 
-
-def _jsonable(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
-from _cells import cached, portable_path as _portable  # noqa: E402
+from _cells import cached, fmt_ci as fmt, portable_path as _portable  # noqa: E402
 import _selection as sel  # noqa: E402
 CONFIGS = ROOT / "configs" / "finetune"
 SAA = ["algo.advantage=batch", "algo.value=null", "policy.exploration=0.2",
@@ -276,13 +276,6 @@ def compare(per_seed: dict, ref: str = REF) -> dict:
             pvals[name] = out["pairs"][name]["paired"]["p"]
     out["holm"] = sel.holm(pvals)
     return out
-
-
-def fmt(ci: tuple[float, float], d: int = 4) -> str:
-    m, h = ci
-    if not math.isfinite(m):
-        return "n/a"
-    return f"{m:.{d}f}" + ("" if not math.isfinite(h) else f" ± {h:.{d}f}")
 
 
 def write_tables(res: dict, a: argparse.Namespace, path: Path) -> None:
