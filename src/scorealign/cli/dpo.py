@@ -59,6 +59,11 @@ def _report(summary: dict) -> None:
             typer.echo(f"{tag}: " + ", ".join(f"{k} {v:.4f}" for k, v in summary[tag].items()))
 
 
+#: the yardsticks a testbed run prints (``commands.kind_finetune.testbed_evaluate``'s keys)
+TESTBED_KEYS = ("testbed/reward", "testbed/optimal_reward", "testbed/kl", "testbed/distance",
+                "testbed/distance_floor", "base/testbed/reward", "base/testbed/distance")
+
+
 def diffusion_dpo_cmd(config: Path | None, sets: list[str] | None, out: Path | None,
                       resume: Path | None, dry_run: bool, help_config: bool) -> dict:
     """Diffusion-DPO from a config: run dir, checkpoints, resume, metrics.jsonl, report.html.
@@ -78,7 +83,8 @@ def diffusion_dpo_cmd(config: Path | None, sets: list[str] | None, out: Path | N
                    f"rewards/accuracy {last['rewards/accuracy']:.3f}")
     for tag in ("eval_start", "eval_end"):
         if tag in summary:
-            keys = ("eval/accuracy", "eval/label_prob", "eval/fd", "eval/flagged")
+            keys = TESTBED_KEYS if cfg.base.type == "testbed" else \
+                ("eval/accuracy", "eval/label_prob", "eval/fd", "eval/flagged")
             typer.echo(f"{tag}: " + ", ".join(f"{k} {summary[tag][k]:.4f}" for k in keys))
     typer.echo(f"report: {summary['report']}")
     return summary

@@ -27,6 +27,13 @@ def config_task(config: str | Path | None, resume: str | Path | None) -> str | N
     import yaml
 
     path = Path(resume) / "config.yaml" if resume is not None else config
+    if path is not None and not Path(path).is_file() and resume is None:
+        from scorealign.commands.common import find_config
+        from scorealign.config import ConfigError
+        try:  # a shipped config's name (``--config testbed_dpo``)
+            path = find_config(path, "dpo")
+        except ConfigError:
+            return None
     if path is None or not Path(path).is_file():
         return None
     try:
@@ -115,6 +122,8 @@ def diffusion_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | 
         DatasetError, CheckpointError, ConfigError (a missing file, or a value the trainer
         rejects: the message names the run's config.yaml).
     """
+    if cfg.base.type == "testbed":
+        return testbed_dpo(cfg, out, resume, say=say)
     from scorealign.config import ConfigError
     from scorealign.commands.formats import export_digits
     from scorealign.preference.diffusion_dpo import train
@@ -142,6 +151,47 @@ def diffusion_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | 
     return summary
 
 
+def testbed_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | None = None, *,
+                say: Say | None = None) -> dict[str, Any]:
+    """Diffusion-DPO on a testbed problem (``base.type: testbed``,
+    :mod:`scorealign.preference.testbed_dpo`) into ``out`` or ``resume``; on the run's last step
+    ``RUN/final`` (the control network, as a finetune testbed run exports it), the yardsticks
+    against the exact optimum (``eval_testbed.json``: E[r], path KL, reward gap to the exact
+    frontier, energy distance to p*_β beside its sampler floor, score error; with
+    ``eval.enabled``) and ``plots/testbed.png`` (samples over p*_β's contours, the run on the
+    frontier); then report.html.
+
+    Returns the trainer's summary with ``eval_end`` (the yardsticks), ``run_dir`` and
+    ``report``.
+    """
+    import json
+    import os
+
+    from scorealign.commands.kind_finetune import export_testbed, testbed_evaluate
+    from scorealign.preference.testbed_dpo import train
+    from scorealign.report.html import write_report
+
+    run, footprint = open_run(cfg, out, resume, "dpo")
+    (say or silent)(f"run directory: {run.path}")
+    with run_guard("dpo", run.path, footprint):
+        summary = train(cfg, run, resume=resume is not None)
+    ft_cfg, setup = summary["finetune_config"], summary["setup"]
+    if summary["end_step"] == cfg.train.steps:
+        if summary["end_step"] > summary["start_step"]:
+            export_testbed(setup, ft_cfg, run.path / "final")
+        if cfg.eval.enabled:
+            scores = testbed_evaluate(ft_cfg, setup, summary["policy"], n=cfg.eval.num_samples,
+                                      seed=cfg.eval.seed, plot=run.plots / "testbed.png")
+            dest = run.path / "eval_testbed.json"
+            tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+            tmp.write_text(json.dumps({**scores, "step": summary["end_step"]}, indent=2))
+            os.replace(tmp, dest)
+            summary["eval_end"] = scores
+    summary["report"] = write_report(run.path, title=f"diffusion-dpo (testbed): {run.path.name}")
+    summary["run_dir"] = run.path
+    return summary
+
+
 def dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | None = None, *,
         say: Say | None = None) -> dict[str, Any]:
     """LM DPO or Diffusion-DPO, by the type of ``cfg`` (see :func:`schema_of`)."""
@@ -160,4 +210,4 @@ def resolve_dpo_config(config: str | Path | None = None, sets: list[str] | None 
 
 
 __all__ = ["config_task", "require_config", "require_pairs", "schema_of", "lm_dpo",
-           "diffusion_dpo", "dpo", "resolve_dpo_config"]
+           "diffusion_dpo", "testbed_dpo", "dpo", "resolve_dpo_config"]

@@ -68,7 +68,17 @@ def beta_at_kl(problem: Problem, kl: float) -> float:
 
 
 def frontier_reward(problem: Problem, kl: float) -> float:
-    """R*(κ): the best expected reward at KL(q‖p₀) ≤ κ (E_{p₀}[r] at κ ≤ 0)."""
+    """R*(κ): the best expected reward at KL(q‖p₀) ≤ κ (E_{p₀}[r] at κ ≤ 0).
+
+    Beyond the KL of β = ``BETA_RANGE[0]`` it is that end's reward (R* is non-decreasing and
+    flat there up to 1e-4 of β: a run whose path KL exceeds it, e.g. Diffusion-DPO's, is
+    compared with the frontier's end); NaN for a NaN κ (a diverged run).
+    """
+    if math.isnan(kl):
+        return float("nan")
+    end = problem.at(BETA_RANGE[0])
+    if kl >= end.kl():
+        return end.expected_reward()
     if kl <= problem.at(BETA_RANGE[1]).kl():
         return problem.base_reward() if kl <= 0 else problem.at(BETA_RANGE[1]).expected_reward()
     return problem.at(beta_at_kl(problem, kl)).expected_reward()

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scorealign.config import DEFAULT_BASE, OptimConfig, Tracker, help_field, tracker_field
+from scorealign.config import (DEFAULT_BASE, FieldError, OptimConfig, Tracker, help_field,
+                               tracker_field)
 from scorealign.config import BaseConfig as SharedBase
 from scorealign.config import LoraConfig as SharedLora
+from scorealign.policy.config import PolicyConfig
 from scorealign.preference.config import TrainSeed
 from scorealign.train.task import SDEConfig
 
@@ -20,10 +22,45 @@ _f = help_field  # every field carries its --help-config text
 
 @dataclass(frozen=True)
 class BaseConfig(SharedBase):
-    """The base diffusion model (:class:`scorealign.config.BaseConfig` and its forward SDE)."""
+    """The base diffusion model (:class:`scorealign.config.BaseConfig` and its forward SDE), or
+    (``type: testbed``, ``scorealign dpo`` only) a closed-form testbed problem (issue 22)."""
 
     sde: SDEConfig = _f(SDEConfig, "forward SDE when path is a model directory (a run "
-                        "directory names its own)")
+                        "directory names its own); testbed: vp without params")
+    type: Literal["digits", "testbed"] = _f("digits", "digits: a digits model at base.path; "
+                                            "testbed: a closed-form problem (scorealign.testbed):"
+                                            " the exact base ε-prediction plus a zero-initialized "
+                                            "control network, pairs drawn from the base and "
+                                            "labelled by Bradley–Terry on its exact reward "
+                                            "(section pairs)")
+    problem: str = _f("quadratic", "testbed: the preset problem (testbed.PROBLEMS: linear | "
+                      "quadratic | multimodal)")
+    dim: int = _f(2, "testbed: the dimension d (2, 8 or 32)")
+    beta: float = _f(1.0, "testbed: β of the target p*_β ∝ p₀ e^{r/β} (loss.beta must be "
+                     "beta / pairs.tau)")
+    control_hidden: int = _f(64, "testbed: width of the control network (nets.mlp.TimeMLP, "
+                             "depth 2)")
+    seed: int = _f(0, "testbed: initialization seed of the control network")
+
+    def __post_init__(self) -> None:
+        if self.type != "testbed":
+            return
+        from scorealign.testbed import DIMS, PROBLEMS
+
+        if self.problem not in PROBLEMS:
+            raise FieldError("problem", f"unknown testbed problem {self.problem!r}; choose one "
+                             f"of {sorted(PROBLEMS)}")
+        if self.dim not in DIMS:
+            raise FieldError("dim", f"testbed dimensions are {', '.join(map(str, DIMS))}; got "
+                             f"{self.dim}")
+        if not self.beta > 0:
+            raise FieldError("beta", f"must be > 0; got {self.beta}")
+        if self.control_hidden < 1:
+            raise FieldError("control_hidden", f"must be >= 1; got {self.control_hidden}")
+        if self.sde.name != "vp" or self.sde.params:
+            raise FieldError("sde", "base.type testbed runs Diffusion-DPO under the default VP "
+                             f"SDE: give sde.name vp without params (got {self.sde.name!r}, "
+                             f"params {self.sde.params})")
 
 
 @dataclass(frozen=True)
@@ -110,6 +147,29 @@ class PairDataConfig:
 
 
 @dataclass(frozen=True)
+class TestbedPairsConfig:
+    """``base.type: testbed``: pairs drawn from the base model during training and labelled by
+    Bradley–Terry on the exact reward, P(x¹ ≻ x²) = σ((r(x¹) − r(x²))/τ)."""
+
+    tau: float = _f(1.0, "τ, the temperature of the Bradley–Terry labels (DPO's optimum is "
+                    "p₀ e^{r/(τ β_DPO)} [Rafailov+23, Eq. 4], so loss.beta must be base.beta / tau)")
+    per_draw: int = _f(16, "pairs per draw (2 reward queries each)")
+    draw_every: int = _f(9, "optimizer steps between draws, the first before step 0; 0: one draw "
+                         "only (a fixed offline dataset); every step trains on all pairs so far")
+    source: Literal["sampler", "exact"] = _f("sampler", "sampler: the base model's sampler "
+                                             "(section policy, no exploration); exact: exact "
+                                             "draws of the base mixture p₀")
+
+    def __post_init__(self) -> None:
+        if not self.tau > 0:
+            raise FieldError("tau", f"must be > 0; got {self.tau}")
+        if self.per_draw < 1:
+            raise FieldError("per_draw", f"must be >= 1; got {self.per_draw}")
+        if self.draw_every < 0:
+            raise FieldError("draw_every", f"must be >= 0; got {self.draw_every}")
+
+
+@dataclass(frozen=True)
 class DiffusionLossConfig:
     """The Diffusion-DPO loss [Wallace+23, Eq. 14] with a shared pairwise link."""
 
@@ -187,13 +247,20 @@ class DiffusionDPOConfig(TrainSeed):
     reference: DiffusionReferenceConfig = _f(DiffusionReferenceConfig, "reference model")
     lora: LoraConfig = _f(LoraConfig, "LoRA")
     train: DiffusionTrainConfig = _f(DiffusionTrainConfig, "optimization")
-    eval: DiffusionEvalConfig = _f(DiffusionEvalConfig, "evaluation")
+    eval: DiffusionEvalConfig = _f(DiffusionEvalConfig, "evaluation (testbed: enabled, "
+                                   "num_samples and seed; the samples come from section policy)")
+    pairs: TestbedPairsConfig = _f(TestbedPairsConfig, "base.type testbed: online pairs")
+    policy: PolicyConfig = _f(PolicyConfig, "base.type testbed: the sampler of the pairs and of "
+                              "the evaluation (finetune's policy section; its per-step KL to the "
+                              "base is the run's KL)")
 
     def __post_init__(self) -> None:
         from scorealign.preference.losses import PAIRWISE
         from scorealign.sde.dsm import WEIGHTINGS
 
-        if not self.data.path:
+        if self.base.type == "testbed":
+            self._check_testbed()
+        elif not self.data.path:
             raise ValueError("data.path: give the pair dataset directory")
         for field_name, registry, name in (("loss.link", PAIRWISE, self.loss.link),
                                            ("loss.weighting", WEIGHTINGS, self.loss.weighting)):
@@ -213,3 +280,52 @@ class DiffusionDPOConfig(TrainSeed):
             raise ValueError("reference.mode lora_disabled needs lora.enabled: true")
         if self.loss.beta <= 0 or self.loss.scale <= 0:
             raise ValueError("loss.beta and loss.scale must be > 0")
+
+    def _check_testbed(self) -> None:
+        """``base.type: testbed``: the settings under which Diffusion-DPO's optimum is p*_β.
+
+        With Bradley–Terry labels on r/τ, DPO's optimum is p_ref e^{r/(τ β_DPO)} [Rafailov+23,
+        Eq. 4], so β_DPO = β/τ makes it p*_β; the denoising-error margin is the ELBO difference
+        (likelihood weighting g(t)², summed over dimensions, scale T/2 [Song+21b, Thm. 1]) and
+        the link the sigmoid of Bradley–Terry. Raises FieldError naming the field otherwise.
+        """
+        b, lc = self.base, self.loss
+        if self.data.path:
+            raise FieldError("data.path", "base.type testbed draws its pairs from the base model "
+                             f"(section pairs): leave data.path empty (got {self.data.path!r})")
+        want = b.beta / self.pairs.tau
+        if abs(lc.beta - want) > 1e-9 * want:
+            raise FieldError("loss.beta", f"base.type testbed needs β_DPO = base.beta / "
+                             f"pairs.tau = {want:g}, so that DPO's optimum p₀ e^{{r/(τ β_DPO)}} is "
+                             f"p*_β [Rafailov+23, Eq. 4]; got {lc.beta:g}")
+        for name, value, need in (("loss.link", lc.link, "sigmoid"),
+                                  ("loss.weighting", lc.weighting, "likelihood"),
+                                  ("loss.reduce", lc.reduce, "sum")):
+            if value != need:
+                raise FieldError(name, f"base.type testbed needs {need} (the Bradley–Terry "
+                                 f"link of the ELBO margin [Wallace+23, Eq. 14; Song+21b, Thm. "
+                                 f"1]); got {value!r}")
+        from scorealign.sde import VPSDE
+        half_t = 0.5 * VPSDE().T
+        if abs(lc.scale - half_t) > 1e-12:
+            raise FieldError("loss.scale", f"base.type testbed needs T/2 = {half_t:g} (the ELBO's "
+                             f"factor [Song+21b, Thm. 1]); got {lc.scale:g}")
+        if lc.sft_weight:
+            raise FieldError("loss.sft_weight", "base.type testbed: must be 0 (an SFT term moves "
+                             f"the optimum off p*_β); got {lc.sft_weight:g}")
+        if self.lora.on:
+            raise FieldError("lora.enabled", "base.type testbed trains its control network "
+                             "whole: no LoRA")
+        if self.reference.mode != "frozen":
+            raise FieldError("reference.mode", "base.type testbed: the reference is the exact "
+                             "base (frozen)")
+        p = self.policy
+        if p.guidance != 1.0:
+            raise FieldError("policy.guidance", "base.type testbed has no conditioning: set "
+                             f"1.0; got {p.guidance:g}")
+        if p.exploration != 0.0:
+            raise FieldError("policy.exploration", "base.type testbed: the VP sampler needs "
+                             f"none (0.0); got {p.exploration:g}")
+        if p.eta is not None and not p.eta > 0:
+            raise FieldError("policy.eta", "base.type testbed: the run's KL is the sampler's "
+                             f"per-step KL, which needs a stochastic chain (eta > 0); got {p.eta:g}")
