@@ -152,7 +152,8 @@ class TestbedPairsConfig:
     Bradley–Terry on the exact reward, P(x¹ ≻ x²) = σ((r(x¹) − r(x²))/τ)."""
 
     tau: float = _f(1.0, "τ, the temperature of the Bradley–Terry labels (DPO's optimum is "
-                    "p₀ e^{r/(τ β_DPO)} [Rafailov+23, Eq. 4], so loss.beta must be base.beta / tau)")
+                    "p₀ e^{r/(τ β_DPO)} [Rafailov+23, Eq. 4], so loss.beta must be "
+                    "base.beta / tau)")
     per_draw: int = _f(16, "pairs per draw (2 reward queries each)")
     draw_every: int = _f(9, "optimizer steps between draws, the first before step 0; 0: one draw "
                          "only (a fixed offline dataset); every step trains on all pairs so far")
@@ -328,4 +329,5 @@ class DiffusionDPOConfig(TrainSeed):
                              f"none (0.0); got {p.exploration:g}")
         if p.eta is not None and not p.eta > 0:
             raise FieldError("policy.eta", "base.type testbed: the run's KL is the sampler's "
-                             f"per-step KL, which needs a stochastic chain (eta > 0); got {p.eta:g}")
+                             "per-step KL, which needs a stochastic chain (eta > 0); got "
+                             f"{p.eta:g}")
