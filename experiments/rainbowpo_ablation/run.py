@@ -87,7 +87,7 @@ CLAIMS = [("length normalization: RainbowPO − (RainbowPO − LN)", RECIPE, "Ra
           ("Mallows-θ (λ auto) − DPO", "Mallows-θ (λ auto)", "DPO"),
           ("Mallows-θ (λ=0.29) − DPO", "Mallows-θ (λ=0.29)", "DPO")]
 LAST = ("Mallows-θ (λ=0.29)",)  # run after the other variants (a secondary comparison)
-FULL = {"seeds": 10, "tuning_seeds": 1, "lrs": "1e-4,3e-4,1e-3,3e-3", "max_widen": 2}
+FULL = {"seeds": 10, "tuning_seeds": 1, "lrs": "1e-4,3e-4,1e-3,3e-3", "max_widen": 4}
 QUICK = {"seeds": 2, "tuning_seeds": 1, "lrs": "3e-4,1e-3,3e-3", "max_widen": 1}
 QUICK_SETS = ["train.steps=4", "train.batch_size=4", "demo.sft_steps=10", "demo.n_prompts=16",
               "demo.eval_prompts=8", "train.eval_every=0", "train.log_every=2"]

@@ -5,8 +5,9 @@ Diffusion-DPO training (digits) [Zhao+25 RPO, arXiv:2503.11720; Wallace+23, Eq. 
     .venv/bin/python experiments/rpo_vs_reward_pairs/run.py --summary-only   # re-tabulate
     .venv/bin/python experiments/rpo_vs_reward_pairs/run.py --quick --out DIR # the test
 
-Full run: ~8 CPU-minutes single-threaded; one JSON per cell under ``cells/`` (a stopped run
-continues where it stopped; ``--summary-only`` re-tabulates the cached cells).
+Full run: ~7 CPU-minutes single-threaded (the options ~3 of them); one JSON per cell under
+``cells/`` (a stopped run continues where it stopped; ``--summary-only`` re-tabulates the cached
+cells).
 
 Per seed (prompts, samples, edits, DPO noise and data order all derive from it):
 
@@ -29,8 +30,9 @@ Per seed (prompts, samples, edits, DPO noise and data order all derive from it):
    * the CNN judge of seed 1 (``eval/accuracy``; same architecture and training data as the
      labellers, another seed) and the Fréchet distance of its features to the real test split.
    Variants ``sft`` / ``sft_matched`` (RPO arm) add w × the denoising loss on the chosen images
-   (``loss.sft_weight``), w = 0.5 and w = 1250 (= β·s·σ(0)); they are not part of the default
-   full run (``--variants`` adds them).
+   (``loss.sft_weight``), w = 0.5 and w = 1250 (= β·s·σ(0)). The full run trains every variant
+   (the options at the RPO arm's chosen lr, against the default RPO arm of the same seeds);
+   ``--quick`` only ``default`` unless ``--variants`` says otherwise.
 
 Selection (``experiments/_selection.py``): the lr of each arm is chosen on tuning seeds
 (``tuning_seeds``, never reported) judged on tuning evaluation draws (another sampling seed):
@@ -253,8 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=None, help="reported seeds (default 10)")
     ap.add_argument("--base", type=str, default=None)
     ap.add_argument("--guidance", type=float, default=1.0, help="sampling = editing guidance")
-    ap.add_argument("--variants", default="default", help="comma list of variants "
-                    f"({', '.join(VARIANTS)}); the full run: default")
+    ap.add_argument("--variants", default=None, help="comma list of variants "
+                    f"({', '.join(VARIANTS)}); default: all of them, --quick: default only")
     ap.add_argument("--summary-only", action="store_true", help="tabulate the cached cells")
     ap.add_argument("--worker", default="0/1", help="i/n: train the reported seeds s with "
                     "s mod n = i (every worker runs the same tuning, cached)")
@@ -264,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     budget = dict(QUICK if args.quick else FULL)
     if args.seeds:
         budget["seeds"] = args.seeds
+    if args.variants is None:
+        args.variants = "default" if args.quick else ",".join(VARIANTS)
     variants = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in variants if v not in VARIANTS]:
         ap.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
