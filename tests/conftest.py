@@ -15,6 +15,20 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto --maxprocesses=2``) each worker gets an
+    equal share of torch's intra-op threads (``OMP_NUM_THREADS``, else torch's default), at least
+    one: with CI's ``OMP_NUM_THREADS=2`` two workers run one thread each instead of oversubscribing
+    two cores. The share is exported as ``OMP_NUM_THREADS`` too, for the subprocesses the tests
+    start. The suite passes with 1 and 2 threads (tests/README.md, "Thread counts")."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    share = max(1, torch.get_num_threads() // int(workerinput["workercount"]))
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    torch.set_num_threads(share)
+
+
 def pytest_make_parametrize_id(config, val, argname):
     """Sampler keyword sets (``kw`` dicts with a ``sampler``) are named ``sampler=ddim-eta=1.0``
     (tests/policy/test_policy_logprob.py, tests/flow/test_flow_policy.py)."""

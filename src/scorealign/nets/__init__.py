@@ -1,14 +1,45 @@
-"""Networks speaking ``model(x, t, cond) -> prediction``: a 2-D MLP and diffusers UNet adapters."""
+"""Networks speaking ``model(x, t, cond) -> prediction``: a 2-D MLP and diffusers UNet adapters.
 
-from scorealign.nets.cond import Cond, drop_cond, guided, null_cond
-from scorealign.nets.mlp import KINDS, TimeMLP, sinusoidal_embedding
-from scorealign.nets.text import (LabelConditioner, TextConditioner, TextEmbedding, TextEncoder,
-                                  get_text_encoder)
-from scorealign.nets.unet import CondUNet, UNet, diffusers_timesteps
-from scorealign.nets.build import (ModelConfig, build_model, load_pretrained, num_params,
-                                   save_pretrained)
+The names below are imported on first use (PEP 562 ``__getattr__``): ``scorealign.nets.cond``
+or ``scorealign.nets.mlp`` alone (the policy, the samplers' guidance, the toy testbeds) does not
+import ``diffusers`` through this package; ``from scorealign.nets import build_model`` does.
+"""
 
-__all__ = ["KINDS", "Cond", "CondUNet", "LabelConditioner", "ModelConfig", "TextConditioner",
-           "TextEmbedding", "TextEncoder", "TimeMLP", "UNet", "build_model", "diffusers_timesteps",
-           "drop_cond", "get_text_encoder", "guided", "load_pretrained", "null_cond", "num_params",
-           "save_pretrained", "sinusoidal_embedding"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: public name -> the submodule that defines it
+_WHERE = {
+    "Cond": "cond", "drop_cond": "cond", "guided": "cond", "null_cond": "cond",
+    "KINDS": "mlp", "TimeMLP": "mlp", "sinusoidal_embedding": "mlp",
+    "LabelConditioner": "text", "TextConditioner": "text", "TextEmbedding": "text",
+    "TextEncoder": "text", "get_text_encoder": "text",
+    "CondUNet": "unet", "UNet": "unet", "diffusers_timesteps": "unet",
+    "ModelConfig": "build", "build_model": "build", "load_pretrained": "build",
+    "num_params": "build", "save_pretrained": "build",
+}
+
+__all__ = sorted(_WHERE)
+
+if TYPE_CHECKING:
+    from scorealign.nets.build import (ModelConfig, build_model, load_pretrained, num_params,
+                                       save_pretrained)
+    from scorealign.nets.cond import Cond, drop_cond, guided, null_cond
+    from scorealign.nets.mlp import KINDS, TimeMLP, sinusoidal_embedding
+    from scorealign.nets.text import (LabelConditioner, TextConditioner, TextEmbedding,
+                                      TextEncoder, get_text_encoder)
+    from scorealign.nets.unet import CondUNet, UNet, diffusers_timesteps
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

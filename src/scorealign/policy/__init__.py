@@ -3,9 +3,33 @@
 ``Policy`` (rollout, log_prob, kl, path_kl_rate) and ``Trajectory`` live in ``policy.policy`` and
 ``policy.trajectory``; ``policy.sd`` builds a tiny offline SD pipeline and ``policy.diffusers_sd``
 adapts SD-style pipelines (text encoder + UNet + VAE, LoRA through peft).
+
+The three names below are imported on first use (PEP 562 ``__getattr__``), so that importing a
+submodule (``scorealign.policy.trajectory``) does not import the sampler stack.
 """
 
-from scorealign.policy.policy import Policy
-from scorealign.policy.trajectory import Trajectory, index_cond
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: public name -> the submodule that defines it
+_WHERE = {"Policy": "policy", "Trajectory": "trajectory", "index_cond": "trajectory"}
 
 __all__ = ["Policy", "Trajectory", "index_cond"]
+
+if TYPE_CHECKING:
+    from scorealign.policy.policy import Policy
+    from scorealign.policy.trajectory import Trajectory, index_cond
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
