@@ -5,7 +5,7 @@ Diffusion-DPO training (digits) [Zhao+25 RPO, arXiv:2503.11720; Wallace+23, Eq. 
     .venv/bin/python experiments/rpo_vs_reward_pairs/run.py --summary-only   # re-tabulate
     .venv/bin/python experiments/rpo_vs_reward_pairs/run.py --quick --out DIR # the test
 
-Full run: ~7 CPU-minutes single-threaded (the options ~3 of them); one JSON per cell under
+Full run: ~9 CPU-minutes single-threaded (the options ~5 of them, their lr tuning included); one JSON per cell under
 ``cells/`` (a stopped run continues where it stopped; ``--summary-only`` re-tabulates the cached
 cells).
 
@@ -31,14 +31,16 @@ Per seed (prompts, samples, edits, DPO noise and data order all derive from it):
      labellers, another seed) and the Fréchet distance of its features to the real test split.
    Variants ``sft`` / ``sft_matched`` (RPO arm) add w × the denoising loss on the chosen images
    (``loss.sft_weight``), w = 0.5 and w = 1250 (= β·s·σ(0)). The full run trains every variant
-   (the options at the RPO arm's chosen lr, against the default RPO arm of the same seeds);
-   ``--quick`` only ``default`` unless ``--variants`` says otherwise.
+   (each option at its own lr, chosen by the rule below, against the default RPO arm of the
+   same seeds at the RPO arm's lr); ``--quick`` only ``default`` unless ``--variants`` says
+   otherwise.
 
 Selection (``experiments/_selection.py``): the lr of each arm is chosen on tuning seeds
 (``tuning_seeds``, never reported) judged on tuning evaluation draws (another sampling seed):
 the largest mean final CNN-judge accuracy among lrs whose mean final FD ≤ FD_LIMIT × the base
 model's FD on the tuning draws; the grid (``lrs``) is widened geometrically while the pick sits
-at an edge (``tune_grid``, at most ``max_widen`` times, then ``edge: True``). Reported: the chosen
+at an edge (``tune_grid``, at most ``max_widen`` times, then ``edge: True``). Each option of the
+RPO arm gets its own selection the same way (its tuning cells ``tune-<variant>-lr…``). Reported: the chosen
 lr on seeds 0..seeds−1, both arms on the same seeds (paired); the claims (RPO − reward at the
 final step: independent-judge accuracy, CNN-judge accuracy, FD, critic finding rate) get paired
 t-intervals with Welch beside them and Holm's correction across them; a collapse column (a run
@@ -298,6 +300,11 @@ def _budget_key(budget: dict) -> dict:
     return json.loads(json.dumps({k: v for k, v in budget.items() if k != "seeds"}))
 
 
+def tuned_key(variant: str, arm: str) -> str:
+    """Key of an lr selection: the arm for the two main arms, ``rpo/<variant>`` for an option."""
+    return arm if variant == "default" else f"{arm}/{variant}"
+
+
 def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path, work: Path,
               base) -> dict | None:
     """Every missing cell: base evaluations, lr tuning (per arm, widened at an edge), then
@@ -339,7 +346,10 @@ def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path,
 
     def cell(path: Path, seed: int, arm: str, variant: str, lr: float, draws: str) -> dict:
         if path.is_file():
-            return json.loads(path.read_text())
+            old = json.loads(path.read_text())
+            if math.isclose(old["lr"], lr, rel_tol=1e-9) or base is None:
+                return old  # (--summary-only tabulates what exists; summarize checks the lr)
+            print(f"{path.stem}: cached at lr {old['lr']:g}, chosen {lr:g}: rerun", flush=True)
         if base is None:
             raise LookupError(path.name)
         opts = VARIANTS[variant]
@@ -360,14 +370,20 @@ def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path,
 
     floor = -FD_LIMIT * cached["tuning"]["eval/fd"]
     chosen = {}
-    for arm in ARMS:
-        def score(lr: float, arm: str = arm) -> dict:
+    # the two arms, then each option of the RPO arm: its own lr by the same rule, grid and
+    # widening on the same tuning seeds and draws (an option is not run at another's lr)
+    tuned = [("default", arm) for arm in ARMS] + [(v, "rpo") for v in variants
+                                                  if v != "default"]
+    for variant, arm in tuned:
+        tag = "" if variant == "default" else f"{variant}-"
+
+        def score(lr: float, arm: str = arm, variant: str = variant, tag: str = tag) -> dict:
             return selection_score([
-                cell(cells / f"{prefix}-tune-lr{lr:g}-s{s}-{arm}.json", s, arm, "default", lr,
-                     "tuning") for s in budget["tuning_seeds"]])
+                cell(cells / f"{prefix}-tune-{tag}lr{lr:g}-s{s}-{arm}.json", s, arm, variant,
+                     lr, "tuning") for s in budget["tuning_seeds"]])
         try:
-            chosen[arm] = sel.tune_grid(budget["lrs"], score, gold_floor=floor,
-                                        max_widen=budget["max_widen"])
+            chosen[tuned_key(variant, arm)] = sel.tune_grid(
+                budget["lrs"], score, gold_floor=floor, max_widen=budget["max_widen"])
         except LookupError:
             return None
     wi, wn = map(int, getattr(args, "worker", "0/1").split("/"))
@@ -376,7 +392,7 @@ def run_cells(args, budget: dict, variants: list[str], prefix: str, cells: Path,
             continue
         for variant in variants:
             for arm in VARIANTS[variant]["arms"]:
-                t = chosen[arm]
+                t = chosen[tuned_key(variant, arm)]
                 if t.pick is None:
                     continue
                 try:
@@ -417,7 +433,7 @@ def summarize(cells: Path, prefix: str, budget: dict, variants: list[str],
     cpu = [base["cpu_s"]]
     tune_cells = [load(p) for p in sorted(cells.glob(f"{prefix}-tune-*.json"))]
     cpu += [c["cpu_s"] for c in tune_cells]
-    out["tuning"] = [{"arm": c["arm"], "lr": c["lr"], "seed": c["seed"],
+    out["tuning"] = [{"arm": c["arm"], "variant": c["variant"], "lr": c["lr"], "seed": c["seed"],
                       "final": {k: c["points"][-1][k] for k in KEYS}} for c in tune_cells]
     runs = {(variant, arm): {c["seed"]: c for c in map(load, cells.glob(
         f"{prefix}-{variant}-s*-{arm}.json")) if c["seed"] < budget["seeds"]}
@@ -435,6 +451,12 @@ def summarize(cells: Path, prefix: str, budget: dict, variants: list[str],
         seeds = sorted(set.intersection(*(set(r) for r in have)))
         if not seeds:
             continue
+        for arm in arms:  # every reported cell at its selection's pick
+            pick = chosen[tuned_key(variant, arm)].pick
+            if stale := [s for s in seeds if not math.isclose(
+                    runs[(variant, arm)][s]["lr"], pick, rel_tol=1e-9)]:
+                raise SystemExit(f"{variant}/{arm}: seeds {stale} not at the chosen lr "
+                                 f"{pick:g}; run without --summary-only")
         v: dict = {"seeds": seeds, "compared_with": "/".join(other),
                    "pairs": [runs[(variant, "rpo")][s]["build"]["pairs"] for s in seeds],
                    "lr": {arm: runs[(variant, arm)][seeds[0]]["lr"] for arm in arms},
@@ -491,7 +513,10 @@ def table(summary: dict) -> str:
              f"{list(bud['tuning_seeds'])}, tuning draws; never reported)", "",
              f"Rule: {selr['selection_rule']}. Base on the tuning draws: CNN-judge accuracy "
              f"{bt['eval/accuracy']:.3f}, FD {bt['eval/fd']:.2f}. Grid widened geometrically "
-             f"while the pick sits at an edge (at most {bud['max_widen']} times).", "",
+             f"while the pick sits at an edge (at most {bud['max_widen']} times). Rows `rpo/<option>`: "
+             "each option of the RPO arm selected by the same rule, grid and widening on its "
+             "own tuning cells. Ties go to the value scored first (the grid ascending, then "
+             "the values added by widening).", "",
              "| arm | lr: mean CNN acc / FD / indep. acc (tuning) | pick | edge | widened | "
              "note |", "|---|---|---|---|---|---|"]
     for arm, ch in selr["chosen"].items():
@@ -558,6 +583,8 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_ylabel("prompt accuracy (independent judge) ↑")
     ax.legend(fontsize=6)
     for t in summary.get("tuning", []):
+        if t.get("variant", "default") != "default":
+            continue  # the options' tuning runs are in table.md
         sw.scatter(t["final"]["eval/fd"], t["final"]["eval/accuracy"], s=12,
                    marker="o" if t["arm"] == "rpo" else "x", color="C0" if t["arm"] == "rpo"
                    else "C1")

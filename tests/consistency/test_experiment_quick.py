@@ -59,3 +59,39 @@ def test_recipe_study_quick(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "quick" / "cells").glob("*.json")}
     study.main(args)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_study_table_header_states_selection_seeds_intervals_correction():
+    """The recipe-study tables say what was chosen from them and on what, their training seeds,
+    that intervals are t-intervals over training seeds (none for one seed), and no correction."""
+    sys.path.insert(0, str(ROOT / "experiments" / "consistency"))
+    try:
+        import study
+    finally:
+        sys.path.pop(0)
+    pick = study.RECIPE_PICK
+    rows = [{"arm": arm, "cell": f"{arm}_s{s}_k200_b16", "nfe": nfe, "accuracy": acc + 0.01 * s,
+             "fd": 100.0 + s} for arm, acc, seeds in ((pick["arm"], 0.8, (0, 1, 2)),
+                                                     ("other", 0.5, (0,)))
+            for s in seeds for nfe in (1, 2)]
+    teacher = {"nfe": 25, "accuracy": 0.99, "fd": 44.0, "n": 500}
+    meta = {r["cell"]: {"train_cpu_s": 30.0} for r in rows}
+    text = study.table(rows, teacher, meta, pick["steps"], pick["batch"], 500)
+    head = text.split("| arm |")[0]
+    assert f"`{pick['arm']}` ({pick['config']}), was chosen from this table" in head
+    assert f"the rule picks `{pick['arm']}` (0.810)" in head  # mean of 0.80, 0.81, 0.82
+    assert f"{pick['arm']} [0, 1, 2], other [0]" in head and "sampling seed 1234" in head
+    assert "t-interval over training seeds where n ≥ 2" in head and "Correction: none" in head
+    assert "edge: n/a" in head
+    cells = [[c.strip() for c in ln.strip().strip("|").split("|")]
+             for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| arm")]
+    rows_by = {(c[0], c[3]): c for c in cells}  # (arm, NFE) -> cells
+    one = rows_by[("other", "1")]
+    assert one[1] == "1 (0)" and one[4] == "0.5" and one[7] == ""  # one seed: no interval
+    three = rows_by[(pick["arm"], "1")]
+    assert three[1] == "3 (0, 1, 2)" and three[4].startswith("0.81 ± ")
+    assert three[7] == "shipped recipe"
+    # another budget: nothing is chosen; the chosen recipe's rows are not held out from the pick
+    text = study.table(rows, teacher, meta, 500, 16, 500)
+    assert "nothing is chosen from this table" in text and "not held out" in text
+    assert "shipped model `pretrained:digits8-cd`" in text and "shipped recipe |" not in text

@@ -2,7 +2,8 @@
 both arms from the same prompts, the same number of pairs, a curve of evaluations over training
 steps per arm and seed, the lr chosen on tuning seeds and tuning draws (never reported) with the
 FD floor and edge widening, the paired claims with Holm, the independent judge, a resumed run
-recomputes nothing."""
+recomputes nothing; an option of the RPO arm is tuned on its own and a cell at a stale lr is
+rerun."""
 
 import importlib.util
 import json
@@ -80,6 +81,30 @@ def test_rpo_experiment_quick_curves(tmp_path, exp):
     stamp = {n: (tmp_path / "cells" / f"{n}.json").stat().st_mtime_ns for n in cells}
     exp.main(argv)
     assert stamp == {n: (tmp_path / "cells" / f"{n}.json").stat().st_mtime_ns for n in cells}
+    # an option of the RPO arm gets its own lr selection (same rule, its own tuning cells) and
+    # its reported seeds run at that pick, against the default RPO arm of the same seeds
+    exp.main(argv + ["--variants", "sft"])
+    summary = json.loads((tmp_path / "results_quick.json").read_text())
+    mine = summary["selection"]["chosen"]["rpo/sft"]
+    opt_tune = [json.loads(p.read_text()) for p in (tmp_path / "cells").glob("quick-g1-tune-sft-*")]
+    assert sorted(c["lr"] for c in opt_tune) == sorted(mine["grid"])
+    assert all(c["variant"] == "sft" and c["draws"] == "tuning" for c in opt_tune)
+    by_lr = {c["lr"]: exp.selection_score([c]) for c in opt_tune}
+    first = sorted(exp.QUICK["lrs"])  # scored first (ties go to them), then the widened values
+    order = first + [lr for lr in by_lr if lr not in first]
+    assert mine["pick"] == exp.sel.select({lr: by_lr[lr] for lr in order}, floor)
+    assert summary["variants"]["sft"]["lr"] == {"rpo": mine["pick"]}
+    assert summary["variants"]["sft"]["compared_with"] == "default/rpo"
+    # a reported cell cached at another lr is rerun at the pick, not tabulated
+    path = tmp_path / "cells" / "quick-g1-sft-s0-rpo.json"
+    stale = json.loads(path.read_text())
+    assert stale["lr"] == mine["pick"]
+    stale["lr"] = mine["pick"] * 7
+    path.write_text(json.dumps(stale))
+    with pytest.raises(SystemExit, match="not at the chosen lr"):
+        exp.main(argv + ["--variants", "sft", "--summary-only"])
+    exp.main(argv + ["--variants", "sft"])
+    assert json.loads(path.read_text())["lr"] == mine["pick"]
 
 
 def test_selection_score_and_independent_judge(exp):
