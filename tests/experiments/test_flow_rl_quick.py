@@ -62,8 +62,8 @@ def test_tuning_widens_an_edge_pick_and_respects_the_gold_floor(tmp_path):
 
 def test_lambda_grid_widens_past_an_edge_pick(tmp_path):
     """Score as Action's λ pick at the top of {0.02, 0.05, 0.1} asks for λ = 0.2 (geometric,
-    ×2), whose lr grid is then tuned (cells named one round at a time); a better λ = 0.2 then sits at the new edge and asks
-    for 0.4; a worse 0.4 leaves 0.2 interior."""
+    ×2), whose lr grid is then tuned (cells named one round at a time); a better λ = 0.2 then
+    sits at the new edge and asks for 0.4; a worse 0.4 leaves 0.2 interior."""
     run = _run()
     mode = run.FULL
     split = run.sel.split(10, 1, draws_reported=1_000_000, draws_tuning=2_000_000)
