@@ -15,8 +15,9 @@ Protocol:
 * hyper-parameters are chosen on a tuning seed and tuning evaluation draws never reported
   (``_selection.split``): the learning rate from {1e-4, 3e-4, 1e-3}, widened geometrically while
   the pick sits at an edge (``_selection.tune_grid``); for Score as Action also the exploration
-  λ from {0.02, 0.05, 0.1} (the issue's grid, not widened: the lr is tuned per λ, then λ is
-  selected by the same rule and flagged if at an edge);
+  λ from {0.02, 0.05, 0.1} (the issue's grid), widened geometrically (×2, up to four times:
+  0.2, 0.4, 0.8, 1.6) while the λ pick sits at an edge; the lr is tuned per λ, then λ is
+  selected by the same rule over the per-λ picks and flagged if still at an edge;
   "SaA (steps 1-4)" is Score as Action without an action at the first step, where the ε-space
   noise enters the state multiplied by Δ/(1 − t_max) ≈ 166 (``exploration_scale.py``);
   the rule: the largest final evaluation reward among values whose final gold reward is ≥ the
@@ -112,7 +113,7 @@ class Mode:
 
 FULL = Mode("full", tuple(METHODS), epochs=12, p=2, k=4, steps=6, eval_n=64, seeds=10,
             tuning_seeds=1, grid=(1e-4, 3e-4, 1e-3), max_widen=2, lams=(0.02, 0.05, 0.1),
-            lam_widen=0)
+            lam_widen=4)
 QUICK = Mode("quick", ("Flow-GRPO", SAA), epochs=1, p=2, k=2, steps=6, eval_n=8, seeds=2,
              tuning_seeds=1, grid=(1e-4, 1e-3), max_widen=0, lams=(0.05, 0.1), lam_widen=0)
 
@@ -648,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {m: t["lr"] for m, t in tuned.items() if t.get("lr") is not None}
     rule = (sel.selection_rule(floor, "final eval reward") +
             f" (the base model's gold on the tuning draws − {GOLD_DROP:g}); Score as Action: lr "
-            "tuned per λ, then λ by the same rule over the per-λ picks")
+            "tuned per λ, then λ by the same rule over the per-λ picks, the λ grid widened "
+            f"geometrically (up to {mode.lam_widen} times) while its pick sits at an edge")
     res = {"mode": asdict(mode), "status": status, "gold_floor": floor,
            "not_run": [m for m in METHODS if m not in mode.methods],
            "selection": sel.record(chosen, selection=rule,

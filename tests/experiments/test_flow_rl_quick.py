@@ -59,6 +59,44 @@ def test_tuning_widens_an_edge_pick_and_respects_the_gold_floor(tmp_path):
     assert {(c.lam, c.lr, c.draws) for c in cells} == {(0.05, 3e-4, split.reported_draws)}
 
 
+
+def test_lambda_grid_widens_past_an_edge_pick(tmp_path):
+    """Score as Action's λ pick at the top of {0.02, 0.05, 0.1} asks for λ = 0.2 (geometric,
+    ×2), whose lr grid is then tuned (cells named one round at a time); a better λ = 0.2 then
+    sits at the new edge and asks for 0.4; a worse 0.4 leaves 0.2 interior."""
+    run = _run()
+    mode = run.FULL
+    split = run.sel.split(10, 1, draws_reported=1_000_000, draws_tuning=2_000_000)
+    s, d = split.tuning_seeds[0], split.tuning_draws
+
+    def fill(lam, best):
+        for lr, r in ((1e-4, best - 0.02), (3e-4, best), (1e-3, best - 0.05)):
+            _fake(tmp_path, run.Cell(run.SAA, lam, lr, s, d), r, 0.95)
+
+    for lam, best in ((0.02, 0.20), (0.05, 0.22), (0.1, 0.24)):
+        fill(lam, best)
+    with pytest.raises(run.Missing) as e:
+        run.tune_method(run.SAA, tmp_path, mode, split, floor=0.79)
+    assert e.value.cells and all(c.lam == 0.2 and c.lr in mode.grid and c.draws == d
+                                 for c in e.value.cells)
+    fill(0.2, 0.26)
+    with pytest.raises(run.Missing) as e:
+        run.tune_method(run.SAA, tmp_path, mode, split, floor=0.79)
+    assert {c.lam for c in e.value.cells} == {0.4}
+    fill(0.4, 0.21)
+    t = run.tune_method(run.SAA, tmp_path, mode, split, floor=0.79)
+    assert t["lam"].pick == 0.2 and not t["lam"].edge and t["lam"].widened == 2
+    assert t["lr"].pick == 3e-4 and set(t["lr_by_lam"]) == {0.02, 0.05, 0.1, 0.2, 0.4}
+    # a λ whose every lr breaks the gold floor has no pick and cannot win
+    for lr in mode.grid:
+        _fake(tmp_path, run.Cell(run.SAA_LATE, 0.02, lr, s, d), 0.5, 0.1)
+    for lam, best in ((0.05, 0.22), (0.1, 0.20)):
+        for lr, r in ((1e-4, best - 0.02), (3e-4, best), (1e-3, best - 0.05)):
+            _fake(tmp_path, run.Cell(run.SAA_LATE, lam, lr, s, d), r, 0.95)
+    t = run.tune_method(run.SAA_LATE, tmp_path, mode, split, floor=0.79)
+    assert t["lam"].pick == 0.05 and not t["lam"].edge
+
+
 @pytest.mark.slow
 def test_flow_rl_quick(tmp_path):
     run = _run()
