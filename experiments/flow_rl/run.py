@@ -12,12 +12,15 @@ Protocol:
   ratio arm, Score as Action included) never binds; the clipped share is measured and reported
   (``clip/frac_mb0``) instead of claimed (issue 25 item 3: the two-minibatch design of the
   previous run clipped 88–100 % of the later minibatch's samples);
-* hyper-parameters are chosen on a tuning seed and tuning evaluation draws never reported
+* hyper-parameters are chosen on tuning seeds and tuning evaluation draws never reported
   (``_selection.split``): the learning rate from {1e-4, 3e-4, 1e-3}, widened geometrically while
   the pick sits at an edge (``_selection.tune_grid``); for Score as Action also the exploration
-  λ from {0.02, 0.05, 0.1} (the issue's grid), widened geometrically (×2, up to four times:
-  0.2, 0.4, 0.8, 1.6) while the λ pick sits at an edge; the lr is tuned per λ, then λ is
-  selected by the same rule over the per-λ picks and flagged if still at an edge;
+  λ from {0.02, 0.05, 0.1} (the issue's grid), widened geometrically (×2, up to five times:
+  0.2, 0.4, 0.8, 1.6, 3.2) while the λ pick sits at an edge; the lr is tuned per λ, then λ is
+  selected by the same rule over the per-λ picks and flagged if still at an edge; every
+  (λ, lr) cell with λ ≥ 0.2 of both Score as Action arms is scored by its mean over two tuning
+  seeds (1000, 1001: one seed did not predict the reported seeds there), every other tuning
+  cell on seed 1000 alone (``tuning_seeds_for``);
   "SaA (steps 1-4)" is Score as Action without an action at the first step, where the ε-space
   noise enters the state multiplied by Δ/(1 − t_max) ≈ 166 (``exploration_scale.py``);
   the rule: the largest final evaluation reward among values whose final gold reward is ≥ the
@@ -108,12 +111,15 @@ class Mode:
     max_widen: int
     lams: tuple[float, ...]
     lam_widen: int
+    # λ grid points ≥ this are scored on every tuning seed (mean); every other tuning cell (the
+    # lr grids of the arms without λ, the λ points below it) on the first tuning seed only
+    two_seed_lam: float = float("inf")
     extra: dict = field(default_factory=dict)
 
 
 FULL = Mode("full", tuple(METHODS), epochs=12, p=2, k=4, steps=6, eval_n=64, seeds=10,
-            tuning_seeds=1, grid=(1e-4, 3e-4, 1e-3), max_widen=2, lams=(0.02, 0.05, 0.1),
-            lam_widen=4)
+            tuning_seeds=2, grid=(1e-4, 3e-4, 1e-3), max_widen=2, lams=(0.02, 0.05, 0.1),
+            lam_widen=5, two_seed_lam=0.2)
 QUICK = Mode("quick", ("Flow-GRPO", SAA), epochs=1, p=2, k=2, steps=6, eval_n=8, seeds=2,
              tuning_seeds=1, grid=(1e-4, 1e-3), max_widen=0, lams=(0.05, 0.1), lam_widen=0)
 
@@ -280,10 +286,23 @@ def run_cells(cells: list[Cell], root: Path, mode: Mode, base: str, jobs: int,
             done(futs[f], f.result())
 
 
-def _score(cells: list[dict]) -> dict:
+def tuning_seeds_for(method: str, lam: float | None, mode: Mode,
+                     split: sel.Split) -> tuple[int, ...]:
+    """The tuning seeds of one grid point: every tuning seed for a λ ≥ ``mode.two_seed_lam``
+    of the Score as Action arms (where one tuning seed did not predict the reported seeds),
+    the first tuning seed otherwise."""
+    if method in LAM_METHODS and lam is not None and lam >= mode.two_seed_lam:
+        return split.tuning_seeds
+    return split.tuning_seeds[:1]
+
+
+def _score(cells: list[dict], seeds: list[int]) -> dict:
+    """Mean final eval reward and gold over the tuning seeds, with the per-seed values."""
     fin = [c["evals"][-1] for c in cells]
     return {"reward": float(np.mean([f["eval/reward"] for f in fin])),
-            "gold": float(np.mean([f["eval/gold"] for f in fin]))}
+            "gold": float(np.mean([f["eval/gold"] for f in fin])),
+            "per_seed": [{"seed": s, "reward": f["eval/reward"], "gold": f["eval/gold"]}
+                         for s, f in zip(seeds, fin)]}
 
 
 def tune_method(method: str, root: Path, mode: Mode, split: sel.Split, floor: float) -> dict:
@@ -292,11 +311,12 @@ def tune_method(method: str, root: Path, mode: Mode, split: sel.Split, floor: fl
 
     def lr_tuned(lam: float | None) -> sel.Tuned:
         def score(lr: float) -> dict:
-            cs = [Cell(method, lam, lr, s, split.tuning_draws) for s in split.tuning_seeds]
+            cs = [Cell(method, lam, lr, s, split.tuning_draws)
+                  for s in tuning_seeds_for(method, lam, mode, split)]
             got = [_load(root, c) for c in cs]
             if any(g is None for g in got):
                 raise Missing([c for c, g in zip(cs, got) if g is None])
-            return _score(got)
+            return _score(got, [c.seed for c in cs])
         return sel.tune_grid(mode.grid, score, gold_floor=floor, max_widen=mode.max_widen)
 
     if method not in LAM_METHODS:
@@ -327,7 +347,7 @@ def initial_tuning_cells(mode: Mode, split: sel.Split, methods) -> list[Cell]:
     methods = sorted(methods, key=PRIORITY.index)
     lams = {m: (mode.lams if m in LAM_METHODS else (None,)) for m in methods}
     return [Cell(m, lam, lr, s, split.tuning_draws) for m in methods for lam in lams[m]
-            for lr in mode.grid for s in split.tuning_seeds]
+            for lr in mode.grid for s in tuning_seeds_for(m, lam, mode, split)]
 
 
 def tune_all(root: Path, mode: Mode, split: sel.Split, base: str, jobs: int,
@@ -496,18 +516,25 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
         lines.append(f"| {m} | " + " | ".join(
             f"{c['reward'][0]:.4f} / {c['gold'][0]:.3f} ({c['cpu_s']:.1f})" for c in a["curve"])
             + " |")
-    lines += ["", "## Hyper-parameter selection (tuning seed and draws, never reported)", "",
+    lines += ["", "## Hyper-parameter selection (tuning seeds and draws, never reported)", "",
               f"Rule: {rec['selection_rule']}. Interval: {rec['interval']}. Correction: "
               f"{rec['correction']}. Collapse: {rec['collapse_rule']}. Split: tuning seeds "
               f"{rec['split']['tuning_seeds']}, evaluation draws from "
               f"{rec['split']['tuning_draws']}"
               f"; reported seeds {rec['split']['reported_seeds']}, draws from "
               f"{rec['split']['reported_draws']}.", "",
-              "| arm | hyper-parameter | grid: final reward / gold | pick | edge | widened | "
-              "note |", "|---|---|---|---|---|---|---|"]
+              "| arm | hyper-parameter | grid: final reward / gold (mean over the tuning seeds; "
+              "[per seed: reward / gold] where more than one) | pick | edge | widened | note |",
+              "|---|---|---|---|---|---|---|"]
+
+    def one(v: dict) -> str:
+        ps = v.get("per_seed", [])
+        per = "" if len(ps) < 2 else " [" + "; ".join(
+            f"{x['seed']}: {x['reward']:.4f} / {x['gold']:.3f}" for x in ps) + "]"
+        return f"{v['reward']:.4f} / {v['gold']:.3f}{per}"
 
     def row(arm: str, hp: str, t: dict) -> str:
-        sc = ", ".join(f"{k}: {v['reward']:.4f} / {v['gold']:.3f}"
+        sc = ", ".join(f"{k}: {one(v)}"
                        for k, v in sorted(t["scores"].items(), key=lambda kv: float(kv[0])))
         pick = "none" if t["pick"] is None else f"{t['pick']:g}"
         return (f"| {arm} | {hp} | {sc} | {pick} | {'yes' if t['edge'] else 'no'} | "
@@ -650,7 +677,12 @@ def main(argv: list[str] | None = None) -> int:
     rule = (sel.selection_rule(floor, "final eval reward") +
             f" (the base model's gold on the tuning draws − {GOLD_DROP:g}); Score as Action: lr "
             "tuned per λ, then λ by the same rule over the per-λ picks, the λ grid widened "
-            f"geometrically (up to {mode.lam_widen} times) while its pick sits at an edge")
+            f"geometrically (up to {mode.lam_widen} times) while its pick sits at an edge" + (
+            "" if len(split.tuning_seeds) < 2 or not np.isfinite(mode.two_seed_lam) else
+            f". Tuning seeds: {split.tuning_seeds[0]} alone for every lr grid of the arms without λ "
+            f"and for the λ < {mode.two_seed_lam:g} points of both Score as Action arms; the mean "
+            f"over {', '.join(map(str, split.tuning_seeds))} for every (λ, lr) cell with λ ≥ "
+            f"{mode.two_seed_lam:g} of both Score as Action arms"))
     res = {"mode": asdict(mode), "status": status, "gold_floor": floor,
            "not_run": [m for m in METHODS if m not in mode.methods],
            "selection": sel.record(chosen, selection=rule,

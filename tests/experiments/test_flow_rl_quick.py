@@ -97,6 +97,48 @@ def test_lambda_grid_widens_past_an_edge_pick(tmp_path):
     assert t["lam"].pick == 0.05 and not t["lam"].edge
 
 
+def test_large_lambda_is_tuned_on_the_mean_of_two_tuning_seeds(tmp_path):
+    """In full mode the λ ≥ 0.2 cells of the Score as Action arms need both tuning seeds and
+    are scored by their mean; λ < 0.2 and the arms without λ use the first tuning seed only.
+    A λ that wins on the first seed but loses on the mean is not picked."""
+    run = _run()
+    mode = run.FULL
+    split = run.sel.split(10, mode.tuning_seeds, draws_reported=1_000_000,
+                          draws_tuning=2_000_000)
+    s0, s1 = split.tuning_seeds
+    d = split.tuning_draws
+    init = run.initial_tuning_cells(mode, split, ["LOOP", run.SAA])
+    assert {c.seed for c in init} == {s0}  # λ ≤ 0.1 and the lr-only arms: one seed
+    assert run.tuning_seeds_for(run.SAA_LATE, 0.2, mode, split) == (s0, s1)
+    assert run.tuning_seeds_for(run.SAA, 0.1, mode, split) == (s0,)
+    assert run.tuning_seeds_for("LOOP", None, mode, split) == (s0,)
+    for lam, best in ((0.02, 0.20), (0.05, 0.22), (0.1, 0.24)):
+        for lr, r in ((1e-4, best - 0.02), (3e-4, best), (1e-3, best - 0.05)):
+            _fake(tmp_path, run.Cell(run.SAA, lam, lr, s0, d), r, 0.95)
+    with pytest.raises(run.Missing) as e:
+        run.tune_method(run.SAA, tmp_path, mode, split, floor=0.79)
+    assert {(c.lam, c.seed) for c in e.value.cells} == {(0.2, s0), (0.2, s1)}
+    # λ = 0.2: 0.30 and 0.20 on the two seeds (mean 0.25 > 0.24): the new top edge
+    for lr, r in ((1e-4, 0.22), (3e-4, 0.30), (1e-3, 0.15)):
+        _fake(tmp_path, run.Cell(run.SAA, 0.2, lr, s0, d), r, 0.95)
+        _fake(tmp_path, run.Cell(run.SAA, 0.2, lr, s1, d), r - 0.10, 0.95)
+    with pytest.raises(run.Missing) as e:
+        run.tune_method(run.SAA, tmp_path, mode, split, floor=0.79)
+    assert {(c.lam, c.seed) for c in e.value.cells} == {(0.4, s0), (0.4, s1)}
+    # λ = 0.4: better on the first seed (0.35), collapsed on the second (0.05): mean 0.20
+    for lr in mode.grid:
+        _fake(tmp_path, run.Cell(run.SAA, 0.4, lr, s0, d), 0.35 if lr == 3e-4 else 0.1,
+                   0.95)
+        _fake(tmp_path, run.Cell(run.SAA, 0.4, lr, s1, d), 0.05, 0.95)
+    t = run.tune_method(run.SAA, tmp_path, mode, split, floor=0.79)
+    assert t["lam"].pick == 0.2 and not t["lam"].edge and t["lr"].pick == 3e-4
+    sc = t["lam"].scores
+    assert sc[0.2]["reward"] == pytest.approx(0.25) and sc[0.4]["reward"] == pytest.approx(0.20)
+    assert [x["seed"] for x in sc[0.4]["per_seed"]] == [s0, s1]
+    assert [x["reward"] for x in sc[0.4]["per_seed"]] == pytest.approx([0.35, 0.05])
+    assert len(sc[0.1]["per_seed"]) == 1
+
+
 @pytest.mark.slow
 def test_flow_rl_quick(tmp_path):
     run = _run()
