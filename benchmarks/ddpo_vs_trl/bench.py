@@ -582,10 +582,15 @@ GOALS = {"lean": {"time": 0.95, "mem": 1.0}, "fast": {"time": 0.75, "mem": None}
          "lean_auto_steps": {"time": None, "mem": None}}
 ARM_LABEL = {"lean": "lean (default mode), equal work", "fast": "fast, equal work",
              "lean_auto_steps": "default config: lean, 9 of 10 steps trained (less work)"}
-# results file -> suffix of its rows' keys; results_compute_previous.json: the compute run of the
-# previous session (before the LoRA reference stopped being a copy and before sklearn was imported
-# lazily), kept for its fast and default-config arms, which this session did not rerun
+# results file -> suffix of its rows' keys. results_{tiny,compute}.json: sequential rounds (one
+# process at a time, the order reversed every other round); *_at_once.json: the previous
+# session's runs with every arm of a round at once (--arms-at-once) under load 25-51, kept beside
+# them (the protocol changes the ratio: docs/finetune.md); results_compute_previous.json: the
+# compute run of the session before (before the LoRA reference stopped being a copy and before
+# sklearn was imported lazily), kept for its default-config arm, not rerun since
 TABLE_FILES = {"results_tiny.json": "", "results_compute.json": "",
+               "results_tiny_at_once.json": "-at-once",
+               "results_compute_at_once.json": "-at-once",
                "results_compute_previous.json": "-previous"}
 
 
@@ -595,7 +600,7 @@ def table(here: Path = HERE) -> str:
     head = ("| row | rounds done | time ratio (median) | time, per-round range | memory ratio "
             "(median) | memory, per-round range | median time s (ours; TRL) | median peak "
             "(ours; TRL) | goal time / memory | meets goal (time; memory) | load avg (min–max, "
-            "1 min) | file |\n|" + "---|" * 12)
+            "1 min) | arms of a round | file |\n|" + "---|" * 13)
     rows = []
     for name, suffix in TABLE_FILES.items():
         f = here / name
@@ -604,6 +609,8 @@ def table(here: Path = HERE) -> str:
         res = json.loads(f.read_text())
         mem_key = next(k for k in res if k.startswith("median_peak"))
         loads = [x for r in res["load_avg_per_round"] for x in (r["start"][0], r["end"][0])]
+        protocol = "at once" if all(r.get("arms_at_once") for r in res["rounds_raw"]) else \
+            "one after another, order reversed every other round"
         for arm, r in res["modes"].items():
             if "error" in r:
                 continue
@@ -620,10 +627,12 @@ def table(here: Path = HERE) -> str:
                 f"{res[mem_key][arm]:.1f}; {res[mem_key]['trl']:.1f} MB | "
                 f"{g['time'] or '–'} / {g['mem'] or '–'} | {meets(r['ratio_ours_over_trl'], g['time'])}"
                 f"; {meets(r['mem_ratio_ours_over_trl'], g['mem'])} | {min(loads):.1f}–"
-                f"{max(loads):.1f} | {name} |")
+                f"{max(loads):.1f} | {protocol} | {name} |")
     note = ("Ratios are scorealign / TRL 0.23 (< 1: scorealign faster / smaller): median of the "
             "arm over median of TRL, and the range of the per-round (paired: same round, same "
-            "machine load) ratios. Time: CPU time of the timed epoch (1 thread); memory: peak RSS "
+            "machine load) ratios; a round runs its processes one after another (order reversed "
+            "every other round) or all at once (--arms-at-once), as the column says. Time: CPU "
+            "time of the timed epoch (1 thread); memory: peak RSS "
             "of the worker process (a fresh process per arm and round: loading, a warm-up epoch "
             "and the timed epoch). No hyper-parameter is chosen here (the settings are fixed in "
             "bench.py, equal work on both sides), so there is no selection rule, edge flag or "

@@ -25,6 +25,7 @@ from scorealign.errors import ExportError, UsageError
 from scorealign.rl.config import FinetuneConfig
 
 FLOW_TYPES = ("sd3_tiny", "flux_tiny", "sd3", "flux")
+SD_TYPES = ("sd_tiny", "sd")  # UNet pipelines (StableDiffusionPipeline)
 
 
 def finetune_setup(run_dir: str | Path, checkpoint: str | Path | None = None,
@@ -50,14 +51,13 @@ def export_setup(setup: Any, cfg: Any, dest: str | Path) -> Path:
         return formats.export_digits(setup.model, dest)
     if cfg.base.type == "testbed":
         return export_testbed(setup, cfg, dest)
-    if cfg.base.type == "sd_tiny":  # the base pipeline is rebuilt from its seed
-        from scorealign.policy.sd import build_tiny_sd_pipeline
+    if cfg.base.type in SD_TYPES:  # the base pipeline is rebuilt from its seed / loaded
+        from scorealign.rl.setup import base_pipeline
 
         unet = setup.model.unet
         lora = cfg.lora.rank > 0
         return formats.export_sd(unet if lora else copy.deepcopy(unet),
-                                 None if lora else build_tiny_sd_pipeline(cfg.base.seed), dest,
-                                 lora)
+                                 None if lora else base_pipeline(cfg), dest, lora)
     if cfg.base.type in FLOW_TYPES:
         from scorealign.policy import flow_pipelines as fp
 
@@ -91,7 +91,7 @@ def base_record(cfg: Any) -> dict[str, Any]:
     if b.type in ("sd_tiny", "sd3_tiny", "flux_tiny"):
         rec.update(source="builtin", seed=b.seed,
                    **({"size": b.size} if b.type == "sd_tiny" else {}))
-    elif b.type in ("sd3", "flux", "digits"):
+    elif b.type in ("sd", "sd3", "flux", "digits"):
         if b.type == "digits" and str(b.path).startswith("pretrained:"):
             rec.update(source="scorealign", path=b.path)
         elif Path(b.path).is_dir():
@@ -165,7 +165,7 @@ def export_with_base(run_dir: Path, dest: Path, checkpoint=None, adapter: bool =
     if t == "testbed":
         raise ExportError("base.type testbed: a closed-form base has no diffusers pipeline; "
                           "export without --with-base")
-    denoiser = setup.model.unet if t == "sd_tiny" else setup.model.transformer
+    denoiser = setup.model.unet if t in SD_TYPES else setup.model.transformer
     return formats.export_pipeline_with_base(denoiser, run_base_pipeline(run_dir, cfg), dest,
                                              lora=cfg.lora.rank > 0, adapter=adapter)
 
@@ -242,13 +242,13 @@ def trained_pipeline(cfg: FinetuneConfig, run_dir: Path, setup: Any) -> Any:
         return pipe
     if (final / "model_index.json").is_file():
         from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
-        if cfg.base.type == "sd_tiny":
+        if cfg.base.type in SD_TYPES:
             return StableDiffusionPipeline.from_pretrained(str(final), local_files_only=True,
                                                            safety_checker=None)
         cls = StableDiffusion3Pipeline if cfg.base.type.startswith("sd3") else FluxPipeline
         return cls.from_pretrained(str(final), local_files_only=True)
     pipe = base_pipeline(cfg)
-    if cfg.base.type == "sd_tiny":
+    if cfg.base.type in SD_TYPES:
         pipe.unet = setup.model.unet
     else:
         pipe.transformer = setup.model.transformer

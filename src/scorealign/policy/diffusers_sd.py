@@ -157,6 +157,31 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
+def load_sd_pipeline(path: str, dtype: str | torch.dtype = "float32") -> Any:
+    """A real Stable-Diffusion-1.x/2.x-style pipeline (CLIP text encoder + UNet + VAE) from a
+    local directory or hub id (``StableDiffusionPipeline.from_pretrained``), the ``base.type:
+    sd`` of a finetune run.
+
+    Args:
+        path: a directory written by ``save_pretrained`` (e.g. a local copy of
+            ``stable-diffusion-v1-5/stable-diffusion-v1-5``) or a hub id (downloading, if the
+            hub is reachable at all, is the user's business; with ``HF_HUB_OFFLINE=1`` only the
+            local cache is read).
+        dtype: the weights' dtype (loaded in it: no fp32 copy on the way).
+
+    The safety checker is not loaded (``safety_checker=None``): fine-tuning never runs it, and
+    SD 1.5's is a 1.2 GB CLIP model. A pipeline exported with ``--with-base`` therefore has none
+    either (``model_index.json`` records ``requires_safety_checker: false``).
+    """
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=_dtype(dtype),
+                                                   safety_checker=None, feature_extractor=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def add_lora(unet: nn.Module, rank: int, alpha: float, target_modules: list[str],
              seed: int = 0) -> nn.Module:
     """Freeze ``unet`` and add peft LoRA adapters (B = 0 at init, so the policy is unchanged).

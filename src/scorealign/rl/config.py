@@ -22,16 +22,19 @@ class BaseConfig(SharedBase):
     """The pretrained model that is fine-tuned (and kept frozen as the KL reference):
     :class:`scorealign.config.BaseConfig` and what a pipeline base needs."""
 
-    type: Literal["digits", "sd_tiny", "sd3_tiny", "flux_tiny", "sd3", "flux", "testbed"] = \
+    type: Literal["digits", "sd_tiny", "sd", "sd3_tiny", "flux_tiny", "sd3", "flux",
+                  "testbed"] = \
         field(default="digits", metadata=_h(
             "digits: a scorealign digits model (VP or flow); sd_tiny: the tiny SD pipeline "
-            "(policy/sd.py); sd3_tiny / flux_tiny: tiny flow-transformer pipelines "
+            "(policy/sd.py); sd: a real Stable-Diffusion-1.x-style pipeline (UNet, e.g. SD 1.5) "
+            "at base.path; sd3_tiny / flux_tiny: tiny flow-transformer pipelines "
             "(policy/flow_pipelines.py); sd3 / flux: a real pipeline at base.path; testbed: a "
             "closed-form problem (scorealign.testbed): the exact base score plus a zero-"
             "initialized control network, rewarded by the problem's reward"))
     path: str = field(default="pretrained:digits8", metadata=_h(
         "digits: a pretraining run directory, or 'pretrained:digits8' / "
-        "'pretrained:digits8-flow' (shipped models); sd3 / flux: a pipeline directory or hub id"))
+        "'pretrained:digits8-flow' (shipped models); sd / sd3 / flux: a pipeline directory or "
+        "hub id"))
     seed: int = field(default=0, metadata=_h("*_tiny: initialization seed of the pipeline"))
     latent_size: int = field(default=8, metadata=_h(
         "sd3 / flux / *_tiny: latent height = width of the flow pipeline's samples"))
@@ -40,15 +43,16 @@ class BaseConfig(SharedBase):
         "with UNet channels 64-128 (head dim 8; compute_hd32: head dim 32), sd15 SD 1.5's "
         "UNet (GPU)"))
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata=_h(
-        "SD-style pipelines (sd_tiny, sd3_tiny, flux_tiny, sd3, flux): dtype of the denoiser, "
-        "VAE and text-encoder weights (sd3 / flux are loaded in it); latents, log-probs, ratios "
+        "SD-style pipelines (sd_tiny, sd, sd3_tiny, flux_tiny, sd3, flux): dtype of the "
+        "denoiser, VAE and text-encoder weights (sd / sd3 / flux are loaded in it); latents, "
+        "log-probs, ratios "
         "and KL stay fp32 and LoRA adapters fp32"))
     gradient_checkpointing: bool = field(default=False, metadata=_h(
-        "sd_tiny: recompute UNet block activations in backward (less memory, more compute)"))
+        "sd_tiny / sd: recompute UNet block activations in backward (less memory, more compute)"))
     cache_prompts: bool = field(default=True, metadata=_h(
-        "sd_tiny: encode each distinct prompt once per run (embeddings cached)"))
+        "sd_tiny / sd: encode each distinct prompt once per run (embeddings cached)"))
     compile: bool = field(default=False, metadata=_h(
-        "sd_tiny: torch.compile the UNet (weights, optimizer and checkpoints unchanged)"))
+        "sd_tiny / sd: torch.compile the UNet (weights, optimizer and checkpoints unchanged)"))
     problem: str = field(default="quadratic", metadata=_h(
         "testbed: the preset problem (testbed.PROBLEMS: linear | quadratic | multimodal)"))
     dim: int = field(default=2, metadata=_h("testbed: the dimension d (2, 8 or 32)"))

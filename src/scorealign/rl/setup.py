@@ -1,8 +1,9 @@
 """The fine-tuning problem: trainable model, frozen reference, SDE, prompts, text → cond, decoding.
 
 ``build_setup(cfg)`` loads the base model named by ``cfg.base`` (a digits base through
-``train.bases.load_base``: a pretraining run, a model directory or a shipped checkpoint; or a tiny
-SD / SD3 / FLUX pipeline), adds LoRA adapters when ``cfg.lora.rank > 0`` and returns a
+``train.bases.load_base``: a pretraining run, a model directory or a shipped checkpoint; a tiny
+SD / SD3 / FLUX pipeline; or a real SD / SD3 / FLUX pipeline from ``base.path``), adds LoRA
+adapters when ``cfg.lora.rank > 0`` and returns a
 :class:`Setup`. Only parameters with ``requires_grad`` are trained and checkpointed.
 
 The frozen KL reference (:func:`frozen_reference`) under LoRA is the trained network itself with
@@ -186,7 +187,9 @@ def _digits(cfg: FinetuneConfig) -> Setup:
                  [prompt_for(d) for d in range(10)])
 
 
-def _sd_tiny(cfg: FinetuneConfig) -> Setup:
+def _sd_unet(cfg: FinetuneConfig) -> Setup:
+    """SD-style UNet pipelines: the tiny one (``sd_tiny``) or a real one from ``base.path``
+    (``sd``, e.g. SD 1.5), both through :class:`~scorealign.policy.diffusers_sd.SDParts`."""
     from scorealign.policy.diffusers_sd import SDParts, add_lora
 
     b = cfg.base
@@ -261,14 +264,17 @@ def _testbed(cfg: FinetuneConfig) -> Setup:
 
 def base_pipeline(cfg: FinetuneConfig) -> Any:
     """The base diffusers pipeline of an SD-style ``cfg.base`` (the tiny SD / SD3 / FLUX ones
-    rebuilt from ``base.seed``, or a real SD3 / FLUX pipeline loaded from ``base.path``), as the
-    run's own :class:`Setup` builds it."""
+    rebuilt from ``base.seed``, or a real SD / SD3 / FLUX pipeline loaded from ``base.path`` in
+    ``base.dtype``), as the run's own :class:`Setup` builds it."""
     from scorealign.policy import flow_pipelines as fp
     from scorealign.policy.sd import build_tiny_sd_pipeline
 
     b = cfg.base
     if b.type == "sd_tiny":
         return build_tiny_sd_pipeline(b.seed, size=b.size)
+    if b.type == "sd":
+        from scorealign.policy.diffusers_sd import load_sd_pipeline
+        return load_sd_pipeline(b.path, b.dtype)
     if b.type == "sd3_tiny":
         return fp.build_tiny_sd3_pipeline(b.seed)
     if b.type == "flux_tiny":
@@ -287,7 +293,7 @@ def pipeline_model(cfg: FinetuneConfig, pipe: Any) -> nn.Module:
     """``pipe``'s denoiser in the trainer's interface ``model(x, t, cond)``, wrapped as the run's
     own :class:`Setup` wraps it (SD: ``SDParts`` in ``base.dtype``; SD3/FLUX: ``FlowParts`` at
     ``base.latent_size``), e.g. around a pipeline with the run's exported LoRA loaded."""
-    if cfg.base.type == "sd_tiny":
+    if cfg.base.type in ("sd_tiny", "sd"):
         from scorealign.policy.diffusers_sd import SDParts
         return SDParts(pipe, dtype=cfg.base.dtype).model.eval()
     from scorealign.policy import flow_pipelines as fp
@@ -296,7 +302,7 @@ def pipeline_model(cfg: FinetuneConfig, pipe: Any) -> nn.Module:
 
 def build_setup(cfg: FinetuneConfig) -> Setup:
     """The :class:`Setup` for ``cfg.base.type``."""
-    setup = {"digits": _digits, "sd_tiny": _sd_tiny, "sd3_tiny": _flow_pipeline,
+    setup = {"digits": _digits, "sd_tiny": _sd_unet, "sd": _sd_unet, "sd3_tiny": _flow_pipeline,
              "flux_tiny": _flow_pipeline, "sd3": _flow_pipeline,
              "flux": _flow_pipeline, "testbed": _testbed}[cfg.base.type](cfg)
     if cfg.prompts.prompts:
