@@ -53,9 +53,19 @@ def test_ground_truth_quick(tmp_path):
     split = res["selection"]["split"]
     assert not set(split["tuning_seeds"]) & set(split["reported_seeds"])
     cells = sorted((tmp_path / "cells" / "quick").glob("*.json"))
+    # claim (b): every Score as Action (solver, steps) but the SaA arm's own has its own lr
+    # selection, recorded like an arm's
+    chosen_b = res["selection"]["claim_b"]
+    assert set(chosen_b) == {f"SaA-{sv}{st}" for sv in run.SAA_SOLVERS
+                             for st in mode.saa_steps} - {f"SaA-DDIM{mode.steps}"}
+    for ch in chosen_b.values():
+        assert ch["pick"] in ch["grid"] and len(ch["scores"]) == len(ch["grid"])
     tuning = [c for c in cells if "__seed1000" in c.name]
-    assert len(tuning) == sum(len(ch["grid"]) for ch in chosen.values())
+    assert len(tuning) == sum(len(ch["grid"]) for ch in [*chosen.values(), *chosen_b.values()])
     reported = [json.loads(c.read_text()) for c in cells if "__seed1000" not in c.name]
+    for c in reported:  # each claim (b) configuration is reported at its own pick
+        if c["solver"] is not None:
+            assert c["lr"] == chosen_b[f"SaA-{c['solver']}{c['steps']}"]["pick"]
     # paired design: every arm on the same reported seeds and draws; the evaluation at epoch 0
     # (control exactly zero: the base itself) is identical across arms, with KL 0
     row0 = {(c["arm"], c["solver"], c["steps"], c["seed"]): c["rows"][0] for c in reported}
