@@ -521,9 +521,11 @@ def r_star(problem, kl: float) -> float:
     return frontier_reward(problem, max(kl, 0.0))
 
 
-def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) -> dict:
+def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None,
+            onelr: dict | None = None) -> dict:
     """Tables, paired intervals, Holm across claims (cells: (arm, tag) → {seed: cell}; conv:
-    arm → {seed: cell} of the long-budget stage)."""
+    arm → {seed: cell} of the long-budget stage; onelr: ("SaA", solver, steps) → {seed: cell}
+    of claim (b)'s configurations at the SaA arm's lr)."""
     base_r, opt_r, kappa = constants["base_reward"], constants["optimal_reward"], constants["kappa"]
     r90 = base_r + 0.9 * (opt_r - base_r)
     budget = mode.epochs * mode.p * mode.k
@@ -592,31 +594,44 @@ def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) 
             claims[name] = {"paired": sel.paired_interval(xa, xb),
                             "welch": sel.welch_interval(xa, xb), "unit": "reward"}
             pvals[name] = claims[name]["paired"]["p"]
-    # (b) Score as Action's spread over solvers/steps vs DDPO's over evaluation steps
-    saa = {k: v for k, v in cells.items() if k[0] == "SaA" and k[1]}
+    # (b) Score as Action's spread over solvers/steps vs DDPO's over evaluation steps: each
+    # configuration at its own lr (the claim), and all at the lr chosen at DDIM mode.steps
+    # ("one lr", the design before per-configuration selection, kept beside it)
     ddpo = cells.get(("DDPO", ""), {})
-    if len(saa) == len(SAA_SOLVERS) * len(mode.saa_steps) and ddpo:  # all 9 configurations
+    grid = mode.saa_steps
+    one = dict(onelr or {})
+    if ("SaA", "DDIM", str(mode.steps)) in cells:
+        one[("SaA", "DDIM", str(mode.steps))] = cells[("SaA", "DDIM", str(mode.steps))]
+    families = [("(b)", "", {k: v for k, v in cells.items() if k[0] == "SaA" and k[1]})]
+    if onelr:
+        families.append(("(b, one lr)", " (one lr)", one))
+    for tag, suffix, saa in families:
+        if len(saa) != len(SAA_SOLVERS) * len(grid) or not ddpo:  # all 9 configurations
+            continue
         common = [s for s in seeds_all if s in ddpo and all(s in v for v in saa.values())]
-        spread_saa = [np.ptp([v[s]["rows"][-1]["reward"] for v in saa.values()]) for s in common]
-        grid = mode.saa_steps
-        spread_ddpo = [np.ptp([ddpo[s]["rows"][-1][f"train_sampler/{st}/reward"] for st in grid])
-                       for s in common]
-        name = "(b) spread of E[r]: SaA over solvers×steps − DDPO over eval steps"
-        claims[name] = {"paired": sel.paired_interval(spread_saa, spread_ddpo),
-                        "welch": sel.welch_interval(spread_saa, spread_ddpo),
-                        "saa_configs": sorted("-".join(k[1:]) for k in saa),
-                        "saa_spread": ci95(spread_saa), "ddpo_spread": ci95(spread_ddpo),
-                        "unit": "reward"}
-        pvals[name] = claims[name]["paired"]["p"]
-        out["claim_b_table"] = {"-".join(k[1:]): {
+        if len(common) >= 2:
+            spread_saa = [np.ptp([v[s]["rows"][-1]["reward"] for v in saa.values()])
+                          for s in common]
+            spread_ddpo = [np.ptp([ddpo[s]["rows"][-1][f"train_sampler/{st}/reward"]
+                                   for st in grid]) for s in common]
+            name = f"{tag} spread of E[r]: SaA over solvers×steps − DDPO over eval steps"
+            claims[name] = {"paired": sel.paired_interval(spread_saa, spread_ddpo),
+                            "welch": sel.welch_interval(spread_saa, spread_ddpo),
+                            "saa_configs": sorted("-".join(k[1:]) for k in saa),
+                            "saa_spread": ci95(spread_saa), "ddpo_spread": ci95(spread_ddpo),
+                            "unit": "reward"}
+            pvals[name] = claims[name]["paired"]["p"]
+        out.setdefault("claim_b_table", {}).update({"-".join(k[1:]) + suffix: {
             "reward": ci95([c["rows"][-1]["reward"] for c in v.values()]),
             "distance": ci95([c["rows"][-1]["distance"] for c in v.values()]),
-            "kl": ci95([c["rows"][-1]["kl"] for c in v.values()]), "seeds": len(v)}
-            for k, v in sorted(saa.items())}
+            "kl": ci95([c["rows"][-1]["kl"] for c in v.values()]), "seeds": len(v),
+            "lr": next(iter(v.values()))["lr"]} for k, v in sorted(saa.items())})
+    if "claim_b_table" in out:
         out["claim_b_table"].update({f"DDPO-eval{st}": {
             "reward": ci95([c["rows"][-1][f"train_sampler/{st}/reward"] for c in ddpo.values()]),
             "distance": ci95([c["rows"][-1][f"train_sampler/{st}/distance"]
-                              for c in ddpo.values()]), "seeds": len(ddpo)} for st in grid})
+                              for c in ddpo.values()]), "seeds": len(ddpo),
+            "lr": next(iter(ddpo.values()))["lr"]} for st in grid})
     # (c) KL-regularized arms: distance to p*_β above the reference sampler's floor
     for arm in CLAIM_C:
         cs = cells.get((arm, ""), {})
@@ -759,15 +774,21 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
         lines += ["", "## (b) Score as Action by training solver × steps (reference sampler) "
                   "and DDPO (trained with DDIM η = 1 at the mode's steps) by evaluation steps", "",
                   "Each Score as Action configuration at the lr chosen for it on the tuning "
-                  "seeds and draws (selection table below); DDPO at its own pick.", "",
+                  "seeds and draws (selection table below); rows \"(one lr)\": every "
+                  f"configuration at the lr chosen at DDIM-{mode.steps} (the design before "
+                  "per-configuration selection); DDPO at its own pick.", "",
                   "| config | lr (edge?) | seeds | E[r] | energy dist. |", "|---|---|---|---|---|"]
         chosen_b = res["selection"].get("claim_b", {})
         for k, row in res["analysis"]["claim_b_table"].items():
-            ck = ("SaA" if k == f"DDIM-{mode.steps}" else
+            ck = ("SaA" if k.startswith(f"DDIM-{mode.steps}") or k.endswith("(one lr)") else
                   "DDPO" if k.startswith("DDPO") else "SaA-" + k.replace("-", ""))
             ch = chosen_b.get(ck) or chosen.get(ck)
-            lr = ("n/a" if ch is None else
-                  f"{ch['pick']:g} ({'edge' if ch['edge'] else 'interior'})")
+            if ch is None:
+                lr = "n/a"
+            elif k.endswith("(one lr)"):
+                lr = f"{row.get('lr', ch['pick']):g} (DDIM-{mode.steps}'s pick)"
+            else:
+                lr = f"{row.get('lr', ch['pick']):g} ({'edge' if ch['edge'] else 'interior'})"
             lines.append(f"| {k} | {lr} | {row['seeds']} | {fmt(row['reward'])} | "
                          f"{fmt(row['distance'], 4)} |")
     if c.get("dims"):
@@ -943,9 +964,11 @@ def main(argv: list[str] | None = None) -> int:
     tuned = tuned[:len(mode.arms)]
     chosen = {t["arm"]: t["tuned"] for t in tuned if "tuned" in t and t["tuned"].pick is not None}
     missing = [t["arm"] for t in tuned if "tuned" not in t or t["tuned"].pick is None]
-    chosen_b = {t["arm"]: t["tuned"] for t in tuned_b
-                if "tuned" in t and t["tuned"].pick is not None}
-    missing += [t["arm"] for t in tuned_b if "tuned" not in t or t["tuned"].pick is None]
+    # claim (b): a finished selection may find no lr that passes the rule (every lr below the
+    # base's gold); that configuration is then recorded with pick None and not reported
+    tuned_b_all = {t["arm"]: t["tuned"] for t in tuned_b if "tuned" in t}
+    chosen_b = {k: t for k, t in tuned_b_all.items() if t.pick is not None}
+    missing += [t["arm"] for t in tuned_b if "tuned" not in t]
     # 2. reported runs on the paired seeds (and claim (b)'s Score as Action grid)
     jobs = []
     for s in split.reported_seeds:
@@ -973,18 +996,32 @@ def main(argv: list[str] | None = None) -> int:
             cells.setdefault(key, {})[j[4]] = c
     if ("SaA", "") in cells and not a.no_claim_b:  # the reported SaA cell is DDIM at mode.steps
         cells[("SaA", "DDIM", str(mode.steps))] = cells[("SaA", "")]
-    an = analyse(cells, mode, const, conv)
+    onelr: dict = {}  # claim (b) at the SaA arm's lr (the design before per-configuration lrs)
+    if "SaA" in chosen:
+        for sv, st in b_cfgs:
+            for s in split.reported_seeds:
+                c = run_cell(root, "SaA", mode, chosen["SaA"].pick, s, split.reported_draws, sv,
+                             st, new=new)
+                if c is not None:
+                    onelr.setdefault(("SaA", sv, str(st)), {})[s] = c
+    an = analyse(cells, mode, const, conv, onelr)
     n_rep = {arm: len(cells.get((arm, ""), {})) for arm in mode.arms}
     n_conv = {arm: len(conv.get(arm, {})) for arm in mode.conv_arms if arm in mode.arms}
-    n_b = {f"SaA-{sv}{st}": len(cells.get(("SaA", sv, str(st)), {})) for sv, st in b_cfgs}
+    n_b = {f"SaA-{sv}{st}": len(cells.get(("SaA", sv, str(st)), {})) for sv, st in b_cfgs
+           if f"SaA-{sv}{st}" in chosen_b}
+    no_pick = [k for k, t in tuned_b_all.items() if t.pick is None]
     partial = missing or any(n < mode.seeds for n in [*n_rep.values(), *n_b.values()]) or (
         not a.no_converge and any(n < mode.conv_seeds for n in n_conv.values()))
-    status = ("complete" if not partial else
+    status = (("complete" + ("" if not no_pick else " (claim (b) configurations where no lr "
+                             "passes the selection rule: " + ", ".join(no_pick) + ")"))
+              if not partial else
               "PARTIAL — arms without a finished lr selection: " + (", ".join(missing) or "none")
               + "; reported seeds per arm: " + ", ".join(f"{k} {v}/{mode.seeds}"
                                                          for k, v in n_rep.items())
               + ("" if not n_b else "; claim (b) seeds per configuration: " + ", ".join(
                   f"{k} {v}/{mode.seeds}" for k, v in n_b.items()))
+              + ("" if not no_pick else "; claim (b) configurations where no lr passes the "
+                 "rule: " + ", ".join(no_pick))
               + ("" if a.no_converge else "; long-budget seeds per arm: " + ", ".join(
                   f"{k} {v}/{mode.conv_seeds}" for k, v in n_conv.items())))
     res = {"mode": asdict(mode), "problem": PROBLEM, "status": status, "constants": const,
@@ -993,7 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
                                       " (the base model's E[log p*_β] on the tuning draws)",
                                       collapse=sel.collapse_rule(COLLAPSE_MARGIN), split_=split),
                          # claim (b): Score as Action's lr per (solver, steps), same rule
-                         "claim_b": {k: t.as_dict() for k, t in chosen_b.items()}},
+                         "claim_b": {k: t.as_dict() for k, t in tuned_b_all.items()}},
            "analysis": an, "cpu_s_this_call": round(time.process_time() - t0, 1)}
     res["analysis"]["table"] = {k: {kk: vv for kk, vv in v.items()} for k, v in
                                 an["table"].items()}
