@@ -30,9 +30,10 @@ frontier point at κ* = KL(p*_β‖p₀)), with the KL at that moment beside κ*
 path KL crosses κ*: LOOP vs DDPO vs REINFORCE; (b) Score as Action (β = 0) trained with DDIM
 (η = 0 + exploration), Euler–Maruyama and stochastic Heun at 10/20/50 steps, each evaluated with
 the reference sampler, against DDPO trained with DDIM 10 and evaluated with DDIM η = 1 at
-10/20/50: spread of E[r] (max − min) per seed; (c) the KL-regularized arms (DPOK, Score as
-Action with β = 0.5 "SaA-KL", adjoint matching λ = 0.5): energy distance to p*_β above the
-sampler floor.
+10/20/50: spread of E[r] (max − min) per seed, each SaA configuration at its own lr (tuned by
+the same rule) and, beside it, all at the DDIM-10 lr; (c) the KL-regularized arms (DPOK, Score
+as Action with β = 0.5 "SaA-KL", adjoint matching λ = 0.5, ...): energy distance to p*_β above
+the sampler floor; (d) Flow-GRPO-Fast, MixGRPO and DanceGRPO against Flow-GRPO on (a)'s axes.
 
 One JSON per cell under ``results/cells/<mode>``; a stopped run continues. Full (about an hour
 on 2 uncontended cores) and quick (≤ 2 minutes, used by the test):
