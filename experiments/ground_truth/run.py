@@ -30,9 +30,10 @@ frontier point at κ* = KL(p*_β‖p₀)), with the KL at that moment beside κ*
 path KL crosses κ*: LOOP vs DDPO vs REINFORCE; (b) Score as Action (β = 0) trained with DDIM
 (η = 0 + exploration), Euler–Maruyama and stochastic Heun at 10/20/50 steps, each evaluated with
 the reference sampler, against DDPO trained with DDIM 10 and evaluated with DDIM η = 1 at
-10/20/50: spread of E[r] (max − min) per seed; (c) the KL-regularized arms (DPOK, Score as
-Action with β = 0.5 "SaA-KL", adjoint matching λ = 0.5): energy distance to p*_β above the
-sampler floor.
+10/20/50: spread of E[r] (max − min) per seed, each SaA configuration at its own lr (tuned by
+the same rule) and, beside it, all at the DDIM-10 lr; (c) the KL-regularized arms (DPOK, Score
+as Action with β = 0.5 "SaA-KL", adjoint matching λ = 0.5, ...): energy distance to p*_β above
+the sampler floor; (d) Flow-GRPO-Fast, MixGRPO and DanceGRPO against Flow-GRPO on (a)'s axes.
 
 One JSON per cell under ``results/cells/<mode>``; a stopped run continues. Full (about an hour
 on 2 uncontended cores) and quick (≤ 2 minutes, used by the test):
@@ -125,9 +126,25 @@ ARMS = {
     "Flow-GRPO": Arm("digits_flow_grpo.yaml", (f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.0}}",),
                      family="flow"),
     "DiffusionNFT": Arm("digits_flow_nft.yaml", (), family="flow"),
+    # The rest of the Flow-GRPO family and DanceGRPO on the flow testbed base, each with its
+    # registered loss and its shipped config's sampler settings (the authors' defaults, cited in
+    # the config files), β_KL = 0 and the same per-dimension clip as every PPO-type arm:
+    # Flow-GRPO-Fast (yifan123/flow_grpo README): ODE trajectory with SDE branching at 2 random
+    # steps, only those trained (``action_steps: branch:2``); MixGRPO (Tencent-Hunyuan/MixGRPO):
+    # an SDE window of 4 steps sliding by one every 3 epochs, ODE elsewhere, a group's x_T
+    # shared (``slide:4:3:1``, ``init_same_noise``); DanceGRPO (XueZeyue/DanceGRPO): its
+    # flux_step SDE (``dance_sde``, η = 0.3), timestep fraction 0.6, a group's x_T shared.
+    "Flow-GRPO-Fast": Arm("digits_flow_grpo_fast.yaml",
+                          (f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.0}}",), family="flow"),
+    "MixGRPO": Arm("digits_flow_mixgrpo.yaml", (f"algo.loss_kwargs={{clip: {CLIP}, beta: 0.0}}",),
+                   family="flow"),
+    "DanceGRPO": Arm("digits_flow_dance_grpo.yaml", (f"algo.loss_kwargs={{clip: {CLIP}}}",),
+                     family="flow"),
 }
 ONE_MINIBATCH = {"REINFORCE", "DRaFT", "AdjointMatching", "DiffusionDPO"}  # no ratio: one gradient step/epoch
 CLAIM_A = ("LOOP", "DDPO", "REINFORCE")
+CLAIM_A_PAIRS = (("LOOP", "DDPO"), ("LOOP", "REINFORCE"), ("DDPO", "REINFORCE"))
+CLAIM_D = ("Flow-GRPO-Fast", "MixGRPO", "DanceGRPO")  # each against Flow-GRPO
 CLAIM_C = ("DPOK", "SaA-KL", "DPOK-sum", "SaA-KL-SDE", "AdjointMatching", "DiffusionDPO")
 # Diffusion-DPO: pairs (x¹, x²) of base samples labelled by Bradley–Terry on r/τ,
 # P(x¹ ≻ x²) = σ((r(x¹) − r(x²))/τ); DPO's optimum is p_ref e^{r/(τ β_DPO)} [Rafailov+23, Eq. 4
@@ -135,6 +152,9 @@ CLAIM_C = ("DPOK", "SaA-KL", "DPOK-sum", "SaA-KL-SDE", "AdjointMatching", "Diffu
 # difference: likelihood weighting g²‖s − ∇log p(x_t|x_0)‖², summed over dimensions, scale
 # T/2 [Song+21b, Thm. 1], so at one (t, ε) it is an unbiased estimate of ELBO_θ − ELBO_ref.
 DPO_TAU = 1.0
+# the flow family's reference sampler: the flow SDE at noise level 0.7 (Flow-GRPO's a = 0.7),
+# the same for every flow arm whatever its training sampler (DanceGRPO trains with dance_sde η 0.3)
+FLOW_REF_ETA = 0.7
 DPO_STEPS_PER_EPOCH = 9  # 9 steps × 16 pairs × 2 images = 288 = the PPO arms' 32 rows × 9 evals
 
 
@@ -164,7 +184,7 @@ class Mode:
 
 
 FULL = Mode("full", tuple(ARMS), epochs=40, p=4, k=8, steps=10, eval_every=4, eval_n=256,
-            ref_steps=50, seeds=20, tuning_seeds=2, grid=(1e-3, 3e-3, 1e-2), max_widen=3,
+            ref_steps=50, seeds=20, tuning_seeds=2, grid=(1e-3, 3e-3, 1e-2), max_widen=6,
             saa_steps=(10, 20, 50),
             conv_arms=("DPOK-sum", "SaA-KL-SDE", "AdjointMatching", "DiffusionDPO"), conv_factor=4,
             conv_seeds=10)
@@ -219,7 +239,7 @@ class Evaluator:
         self.seeds = torch.arange(mode.eval_n) + draws
         s, pc = ft.setup, ft.cfg.policy
         ref = (dict(sampler="ddpm", eta=1.0) if s.kind == "eps" else
-               dict(sampler="flow_sde", eta=pc.eta))
+               dict(sampler="flow_sde", eta=FLOW_REF_ETA))
         self.ref_cfg = replace(pc, steps=mode.ref_steps, exploration=0.0, action_steps="all",
                                **ref)
         self.train_cfg = replace(pc, exploration=0.0)
@@ -423,14 +443,17 @@ def base_gold(mode: Mode, draws: int) -> float:
 
 
 def tune(job: tuple) -> dict:
-    """Tune one arm's lr on the tuning seeds/draws (a worker process)."""
-    arm, mode, root, split, floor_gold, new = job
+    """Tune one arm's lr on the tuning seeds/draws (a worker process); with ``solver``/``steps``
+    (claim (b)) the lr of Score as Action trained with that solver and step count."""
+    arm, mode, root, split, floor_gold, new, *cfg = job
+    solver, steps = cfg if cfg else (None, None)
+    name = arm + (f"-{solver}{steps}" if solver else "")
 
     def score(lr: float) -> dict:
-        cells = [run_cell(root, arm, mode, lr, s, split.tuning_draws, new=new)
+        cells = [run_cell(root, arm, mode, lr, s, split.tuning_draws, solver, steps, new=new)
                  for s in split.tuning_seeds]
         if any(c is None for c in cells):
-            raise LookupError(f"{arm} lr {lr:g}: tuning cell missing (--no-new-cells)")
+            raise LookupError(f"{name} lr {lr:g}: tuning cell missing (--no-new-cells)")
         fin = [c["rows"][-1] for c in cells]
         return {"reward": float(np.mean([r["reward"] for r in fin])),
                 "gold": float(np.mean([r["gold"] for r in fin]))}
@@ -438,8 +461,8 @@ def tune(job: tuple) -> dict:
     try:
         t = sel.tune_grid(mode.grid, score, gold_floor=floor_gold, max_widen=mode.max_widen)
     except LookupError as e:
-        return {"arm": arm, "error": str(e)}
-    return {"arm": arm, "tuned": t}
+        return {"arm": name, "error": str(e)}
+    return {"arm": name, "tuned": t}
 
 
 def report_job(job: tuple) -> dict | None:
@@ -499,9 +522,11 @@ def r_star(problem, kl: float) -> float:
     return frontier_reward(problem, max(kl, 0.0))
 
 
-def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) -> dict:
+def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None,
+            onelr: dict | None = None) -> dict:
     """Tables, paired intervals, Holm across claims (cells: (arm, tag) → {seed: cell}; conv:
-    arm → {seed: cell} of the long-budget stage)."""
+    arm → {seed: cell} of the long-budget stage; onelr: ("SaA", solver, steps) → {seed: cell}
+    of claim (b)'s configurations at the SaA arm's lr)."""
     base_r, opt_r, kappa = constants["base_reward"], constants["optimal_reward"], constants["kappa"]
     r90 = base_r + 0.9 * (opt_r - base_r)
     budget = mode.epochs * mode.p * mode.k
@@ -546,13 +571,15 @@ def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) 
             for k in ("reward", "kl", "distance")}}
     pvals, claims = {}, out["claims"]
     # (a) queries to 90 % of the optimal gain; unreached seeds censored at the budget
-    for a_, b_ in [("LOOP", "DDPO"), ("LOOP", "REINFORCE"), ("DDPO", "REINFORCE")]:
+    # (d) the rest of the Flow-GRPO family and DanceGRPO against Flow-GRPO, on the same axes
+    for tag, a_, b_ in [*(("(a)", x, y) for x, y in CLAIM_A_PAIRS),
+                        *(("(d)", x, "Flow-GRPO") for x in CLAIM_D)]:
         if a_ in out["table"] and b_ in out["table"]:
             qa, qb = out["table"][a_]["q90"], out["table"][b_]["q90"]
             common = [s for s in seeds_all if s in qa and s in qb]
             xa = [min(qa[s], budget) for s in common]
             xb = [min(qb[s], budget) for s in common]
-            name = f"(a) Q90 {a_} − {b_}"
+            name = f"{tag} Q90 {a_} − {b_}"
             claims[name] = {"paired": sel.paired_interval(xa, xb),
                             "welch": sel.welch_interval(xa, xb), "unit": "reward queries"}
             pvals[name] = claims[name]["paired"]["p"]
@@ -563,36 +590,49 @@ def analyse(cells: dict, mode: Mode, constants: dict, conv: dict | None = None) 
             kb = {s: interp([r["kl"] for r in cells[(b_, "")][s]["rows"]],
                             [r["reward"] for r in cells[(b_, "")][s]["rows"]], kappa)
                   for s in common}
-            name = f"(a) E[r] at path KL κ* {a_} − {b_}"
+            name = f"{tag} E[r] at path KL κ* {a_} − {b_}"
             xa, xb = [ka[s] for s in common], [kb[s] for s in common]
             claims[name] = {"paired": sel.paired_interval(xa, xb),
                             "welch": sel.welch_interval(xa, xb), "unit": "reward"}
             pvals[name] = claims[name]["paired"]["p"]
-    # (b) Score as Action's spread over solvers/steps vs DDPO's over evaluation steps
-    saa = {k: v for k, v in cells.items() if k[0] == "SaA" and k[1]}
+    # (b) Score as Action's spread over solvers/steps vs DDPO's over evaluation steps: each
+    # configuration at its own lr (the claim), and all at the lr chosen at DDIM mode.steps
+    # ("one lr", the design before per-configuration selection, kept beside it)
     ddpo = cells.get(("DDPO", ""), {})
-    if saa and ddpo:
+    grid = mode.saa_steps
+    one = dict(onelr or {})
+    if ("SaA", "DDIM", str(mode.steps)) in cells:
+        one[("SaA", "DDIM", str(mode.steps))] = cells[("SaA", "DDIM", str(mode.steps))]
+    families = [("(b)", "", {k: v for k, v in cells.items() if k[0] == "SaA" and k[1]})]
+    if onelr:
+        families.append(("(b, one lr)", " (one lr)", one))
+    for tag, suffix, saa in families:
+        if len(saa) != len(SAA_SOLVERS) * len(grid) or not ddpo:  # all 9 configurations
+            continue
         common = [s for s in seeds_all if s in ddpo and all(s in v for v in saa.values())]
-        spread_saa = [np.ptp([v[s]["rows"][-1]["reward"] for v in saa.values()]) for s in common]
-        grid = mode.saa_steps
-        spread_ddpo = [np.ptp([ddpo[s]["rows"][-1][f"train_sampler/{st}/reward"] for st in grid])
-                       for s in common]
-        name = "(b) spread of E[r]: SaA over solvers×steps − DDPO over eval steps"
-        claims[name] = {"paired": sel.paired_interval(spread_saa, spread_ddpo),
-                        "welch": sel.welch_interval(spread_saa, spread_ddpo),
-                        "saa_configs": sorted("-".join(k[1:]) for k in saa),
-                        "saa_spread": ci95(spread_saa), "ddpo_spread": ci95(spread_ddpo),
-                        "unit": "reward"}
-        pvals[name] = claims[name]["paired"]["p"]
-        out["claim_b_table"] = {"-".join(k[1:]): {
+        if len(common) >= 2:
+            spread_saa = [np.ptp([v[s]["rows"][-1]["reward"] for v in saa.values()])
+                          for s in common]
+            spread_ddpo = [np.ptp([ddpo[s]["rows"][-1][f"train_sampler/{st}/reward"]
+                                   for st in grid]) for s in common]
+            name = f"{tag} spread of E[r]: SaA over solvers×steps − DDPO over eval steps"
+            claims[name] = {"paired": sel.paired_interval(spread_saa, spread_ddpo),
+                            "welch": sel.welch_interval(spread_saa, spread_ddpo),
+                            "saa_configs": sorted("-".join(k[1:]) for k in saa),
+                            "saa_spread": ci95(spread_saa), "ddpo_spread": ci95(spread_ddpo),
+                            "unit": "reward"}
+            pvals[name] = claims[name]["paired"]["p"]
+        out.setdefault("claim_b_table", {}).update({"-".join(k[1:]) + suffix: {
             "reward": ci95([c["rows"][-1]["reward"] for c in v.values()]),
             "distance": ci95([c["rows"][-1]["distance"] for c in v.values()]),
-            "kl": ci95([c["rows"][-1]["kl"] for c in v.values()]), "seeds": len(v)}
-            for k, v in sorted(saa.items())}
+            "kl": ci95([c["rows"][-1]["kl"] for c in v.values()]), "seeds": len(v),
+            "lr": next(iter(v.values()))["lr"]} for k, v in sorted(saa.items())})
+    if "claim_b_table" in out:
         out["claim_b_table"].update({f"DDPO-eval{st}": {
             "reward": ci95([c["rows"][-1][f"train_sampler/{st}/reward"] for c in ddpo.values()]),
             "distance": ci95([c["rows"][-1][f"train_sampler/{st}/distance"]
-                              for c in ddpo.values()]), "seeds": len(ddpo)} for st in grid})
+                              for c in ddpo.values()]), "seeds": len(ddpo),
+            "lr": next(iter(ddpo.values()))["lr"]} for st in grid})
     # (c) KL-regularized arms: distance to p*_β above the reference sampler's floor
     for arm in CLAIM_C:
         cs = cells.get((arm, ""), {})
@@ -734,9 +774,23 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
     if "claim_b_table" in res["analysis"]:
         lines += ["", "## (b) Score as Action by training solver × steps (reference sampler) "
                   "and DDPO (trained with DDIM η = 1 at the mode's steps) by evaluation steps", "",
-                  "| config | seeds | E[r] | energy dist. |", "|---|---|---|---|"]
+                  "Each Score as Action configuration at the lr chosen for it on the tuning "
+                  "seeds and draws (selection table below); rows \"(one lr)\": every "
+                  f"configuration at the lr chosen at DDIM-{mode.steps} (the design before "
+                  "per-configuration selection); DDPO at its own pick.", "",
+                  "| config | lr (edge?) | seeds | E[r] | energy dist. |", "|---|---|---|---|---|"]
+        chosen_b = res["selection"].get("claim_b", {})
         for k, row in res["analysis"]["claim_b_table"].items():
-            lines.append(f"| {k} | {row['seeds']} | {fmt(row['reward'])} | "
+            ck = ("SaA" if k.startswith(f"DDIM-{mode.steps}") or k.endswith("(one lr)") else
+                  "DDPO" if k.startswith("DDPO") else "SaA-" + k.replace("-", ""))
+            ch = chosen_b.get(ck) or chosen.get(ck)
+            if ch is None:
+                lr = "n/a"
+            elif k.endswith("(one lr)"):
+                lr = f"{row.get('lr', ch['pick']):g} (DDIM-{mode.steps}'s pick)"
+            else:
+                lr = f"{row.get('lr', ch['pick']):g} ({'edge' if ch['edge'] else 'interior'})"
+            lines.append(f"| {k} | {lr} | {row['seeds']} | {fmt(row['reward'])} | "
                          f"{fmt(row['distance'], 4)} |")
     if c.get("dims"):
         lines += ["", f"## Closed forms of the same reward at d ∈ {{2, 8, 32}} (β = "
@@ -749,8 +803,9 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
     lines += ["", "## Learning-rate selection (tuning seeds and draws, never reported)", "",
               f"Rule: {res['selection']['selection_rule']}.", "",
               "| arm | grid | pick | edge | widened | note |", "|---|---|---|---|---|---|"]
-    for arm, ch in chosen.items():
-        sc = ", ".join(f"{k}: {v['reward']:.3f}" for k, v in ch["scores"].items())
+    for arm, ch in {**chosen, **res["selection"].get("claim_b", {})}.items():
+        sc = ", ".join(f"{k}: {v['reward']:.3f}" for k, v in
+                       sorted(ch["scores"].items(), key=lambda kv: float(kv[0])))
         pick = "none" if ch["pick"] is None else f"{ch['pick']:g}"
         lines.append(f"| {arm} | {sc} | {pick} | {ch['edge']} | {ch['widened']} | "
                      f"{ch['reason']} |")
@@ -899,23 +954,32 @@ def main(argv: list[str] | None = None) -> int:
     const = constants(mode, split.reported_draws)
     const["dims"] = dims_table(mode, split.reported_draws)
     floor_gold = base_gold(mode, split.tuning_draws)
-    # 1. tuning (per arm, in parallel)
-    tuned = _map(tune, [(arm, mode, root, split, floor_gold, new) for arm in mode.arms], a.jobs)
+    # 1. tuning (per arm, and per claim (b) Score as Action configuration, in parallel)
+    b_cfgs = [] if a.no_claim_b or "SaA" not in mode.arms else [
+        (solver, st) for solver in SAA_SOLVERS for st in mode.saa_steps
+        if not (solver == "DDIM" and st == mode.steps)]  # DDIM at mode.steps: the SaA arm
+    tuned = _map(tune, [(arm, mode, root, split, floor_gold, new) for arm in mode.arms] +
+                 [("SaA", mode, root, split, floor_gold, new, sv, st) for sv, st in b_cfgs],
+                 a.jobs)
+    tuned_b = tuned[len(mode.arms):]
+    tuned = tuned[:len(mode.arms)]
     chosen = {t["arm"]: t["tuned"] for t in tuned if "tuned" in t and t["tuned"].pick is not None}
     missing = [t["arm"] for t in tuned if "tuned" not in t or t["tuned"].pick is None]
+    # claim (b): a finished selection may find no lr that passes the rule (every lr below the
+    # base's gold); that configuration is then recorded with pick None and not reported
+    tuned_b_all = {t["arm"]: t["tuned"] for t in tuned_b if "tuned" in t}
+    chosen_b = {k: t for k, t in tuned_b_all.items() if t.pick is not None}
+    missing += [t["arm"] for t in tuned_b if "tuned" not in t]
     # 2. reported runs on the paired seeds (and claim (b)'s Score as Action grid)
     jobs = []
     for s in split.reported_seeds:
         for arm, t in chosen.items():
             grid = mode.saa_steps if arm == "DDPO" and not a.no_claim_b else ()
             jobs.append((root, arm, mode, t.pick, s, split.reported_draws, None, None, grid, new))
-        if "SaA" in chosen and not a.no_claim_b:
-            for solver in SAA_SOLVERS:
-                for st in mode.saa_steps:
-                    if solver == "DDIM" and st == mode.steps:
-                        continue  # the reported SaA cell itself (same config)
-                    jobs.append((root, "SaA", mode, chosen["SaA"].pick, s, split.reported_draws,
-                                 solver, st, (), new))
+        for solver, st in b_cfgs:  # each at the lr chosen for its own configuration
+            if f"SaA-{solver}{st}" in chosen_b:
+                jobs.append((root, "SaA", mode, chosen_b[f"SaA-{solver}{st}"].pick, s,
+                             split.reported_draws, solver, st, (), new))
     # 3. the KL-regularized arms at conv_factor × the budget, at the lr chosen at 1 × budget
     conv_jobs = [] if a.no_converge else [
         (root / "converge", arm, conv_mode(mode), chosen[arm].pick, s, split.reported_draws,
@@ -933,22 +997,41 @@ def main(argv: list[str] | None = None) -> int:
             cells.setdefault(key, {})[j[4]] = c
     if ("SaA", "") in cells and not a.no_claim_b:  # the reported SaA cell is DDIM at mode.steps
         cells[("SaA", "DDIM", str(mode.steps))] = cells[("SaA", "")]
-    an = analyse(cells, mode, const, conv)
+    onelr: dict = {}  # claim (b) at the SaA arm's lr (the design before per-configuration lrs)
+    if "SaA" in chosen:
+        for sv, st in b_cfgs:
+            for s in split.reported_seeds:
+                c = run_cell(root, "SaA", mode, chosen["SaA"].pick, s, split.reported_draws, sv,
+                             st, new=new)
+                if c is not None:
+                    onelr.setdefault(("SaA", sv, str(st)), {})[s] = c
+    an = analyse(cells, mode, const, conv, onelr)
     n_rep = {arm: len(cells.get((arm, ""), {})) for arm in mode.arms}
     n_conv = {arm: len(conv.get(arm, {})) for arm in mode.conv_arms if arm in mode.arms}
-    partial = missing or any(n < mode.seeds for n in n_rep.values()) or (
+    n_b = {f"SaA-{sv}{st}": len(cells.get(("SaA", sv, str(st)), {})) for sv, st in b_cfgs
+           if f"SaA-{sv}{st}" in chosen_b}
+    no_pick = [k for k, t in tuned_b_all.items() if t.pick is None]
+    partial = missing or any(n < mode.seeds for n in [*n_rep.values(), *n_b.values()]) or (
         not a.no_converge and any(n < mode.conv_seeds for n in n_conv.values()))
-    status = ("complete" if not partial else
+    status = (("complete" + ("" if not no_pick else " (claim (b) configurations where no lr "
+                             "passes the selection rule: " + ", ".join(no_pick) + ")"))
+              if not partial else
               "PARTIAL — arms without a finished lr selection: " + (", ".join(missing) or "none")
               + "; reported seeds per arm: " + ", ".join(f"{k} {v}/{mode.seeds}"
                                                          for k, v in n_rep.items())
+              + ("" if not n_b else "; claim (b) seeds per configuration: " + ", ".join(
+                  f"{k} {v}/{mode.seeds}" for k, v in n_b.items()))
+              + ("" if not no_pick else "; claim (b) configurations where no lr passes the "
+                 "rule: " + ", ".join(no_pick))
               + ("" if a.no_converge else "; long-budget seeds per arm: " + ", ".join(
                   f"{k} {v}/{mode.conv_seeds}" for k, v in n_conv.items())))
     res = {"mode": asdict(mode), "problem": PROBLEM, "status": status, "constants": const,
            "base_gold_tuning": floor_gold,
-           "selection": sel.record(chosen, selection=sel.selection_rule(floor_gold) +
-                                   " (the base model's E[log p*_β] on the tuning draws)",
-                                   collapse=sel.collapse_rule(COLLAPSE_MARGIN), split_=split),
+           "selection": {**sel.record(chosen, selection=sel.selection_rule(floor_gold) +
+                                      " (the base model's E[log p*_β] on the tuning draws)",
+                                      collapse=sel.collapse_rule(COLLAPSE_MARGIN), split_=split),
+                         # claim (b): Score as Action's lr per (solver, steps), same rule
+                         "claim_b": {k: t.as_dict() for k, t in tuned_b_all.items()}},
            "analysis": an, "cpu_s_this_call": round(time.process_time() - t0, 1)}
     res["analysis"]["table"] = {k: {kk: vv for kk, vv in v.items()} for k, v in
                                 an["table"].items()}

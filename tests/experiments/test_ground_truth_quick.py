@@ -43,7 +43,7 @@ def test_ground_truth_quick(tmp_path):
     assert run.main(["--quick", "--results", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "quick" / "results.json").read_text())
     mode = run.QUICK
-    assert res["status"] == "complete"
+    assert res["status"].startswith("complete")
     chosen = res["selection"]["chosen"]
     assert set(chosen) == set(mode.arms)
     for arm, ch in chosen.items():  # the pick is recorded with its grid, scores and edge flag
@@ -53,9 +53,24 @@ def test_ground_truth_quick(tmp_path):
     split = res["selection"]["split"]
     assert not set(split["tuning_seeds"]) & set(split["reported_seeds"])
     cells = sorted((tmp_path / "cells" / "quick").glob("*.json"))
+    # claim (b): every Score as Action (solver, steps) but the SaA arm's own has its own lr
+    # selection, recorded like an arm's
+    chosen_b = res["selection"]["claim_b"]
+    assert set(chosen_b) == {f"SaA-{sv}{st}" for sv in run.SAA_SOLVERS
+                             for st in mode.saa_steps} - {f"SaA-DDIM{mode.steps}"}
+    for ch in chosen_b.values():  # a pick, or a finished selection where no lr passes the rule
+        assert len(ch["scores"]) == len(ch["grid"])
+        assert ch["pick"] in ch["grid"] or (ch["pick"] is None and
+                                            ch["reason"] == "no value passes the selection rule")
+        if ch["pick"] is None:
+            assert all(v["gold"] < res["base_gold_tuning"] for v in ch["scores"].values())
     tuning = [c for c in cells if "__seed1000" in c.name]
-    assert len(tuning) == sum(len(ch["grid"]) for ch in chosen.values())
+    assert len(tuning) == sum(len(ch["grid"]) for ch in [*chosen.values(), *chosen_b.values()])
     reported = [json.loads(c.read_text()) for c in cells if "__seed1000" not in c.name]
+    for c in reported:  # each claim (b) configuration at its own pick and at the SaA arm's
+        if c["solver"] is not None:
+            assert c["lr"] in (chosen_b[f"SaA-{c['solver']}{c['steps']}"]["pick"],
+                               chosen["SaA"]["pick"])
     # paired design: every arm on the same reported seeds and draws; the evaluation at epoch 0
     # (control exactly zero: the base itself) is identical across arms, with KL 0
     row0 = {(c["arm"], c["solver"], c["steps"], c["seed"]): c["rows"][0] for c in reported}
@@ -68,7 +83,9 @@ def test_ground_truth_quick(tmp_path):
     last = reported[0]["rows"][-1]
     assert last["queries"] == mode.epochs * mode.p * mode.k and last["grad_evals"] > 0
     claims, holm = res["analysis"]["claims"], res["analysis"]["holm"]
-    assert set(claims) == set(holm) and any(k.startswith("(b)") for k in claims)
+    assert set(claims) == set(holm) and any(k.startswith("(b") for k in claims)
+    if all(ch["pick"] is not None for ch in chosen_b.values()):
+        assert any(k.startswith("(b)") for k in claims)
     for name, h in holm.items():
         p = claims[name]["paired"]["p"]
         assert math.isnan(p) or h["p_holm"] >= p  # Holm never lowers a p-value
