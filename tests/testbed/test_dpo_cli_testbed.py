@@ -23,7 +23,7 @@ from scorealign.cli.app import app
 from scorealign.commands.common import find_config
 from scorealign.config import ConfigError, load_config
 from scorealign.preference.rpo.config import DiffusionDPOConfig
-from scorealign.preference.testbed_dpo import draws_before, train
+from scorealign.commands.testbed_dpo_run import draws_before, train
 from scorealign.run.rundir import RunDir
 from scorealign.testbed import frontier_reward, make_problem, sample_distance
 from scorealign.testbed.frontier import BETA_RANGE

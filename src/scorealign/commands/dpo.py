@@ -154,7 +154,7 @@ def diffusion_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | 
 def testbed_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | None = None, *,
                 say: Say | None = None) -> dict[str, Any]:
     """Diffusion-DPO on a testbed problem (``base.type: testbed``,
-    :mod:`scorealign.preference.testbed_dpo`) into ``out`` or ``resume``; on the run's last step
+    :mod:`scorealign.commands.testbed_dpo_run`) into ``out`` or ``resume``; on the run's last step
     ``RUN/final`` (the control network, as a finetune testbed run exports it), the yardsticks
     against the exact optimum (``eval_testbed.json``: E[r], path KL, reward gap to the exact
     frontier, energy distance to p*_β beside its sampler floor, score error; with
@@ -168,7 +168,7 @@ def testbed_dpo(cfg: Any, out: str | Path | None = None, resume: str | Path | No
     import os
 
     from scorealign.commands.kind_finetune import export_testbed, testbed_evaluate
-    from scorealign.preference.testbed_dpo import train
+    from scorealign.commands.testbed_dpo_run import train
     from scorealign.report.html import write_report
 
     run, footprint = open_run(cfg, out, resume, "dpo")

@@ -26,9 +26,9 @@ def trained_policy(run_dir: Path, checkpoint=None):
 def testbed_run(run_dir: Path, checkpoint=None, final: bool = True):
     """(config, its FinetuneConfig twin, ``rl.setup.Setup``) of a ``base.type: testbed`` run
     with the trained control: ``final/``'s (when ``final``, no ``checkpoint`` is named and it
-    exists), else the checkpoint's (:mod:`scorealign.preference.testbed_dpo`)."""
+    exists), else the checkpoint's (:mod:`scorealign.commands.testbed_dpo_run`)."""
     from scorealign.commands.kind_finetune import TESTBED_WEIGHTS
-    from scorealign.preference.testbed_dpo import testbed_setup
+    from scorealign.commands.testbed_dpo_run import testbed_setup
 
     cfg = read_run_config(run_dir, DiffusionDPOConfig)
     ft, setup = testbed_setup(cfg)

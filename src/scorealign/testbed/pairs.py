@@ -7,7 +7,7 @@ Two samples x¹, x² of the base model are compared through the problem's exact 
 and the winner is drawn from that probability. DPO's optimum on such labels is
 p_ref e^{r/(τ β_DPO)} [Rafailov+23, arXiv:2305.18290, Eq. 4 with the BT reward r/τ], so
 β_DPO = β/τ makes it the testbed's p*_β ∝ p₀ e^{r/β} (``scorealign dpo`` with ``base.type:
-testbed``, :mod:`scorealign.preference.testbed_dpo`).
+testbed``, :mod:`scorealign.commands.testbed_dpo_run`).
 """
 
 from __future__ import annotations
