@@ -34,7 +34,7 @@ from torch import Tensor
 from scorealign.preference.diffusion_dpo import dpo_loss_step
 from scorealign.preference.rpo.config import DiffusionDPOConfig
 from scorealign.rng import derive_seed, generator
-from scorealign.run.loop import (Cadence, LogWindow, lr_at, resume_states, run_steps)
+from scorealign.run.loop import Cadence, LogWindow, adamw_resumed, lr_at, run_steps
 from scorealign.run.rundir import RunDir
 from scorealign.sde.base import SDE
 from scorealign.testbed.pairs import Pairs, draw_pairs
@@ -122,13 +122,7 @@ def train(cfg: DiffusionDPOConfig, run: RunDir | None, *, resume: bool = False,
     ft_cfg, setup = testbed_setup(cfg)
     policy, ref = setup.model.to(device), setup.ref
     den = _Denoiser(setup.sde, setup.kind)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    states, start = resume_states(run, resume, acc)
-    if states is not None:
-        policy.load_state_dict(states["model"])
-        opt.load_state_dict(states["optimizer"])
-    model, opt = acc.prepare(policy, opt)
+    model, opt, start = adamw_resumed(policy, t.lr, t.weight_decay, run, resume, acc)
     every = cfg.pairs.draw_every
     pool = [draw(cfg, ft_cfg, setup, j, device) for j in range(draws_before(start, every))]
     data: list[Pairs] = [Pairs.cat(pool)] if pool else []
@@ -153,7 +147,7 @@ def train(cfg: DiffusionDPOConfig, run: RunDir | None, *, resume: bool = False,
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         if t.grad_clip > 0:
-            metrics["grad_norm"] = acc.clip_grad_norm_(params, t.grad_clip)
+            metrics["grad_norm"] = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         metrics["pairs/count"] = float(len(d))
         metrics["pairs/reward_chosen"] = float(d.reward_w[idx].mean())

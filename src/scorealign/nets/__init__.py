@@ -7,8 +7,9 @@ import ``diffusers`` through this package; ``from scorealign.nets import build_m
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from scorealign.lazy import lazy_exports
 
 #: public name -> the submodule that defines it
 _WHERE = {
@@ -33,13 +34,4 @@ if TYPE_CHECKING:
     from scorealign.nets.unet import CondUNet, UNet, diffusers_timesteps
 
 
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

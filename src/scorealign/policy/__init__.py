@@ -10,8 +10,9 @@ submodule (``scorealign.policy.trajectory``) does not import the sampler stack.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from scorealign.lazy import lazy_exports
 
 #: public name -> the submodule that defines it
 _WHERE = {"Policy": "policy", "Trajectory": "trajectory", "index_cond": "trajectory"}
@@ -23,13 +24,4 @@ if TYPE_CHECKING:
     from scorealign.policy.trajectory import Trajectory, index_cond
 
 
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

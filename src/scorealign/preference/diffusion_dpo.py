@@ -33,7 +33,7 @@ from scorealign.preference.rpo.config import DiffusionDPOConfig
 from scorealign.preference.rpo.dataset import PAIRS_FILE, DatasetError, PairDataset, read_pairs
 from scorealign.sde.dsm import sample_t
 from scorealign.train.task import prompt_problem
-from scorealign.run.loop import (Cadence, LogWindow, lr_at, mean_over_processes, resume_states,
+from scorealign.run.loop import (Cadence, LogWindow, adamw_resumed, lr_at, mean_over_processes,
                                  run_steps)
 from scorealign.run.rundir import RunDir
 
@@ -174,13 +174,7 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
     if (problem := prompt_problem("digits", data.prompts)) is not None:  # before the first step
         raise DatasetError(f"{data.path / PAIRS_FILE}: {problem}")
     policy, ref_ctx, ref = build_policy(cfg, base)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    states, start = resume_states(run, resume, acc)
-    if states is not None:
-        policy.load_state_dict(states["model"])
-        opt.load_state_dict(states["optimizer"])
-    model, opt = acc.prepare(policy, opt)
+    model, opt, start = adamw_resumed(policy, t.lr, t.weight_decay, run, resume, acc)
     summary: dict[str, Any] = {"start_step": start, "pairs": len(data)}
     if start == 0 and cfg.eval.enabled and acc.is_main_process:
         summary["eval_start"] = _evaluate(cfg, base, policy, run, 0, "start")
@@ -199,7 +193,7 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         if t.grad_clip > 0:
-            metrics["grad_norm"] = acc.clip_grad_norm_(params, t.grad_clip)
+            metrics["grad_norm"] = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()
         window.add(metrics)
         return metrics

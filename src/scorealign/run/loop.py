@@ -72,6 +72,23 @@ def resume_states(run: RunDir | None, resume: bool, acc: Accelerator | None = No
     return states, start
 
 
+def adamw_resumed(model: torch.nn.Module, lr: float, weight_decay: float, run: RunDir | None,
+                  resume: bool, acc: Accelerator) -> tuple[torch.nn.Module, torch.optim.Optimizer,
+                                                           int]:
+    """AdamW over ``model``'s trainable parameters, both restored from the newest checkpoint on
+    resume (:func:`resume_states`), then ``acc.prepare``-d: ``(prepared model, optimizer, start
+    step)``. The model's states are loaded before ``prepare`` (every process reads the same
+    checkpoint)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    states, start = resume_states(run, resume, acc)
+    if states is not None:
+        model.load_state_dict(states["model"])
+        opt.load_state_dict(states["optimizer"])
+    prepared, opt = acc.prepare(model, opt)
+    return prepared, opt, start
+
+
 def resume_checkpoint(run: RunDir | None, resume: bool, acc: Accelerator | None = None,
                       unit: str = "step") -> tuple[dict | None, dict, int]:
     """The newest checkpoint's ``(states, extra record, count)``, or ``(None, {}, 0)``.
