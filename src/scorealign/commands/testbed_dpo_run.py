@@ -34,7 +34,8 @@ from torch import Tensor
 from scorealign.preference.diffusion_dpo import dpo_loss_step
 from scorealign.preference.rpo.config import DiffusionDPOConfig
 from scorealign.rng import derive_seed, generator
-from scorealign.run.loop import Cadence, LogWindow, adamw_resumed, lr_at, run_steps
+from scorealign.run.loop import (Cadence, LogWindow, adamw_resumed, lr_at, optimizer_step,
+                                 run_steps)
 from scorealign.run.rundir import RunDir
 from scorealign.sde.base import SDE
 from scorealign.testbed.pairs import Pairs, draw_pairs
@@ -144,11 +145,8 @@ def train(cfg: DiffusionDPOConfig, run: RunDir | None, *, resume: bool = False,
         x_l = d.rejected[idx].float().to(device)
         loss, metrics = dpo_loss_step(cfg, den, model, contextlib.nullcontext, ref, x_w, x_l,
                                       None, i)
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        if t.grad_clip > 0:
-            metrics["grad_norm"] = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
+        if (gnorm := optimizer_step(acc, model, opt, loss, t.grad_clip)) is not None:
+            metrics["grad_norm"] = gnorm
         metrics["pairs/count"] = float(len(d))
         metrics["pairs/reward_chosen"] = float(d.reward_w[idx].mean())
         metrics["pairs/reward_rejected"] = float(d.reward_l[idx].mean())

@@ -34,7 +34,7 @@ from scorealign.preference.rpo.dataset import PAIRS_FILE, DatasetError, PairData
 from scorealign.sde.dsm import sample_t
 from scorealign.train.task import prompt_problem
 from scorealign.run.loop import (Cadence, LogWindow, adamw_resumed, lr_at, mean_over_processes,
-                                 run_steps)
+                                 optimizer_step, run_steps)
 from scorealign.run.rundir import RunDir
 
 
@@ -190,11 +190,8 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
                                     base, device)
         loss, metrics = dpo_loss_step(cfg, base, model, ref_ctx, ref, x_w, x_l, cond, i,
                                       rank, world)
-        opt.zero_grad(set_to_none=True)
-        acc.backward(loss)
-        if t.grad_clip > 0:
-            metrics["grad_norm"] = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
+        if (gnorm := optimizer_step(acc, model, opt, loss, t.grad_clip)) is not None:
+            metrics["grad_norm"] = gnorm
         window.add(metrics)
         return metrics
 
