@@ -84,7 +84,10 @@ EQUAL_WORK = ["policy.action_steps=all"]
 # scorealign's arms: the two modes at equal work, and the default config (lean, action_steps
 # auto: the last, deterministic step untrained, 9 of 10 trained: less work than TRL's)
 ARMS = {"lean": ["train.mode=lean", *EQUAL_WORK], "fast": ["train.mode=fast", *EQUAL_WORK],
-        "lean_auto_steps": ["train.mode=lean"]}
+        "lean_auto_steps": ["train.mode=lean"],
+        # TRL's schedule to the letter: the training forward recomputes every trained step's
+        # log-prob even when the update is on-policy (lean's train.rollout_backward off)
+        "lean_recompute": ["train.mode=lean", "train.rollout_backward=false", *EQUAL_WORK]}
 
 
 def jpeg_kb(images) -> list[float]:
@@ -579,16 +582,24 @@ def time_to_reward(setting: str = "tiny", reward: str = "brightness", device: st
 # issue 24's goals for scorealign/TRL at equal work: the default (lean) path at memory <= 1.0x and
 # time <= 0.95x; fast mode's time goal 0.75x (its memory is reported, no goal)
 GOALS = {"lean": {"time": 0.95, "mem": 1.0}, "fast": {"time": 0.75, "mem": None},
-         "lean_auto_steps": {"time": None, "mem": None}}
+         "lean_auto_steps": {"time": None, "mem": None},
+         "lean_recompute": {"time": None, "mem": None}}
 ARM_LABEL = {"lean": "lean (default mode), equal work", "fast": "fast, equal work",
-             "lean_auto_steps": "default config: lean, 9 of 10 steps trained (less work)"}
+             "lean_auto_steps": "default config: lean, 9 of 10 steps trained (less work)",
+             "lean_recompute": "lean with train.rollout_backward off: TRL's recompute, equal "
+                               "work"}
 # results file -> suffix of its rows' keys. results_{tiny,compute}.json: sequential rounds (one
 # process at a time, the order reversed every other round); *_at_once.json: the previous
 # session's runs with every arm of a round at once (--arms-at-once) under load 25-51, kept beside
 # them (the protocol changes the ratio: docs/finetune.md); results_compute_previous.json: the
 # compute run of the session before (before the LoRA reference stopped being a copy and before
-# sklearn was imported lazily), kept for its default-config arm, not rerun since
+# sklearn was imported lazily), kept for its default-config arm, not rerun since;
+# results_compute_s23.json: session 23's sequential compute run, before lean's on-policy epochs
+# took their gradient in the rollout (train.rollout_backward): its lean arm ran TRL's recompute,
+# today's lean_recompute arm. The tiny setting takes two optimizer steps per epoch, so its lean
+# arm never had the rollout backward and results_tiny.json stands.
 TABLE_FILES = {"results_tiny.json": "", "results_compute.json": "",
+               "results_compute_s23.json": "-s23",
                "results_tiny_at_once.json": "-at-once",
                "results_compute_at_once.json": "-at-once",
                "results_compute_previous.json": "-previous"}

@@ -214,7 +214,8 @@ class Policy:
     def rollout(self, prompts: Sequence[str], k: int = 1, *, seeds: Tensor,
                 prompt_ids: Tensor | None = None, device: torch.device | str = "cpu",
                 run_seed: int = 0, epoch: int = 0, keep_graph: bool = False,
-                deterministic: bool = False, x_T: Tensor | None = None) -> Trajectory:
+                deterministic: bool = False, x_T: Tensor | None = None,
+                grads: Any = None) -> Trajectory:
         """K trajectories per prompt, rows ``[p0]*K + [p1]*K + …``.
 
         Args:
@@ -236,12 +237,27 @@ class Policy:
                 sampler, what ``pipe(...)`` runs with η = 0. No step is random (log-probs 0).
             x_T: ``[P·K, *D]`` initial states instead of the ones drawn from ``seeds`` (e.g. the
                 ``latents`` handed to a pipeline); the step noise still derives from ``seeds``.
+            grads: a :class:`~scorealign.nets.per_sample_grads.PerSampleLinearGrads` of the
+                policy's model: at each step any row trains, the model runs with autograd, the
+                step's log-prob (summed over rows) is backpropagated at once and the per-sample
+                gradients ∇_θ log π_θ(x_{k+1}^i | x_k^i) land in ``grads.store[param][k]``
+                (``[P·K, *shape]``; step k listed in ``grads.recorded``); the graph is freed
+                before the next step. As
+                ``keep_graph``, valid for an update at the rollout's weights only; memory is one
+                step's graph. Needs ``exploration`` 0.
         Returns:
             Trajectory with ``log_probs`` of the policy's random choices (see module docstring).
         """
-        with torch.set_grad_enabled(keep_graph):
-            return self._rollout(prompts, k, seeds, prompt_ids, device, run_seed, epoch,
-                                 keep_graph, deterministic, x_T)
+        if grads is not None and (keep_graph or self.exploration > 0):
+            raise ValueError("rollout(grads=...) takes neither keep_graph nor an exploring "
+                             "policy (exploration > 0: the log-prob is the action's)")
+        with torch.set_grad_enabled(keep_graph or grads is not None):
+            if grads is None:
+                return self._rollout(prompts, k, seeds, prompt_ids, device, run_seed, epoch,
+                                     keep_graph, deterministic, x_T)
+            with grads.recording(len(seeds), slots=self.steps):
+                return self._rollout(prompts, k, seeds, prompt_ids, device, run_seed, epoch,
+                                     False, deterministic, x_T, grads=grads)
 
     def initial_state(self, seeds: Tensor, device: torch.device | str = "cpu") -> Tensor:
         """The x_T ``[B, *D]`` a rollout with these row seeds starts from (no shared noise)."""
@@ -252,7 +268,7 @@ class Policy:
         return self._noise(seeds, device)[1]
 
     def _rollout(self, prompts, k, seeds, prompt_ids, device, run_seed, epoch, keep_graph,
-                 deterministic=False, x_T0=None):
+                 deterministic=False, x_T0=None, grads=None):
         rows = [p for p in prompts for _ in range(k)]
         if seeds.shape != (len(rows),):
             raise ValueError(f"seeds must be [{len(rows)}] (P·K), got {tuple(seeds.shape)}")
@@ -272,8 +288,9 @@ class Policy:
         if deterministic:
             rand = torch.zeros_like(rand)
         mask = trained_mask(self.action_spec, rand, seeds.cpu())
-        need = mask.any(0).tolist() if keep_graph else [False] * self.steps
-        if keep_graph:  # a graph at the trained steps only
+        graphs = keep_graph or grads is not None
+        need = mask.any(0).tolist() if graphs else [False] * self.steps
+        if graphs:  # a graph at the trained steps only
             def base(x: Tensor, t: Tensor, _fn=base) -> Tensor:
                 with torch.set_grad_enabled(need[state["k"]]):
                     return _fn(x, t)
@@ -295,10 +312,23 @@ class Policy:
         def advance(i: int, t: Tensor, x: Tensor) -> None:
             state["k"], state["first"] = i + 1, True
 
+        step_hook = None
+        if grads is not None:
+            def step_hook(i: int, st: Any, lp_i: Tensor) -> None:
+                if not (need[i] and bool(rand[i])):
+                    return
+                if self._authors_log_prob:
+                    lp_i = authors_log_prob(st.x_next.detach(), st.mean)
+                grads.at(i)
+                if lp_i.requires_grad:  # one step's graph, freed by this backward
+                    lp_i.sum().backward()
+                grads.recorded.append(i)
+
         det = ~rand if lam == 0 or deterministic else None
         out = sample(explore, self.kind, self.sde, x_T, sampler=self.sampler, steps=self.steps,
                      eta=self.eta, grid=self.ts, noise=noise, record=True, callback=advance,
-                     deterministic=det, clip_x0=self.clip_sample, detach_states=keep_graph)
+                     deterministic=det, clip_x0=self.clip_sample, detach_states=graphs,
+                     step_hook=step_hook)
         b = len(rows)
         stoch = rand[None, :].expand(b, -1).to(out.xs.device)
         mask = mask.to(out.xs.device)

@@ -187,6 +187,15 @@ class OptimConfig(SharedOptim):
         "rollout's per-step graphs and backpropagate through them instead of recomputing the "
         "log-probs (same gradient, no training forward; memory: every trained step's graph of "
         "the whole batch); null: from train.mode (fast: when the update allows it)"))
+    rollout_backward: bool | None = field(default=None, metadata=_h(
+        "on-policy updates of a LoRA policy (inner_epochs 1, one minibatch per epoch, one "
+        "process, a log-prob loss without a differentiable KL, exploration 0): backpropagate "
+        "each trained step's log-prob during the rollout and keep per-sample adapter gradients "
+        "(fp32, samples × trained steps × adapter size) instead of graphs, so the update needs "
+        "no training forward (same gradient: nets/per_sample_grads.py; memory: one step's "
+        "graph of a rollout chunk); null: on in lean mode when the update allows it, a rollout "
+        "chunk (sample_batch_size) is no larger than a micro-batch (minibatch_size / "
+        "grad_accum) and those gradients take no more bytes than the model's weights"))
     step_chunk: int | None = field(default=None, metadata=_h(
         "trained steps per backward pass (0: all steps of a micro-batch, one backward); k > 0 "
         "holds the graphs of k steps at a time (peak memory ~k/S of 0's; same gradient); "
@@ -222,6 +231,9 @@ class UpdateLevers(NamedTuple):
     reuse_rollout_graph: bool
     step_chunk: int
     fold_steps: bool
+    # per-sample scores in the rollout (train.rollout_backward): True/False when set, else
+    # "auto" where the config allows it (the trainer checks the model and the memory)
+    rollout_backward: bool | str = False
 
 
 @dataclass(frozen=True)
@@ -256,6 +268,20 @@ class FinetuneConfig:
                     f"backprop, a forward-process loss or a differentiable KL with beta > 0)")
         return None
 
+    def _rollout_backward_problem(self, b: int, world: int = 1) -> str | None:
+        """Why train.rollout_backward cannot run on this config, or None."""
+        if world > 1:
+            return "needs one process (the update's rows are other processes' rollouts)"
+        if self.lora.rank <= 0:
+            return (f"needs LoRA adapters (lora.rank > 0, got {self.lora.rank}): per-sample "
+                    f"gradients of every weight would not fit")
+        if self.policy.exploration > 0:
+            return (f"needs policy.exploration 0 (got {self.policy.exploration}): an exploring "
+                    f"policy's log-prob is its action's")
+        if self.train.reuse_rollout_graph:
+            return "train.reuse_rollout_graph already skips the training forward (keeps graphs)"
+        return self._reuse_graph_problem(b)
+
     def levers(self, world: int = 1) -> "UpdateLevers":
         """The update schedule of ``train.mode`` with the explicitly set levers on top.
 
@@ -272,7 +298,15 @@ class FinetuneConfig:
                      and self._reuse_graph_problem(b) is None)
         chunk = t.step_chunk if t.step_chunk is not None else (0 if fast else 1)
         fold = t.fold_steps if t.fold_steps is not None else fast
-        return UpdateLevers(bool(reuse), chunk, bool(fold))
+        rb: bool | str = bool(t.rollout_backward)
+        if t.rollout_backward is None:
+            # auto: also no larger graph than a training micro-batch's (a rollout chunk of at
+            # most minibatch_size / grad_accum rows), so lean's peak memory holds
+            rb = "auto" if (not fast and not reuse and t.step_chunk is None
+                            and t.fold_steps is None
+                            and t.sample_batch_size <= t.minibatch_size // t.grad_accum
+                            and self._rollout_backward_problem(b, world) is None) else False
+        return UpdateLevers(bool(reuse), chunk, bool(fold), rb)
 
     def __post_init__(self) -> None:
         from scorealign.rl.advantages import ADVANTAGES
@@ -304,6 +338,8 @@ class FinetuneConfig:
             raise FieldError("train.step_chunk", f"must be >= 0, got {t.step_chunk}")
         if t.reuse_rollout_graph and (why := self._reuse_graph_problem(b)):
             raise FieldError("train.reuse_rollout_graph", why)
+        if t.rollout_backward and (why := self._rollout_backward_problem(b)):
+            raise FieldError("train.rollout_backward", why)
         if self.algo.loss == "reinforce" and (t.inner_epochs > 1 or t.minibatch_size < b):
             raise FieldError("algo.loss", f"reinforce has no importance ratio, so it cannot "
                              f"reuse samples: needs train.inner_epochs=1 (got {t.inner_epochs}) "

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from scorealign.config import FieldError
+from scorealign.nets.per_sample_grads import PerSampleGradsUnsupported, PerSampleLinearGrads
 from scorealign.rewards.compose import build_reward_set
 from scorealign.rl.advantages import ADVANTAGES, build_advantage
 from scorealign.rl.config import FinetuneConfig
@@ -108,6 +110,43 @@ class Finetuner:
         self.extra_queries_per_row = cfg.policy.steps if x0_design else 0
         self._gold_base: float | None = None   # the base's gold reward (gold_check)
         self._gold_said = False
+        # train.rollout_backward: per-sample scores recorded in the rollout (or None)
+        self.score_grads = self._score_recorder()
+        self._scores: list[tuple[int, list]] | None = None  # this epoch's, per rollout chunk
+
+    def _score_recorder(self) -> PerSampleLinearGrads | None:
+        """The per-sample gradient recorder of ``train.rollout_backward`` (None: off). The
+        config allowed it; here the model must be adapters only (nets/per_sample_grads.py), the
+        update kind the log-prob surrogate on the trained policy's own rollouts, no fp16 loss
+        scaling, and (when the lever is ``auto``) the gradients no larger than the model's
+        weights in bytes. An explicit ``true`` that cannot run raises."""
+        want = self.levers.rollout_backward
+        if not want:
+            return None
+        why, rec = None, None
+        model = self.acc.unwrap_model(self.model)
+        if self.kind.sampling_policy(self.context()) is not self.policy or \
+                not self.kind.uses_advantages:
+            why = "the update kind does not train on the policy's own rollout log-probs"
+        elif getattr(self.acc, "scaler", None) is not None:
+            why = "fp16 loss scaling (mixed_precision fp16) scales the backward"
+        else:
+            try:
+                rec = PerSampleLinearGrads(model)
+            except PerSampleGradsUnsupported as e:
+                why = str(e)
+        if rec is not None and want == "auto":
+            c = self.cfg
+            store = rec.store_bytes(c.prompts.per_epoch * c.prompts.k, c.policy.steps)
+            weights = sum(p.numel() * p.element_size() for p in model.parameters())
+            if store > weights:
+                why = (f"per-sample gradients ({store / 2**20:.1f} MiB) larger than the model's "
+                       f"weights ({weights / 2**20:.1f} MiB)")
+        if why is None:
+            return rec
+        if want == "auto":
+            return None
+        raise FieldError("train.rollout_backward", why)
 
     @property
     def algo(self):
@@ -171,13 +210,22 @@ class Finetuner:
         if self.levers.reuse_rollout_graph and world > 1:
             raise ValueError("train.reuse_rollout_graph needs one process (the update's rows "
                              "are other processes' rollouts)")
+        rec = self.score_grads
+        self._scores = None if rec is None else []
+        if rec is not None:  # the rollout's backward adds into .grad: allocate it before any
+            for _, p in rec.params:  # activation, so no long-lived block sits among them
+                p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
         try:
             for s in range(0, len(rows), chunk):
                 r = rows[s:s + chunk]
                 traj = policy.rollout(row_prompts[s:s + chunk], 1, seeds=seeds[r],
                                            prompt_ids=ids[r], device=self.acc.device,
                                            run_seed=self.cfg.train.seed, epoch=self.epoch,
-                                           keep_graph=self.levers.reuse_rollout_graph)
+                                           keep_graph=self.levers.reuse_rollout_graph,
+                                           grads=rec)
+                if rec is not None:  # this chunk's per-sample scores, by step
+                    self._scores.append((len(r), [(k, {p: g[k] for p, g in rec.store.items()})
+                                                  for k in rec.recorded]))
                 images = self.setup.decode(traj.x0).detach()
                 meta = {"epoch": self.epoch}
                 if pool is not None:  # score this chunk while the next one samples
@@ -255,6 +303,8 @@ class Finetuner:
         chunk, fold = self.levers.step_chunk, self.levers.fold_steps
         if traj.logp_graph is not None:
             return self._update_on_graph(traj, adv, uctx)
+        if self._scores is not None:
+            return self._update_from_scores(traj, adv, uctx)
         n, world = traj.batch_size, acc.num_processes
         mb = t.minibatch_size
         micro = mb // world // t.grad_accum
@@ -317,11 +367,36 @@ class Finetuner:
         fast mode's choice when on-policy): the loss on the rollout's log-probs with their
         graphs, one backward; the gradient equals the recomputing path's
         (tests/rl/test_speed_levers.py) without its training forward."""
-        t, acc = self.cfg.train, self.acc
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         out = policy_loss(ctx, traj, adv, logp=traj.logp_graph)
-        acc.backward(out.loss)
+        self.acc.backward(out.loss)
+        return self._on_policy_step(out, traj, ctx)
+
+    def _update_from_scores(self, traj, adv, ctx: UpdateContext) -> dict[str, float]:
+        """The one optimizer step of an on-policy epoch from the rollout's per-sample scores
+        (``train.rollout_backward``). At the rollout's weights the loss depends on θ through
+        the log-probs only (the config checks it), so by the chain rule
+
+            ∇_θ L = Σ_{i,k} (∂L/∂ log π_{ik}) ∇_θ log π_θ(x_{k+1}^i | x_k^i),
+
+        with ∂L/∂ log π from autograd on the loss as a function of the recorded log-probs (for
+        PPO-clip at ratio 1: −A_i·mask_{ik}/n) and ∇_θ log π_{ik} the per-sample gradients the
+        rollout recorded. Equals the recomputing path's gradient up to round-off
+        (tests/rl/test_rollout_backward.py) with no training forward and no kept graph."""
+        chunks, self._scores = self._scores, None
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        logp = traj.log_probs.detach().clone().requires_grad_(True)
+        out = policy_loss(ctx, traj, adv, logp=logp)
+        (w,) = torch.autograd.grad(out.loss, logp)
+        for p, g in scores_gradient(chunks, w).items():
+            p.grad = g.to(p.dtype)
+        return self._on_policy_step(out, traj, ctx)
+
+    def _on_policy_step(self, out, traj, ctx: UpdateContext) -> dict[str, float]:
+        """Clip, step, EMA and the metrics of an on-policy epoch's one update."""
+        t, acc = self.cfg.train, self.acc
         metrics = {k: float(v) for k, v in out.metrics.items()}
         if t.grad_clip > 0:
             metrics["opt/grad_norm"] = float(acc.clip_grad_norm_(self.model.parameters(),
@@ -404,6 +479,25 @@ class Finetuner:
         if self.setup.save_figure is None:  # an image grid: its rows are the prompts
             from scorealign.report.figures import save_grid_rows
             save_grid_rows(grid, prompts)
+
+
+def scores_gradient(chunks: list[tuple[int, list]], w: torch.Tensor
+                    ) -> dict[torch.Tensor, torch.Tensor]:
+    """Σ_{i,k} w_{ik} ∇_θ log π_{ik} per parameter (fp32): ``chunks`` are the rollout chunks'
+    ``(rows, [(step k, {param: [rows, *shape]})])`` in row order, ``w`` the ``[B, S]`` weights
+    ∂L/∂ log π (:meth:`Finetuner._update_from_scores`)."""
+    total: dict[torch.Tensor, torch.Tensor] = {}
+    start = 0
+    for n, steps in chunks:
+        for k, per_sample in steps:
+            wk = w[start:start + n, k].float()
+            for p, g in per_sample.items():
+                part = torch.tensordot(wk.to(g.device), g, dims=1)
+                total[p] = part if p not in total else total[p] + part
+        start += n
+    if start != w.shape[0]:
+        raise ValueError(f"the recorded scores cover {start} rows, the update {w.shape[0]}")
+    return total
 
 
 def _reward_name(spec: Any) -> str | None:

@@ -111,7 +111,9 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
            generator: torch.Generator | None = None, noise: Tensor | None = None,
            record: bool = False, corrector_steps: int = 0, snr: float = 0.16,
            callback: Callback | None = None, deterministic: Tensor | None = None,
-           clip_x0: float | None = None, detach_states: bool = False) -> SampleResult:
+           clip_x0: float | None = None, detach_states: bool = False,
+           step_hook: Callable[[int, GaussianStep, Tensor], None] | None = None
+           ) -> SampleResult:
     """Integrate from x_T at t_max to t_min with the registered step ``sampler``.
 
     Args:
@@ -140,6 +142,10 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
         detach_states: cut the graph between steps (each state enters the next step as a
             constant), so with autograd on, step i's mean and log-prob carry the graph of step
             i's model call(s) only (``Policy.rollout(keep_graph=True)``).
+        step_hook: ``step_hook(i, step, log_prob)`` after step i is taken and recorded (needs
+            ``record``), before its state enters step i + 1 (``Policy.rollout(grads=...)``
+            backpropagates each step's log-prob there); the trajectory then keeps the step's
+            values without their graph.
 
     Returns:
         SampleResult.
@@ -185,6 +191,13 @@ def sample(pred_fn: PredFn, kind: str, sde: SDE, x_T: Tensor, *, sampler: str, s
             st = GaussianStep(st.mean, st.mean, torch.zeros_like(st.std), std_value=0.0)
         if record:
             trace.append((x, st, _step_log_prob(st)))
+            if step_hook is not None:
+                step_hook(i, st, trace[-1][2])
+                # keep values only: the step's autograd graph (its nodes were allocated among
+                # the activations) is released now, not when the rollout ends
+                st = GaussianStep(st.x_next.detach(), st.mean.detach(), st.std.detach(),
+                                  std_value=st.std_value)
+                trace[-1] = (x, st, trace[-1][2].detach())
         x = st.x_next.detach() if detach_states else st.x_next
         if callback is not None:
             callback(i, ts[i + 1], x)
