@@ -198,7 +198,8 @@ def test_rollout_backward_config_resolution_and_errors():
         is False
     assert _sd("train.sample_batch_size=4").levers().rollout_backward == "auto"
     for bad, says in (("lora.rank=0", "lora.rank"), ("train.inner_epochs=2", "inner_epochs"),
-                      ("train.reuse_rollout_graph=true", "reuse_rollout_graph")):
+                      ("train.reuse_rollout_graph=true", "reuse_rollout_graph"),
+                      ("base.gradient_checkpointing=true", "gradient_checkpointing")):
         with pytest.raises((ConfigError, ValueError)) as e:
             _sd("train.rollout_backward=true", bad)
         assert "train.rollout_backward" in str(e.value) and says in str(e.value)

@@ -280,6 +280,9 @@ class FinetuneConfig:
                     f"policy's log-prob is its action's")
         if self.train.reuse_rollout_graph:
             return "train.reuse_rollout_graph already skips the training forward (keeps graphs)"
+        if self.base.gradient_checkpointing:
+            return ("base.gradient_checkpointing is on: the per-sample hooks would hold every "
+                    "adapter input the checkpoints drop")
         return self._reuse_graph_problem(b)
 
     def levers(self, world: int = 1) -> "UpdateLevers":
