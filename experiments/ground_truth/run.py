@@ -731,14 +731,8 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
             f"{fmt(row['clip_frac_later'], 2)} |")
     lines += ["", "## Claims (paired t-interval of the difference; Welch beside; Holm across "
               "all claims of this table)", "",
-              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for name, cl in res["analysis"]["claims"].items():
-        p, w, h = cl["paired"], cl.get("welch"), res["analysis"]["holm"][name]
-        ws = "—" if w is None else f"{w['diff']:.4g} ± {w['half']:.3g}"
-        lines.append(f"| {name} | {p['n']} | {p['diff']:.4g} ± {p['half']:.3g} | "
-                     f"{p['p']:.3g} | {h['p_holm']:.3g} | {ws} | "
-                     f"{'yes' if h['reject'] else 'no'} |")
+              *sel.claims_table(res["analysis"]["claims"], res["analysis"]["holm"], ".4g",
+                                half=".3g")]
     reg = [arm for arm in t if ARMS[arm].beta > 0]
     if reg:
         lines += ["", f"## (c) KL-regularized arms (β = {PROBLEM['beta']}) against p*_β", "",

@@ -392,13 +392,7 @@ def table(res: dict) -> str:
              "DiD = [R(method) − R(DPO)] in the heterogeneous world minus the same in the "
              f"control world `{res['control']}`: the part of a method's difference to DPO that "
              "needs the dispersion to vary. Δ = R(method) − R(DPO) in one world.", "",
-             "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-             "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for name, cl in an["claims"].items():
-        p, w, h = cl["paired"], cl["welch"], an["holm"][name]
-        lines.append(f"| {name} | {p['n']} | {p['diff']:+.4f} ± {p['half']:.4f} | {p['p']:.3g} | "
-                     f"{h['p_holm']:.3g} | {w['diff']:+.4f} ± {w['half']:.4f} | "
-                     f"{'yes' if h['reject'] else 'no'} |")
+             *sel.claims_table(an["claims"], an["holm"], "+.4f")]
     chosen = res["selection"]["chosen"]
     lines += ["", "## Expected true reward (mean ± 95 % t half-width over the reported seeds)", "",
               "| world | method | lr·β (edge?) | seeds | R | " +

@@ -333,13 +333,7 @@ def table(res: dict) -> str:
         lines += ["", f"SFT model's mean oracle reward: {np.mean(sft):.3f}."]
     lines += ["", "## Claims (win rate; paired t-interval over seeds, 95 %; Welch beside; Holm "
               "across all rows of this table, FWER 0.05)", "",
-              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for cname, cl in an["claims"].items():
-        p, w, h = cl["paired"], cl["welch"], an["holm"][cname]
-        lines.append(f"| {cname} | {p['n']} | {p['diff']:+.3f} ± {p['half']:.3f} | {p['p']:.3g} | "
-                     f"{h['p_holm']:.3g} | {w['diff']:+.3f} ± {w['half']:.3f} | "
-                     f"{'yes' if h['reject'] else 'no'} |")
+              *sel.claims_table(an["claims"], an["holm"], "+.3f")]
     lines += ["", "## Learning-rate selection (tuning seeds, never reported)", "",
               f"Rule: {res['selection']['selection_rule']}; tuning seeds {sp['tuning_seeds']}; "
               "the grid is widened geometrically while the pick sits at an edge (at most "
