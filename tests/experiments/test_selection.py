@@ -3,29 +3,17 @@ against a hand-worked example, paired vs Welch intervals, the collapse rule, the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("_selection",
-                                                  ROOT / "experiments" / "_selection.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_selection", mod)  # dataclasses look their module up there
-    spec.loader.exec_module(sys.modules["_selection"])
-    return sys.modules["_selection"]
-
-
-sel = _load()
+sel = load("_selection", "_selection.py", rerun=True)
 
 
 def test_split_keeps_tuning_and_reported_disjoint():
