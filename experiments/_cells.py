@@ -4,6 +4,7 @@ A cell is one unit of an experiment grid (method × learning rate × seed, ...).
 ``compute`` only when the cell's file is missing, so a stopped sweep continues where it stopped
 and ``--table-only`` rebuilds can read the same files. Used by experiments/rl_sample_efficiency,
 experiments/ct_rl_dt_robustness and experiments/cdpm_robustness/digits_horizon.py.
+:func:`map_jobs` runs a list of cells in this process or over worker processes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +62,16 @@ def cached(path: Path, compute: Callable[[], dict], cpu_key: str | None = None) 
         cell[cpu_key] = round(time.process_time() - t0, 2)
     write_json(path, cell)
     return cell
+
+
+def map_jobs(fn: Callable, jobs: list, n: int, chunksize: int = 1) -> list:
+    """``[fn(j) for j in jobs]``: in this process for ``n`` ≤ 1, else over ``n`` worker processes
+    (``ProcessPoolExecutor.map``, ``chunksize`` jobs a task; results in job order; ``fn`` and the
+    jobs must pickle)."""
+    if n <= 1:
+        return [fn(j) for j in jobs]
+    with ProcessPoolExecutor(n) as pool:
+        return list(pool.map(fn, jobs, chunksize=chunksize))
 
 
 def ci95(x) -> tuple[float, float]:

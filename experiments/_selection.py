@@ -11,7 +11,8 @@ Pure functions, no training inside; an experiment supplies a ``score_fn`` that r
   interior or a cap is hit, then ``edge: true`` is recorded.
 - :func:`paired_interval` (t-interval on the paired differences of a paired design, e.g. the same
   seeds and evaluation draws for both arms) with :func:`welch_interval` beside it; :func:`holm`
-  (Holm 1979, step-down) across the claims of one experiment; :func:`collapse_rate`.
+  (Holm 1979, step-down) across the claims of one experiment; :func:`claims_table` writes them
+  as the markdown claims table; :func:`collapse_rate`.
 - :func:`record`: the results block every experiment writes (chosen values with the edge flag,
   the selection rule, the interval and the correction used).
 """
@@ -302,6 +303,36 @@ def holm(pvalues: Mapping[str, float], alpha: float = 0.05) -> dict[str, dict]:
     return out
 
 
+CLAIMS_HEADER = ("| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
+                 "FWER 0.05 |", "|---|---|---|---|---|---|---|")
+
+
+def claims_table(claims: Mapping[str, Mapping], holm_of: Mapping[str, Mapping] | None = None,
+                 digits: str | Callable[[Mapping], str] = ".4f", half: str | None = None,
+                 label: Callable[[str, Mapping], str] | None = None) -> list[str]:
+    """The markdown claims table of a results file: :data:`CLAIMS_HEADER`, then one row a claim.
+
+    ``claims``: name → ``{"paired": paired_interval(…), "welch": welch_interval(…), …}`` (a
+    missing or None Welch interval shows "—"). The claim's Holm entry (``{"p_holm", "reject"}``
+    from :func:`holm`) is ``holm_of[name]``, or the claim's own ``"holm"`` when ``holm_of`` is
+    None. ``digits``: the format spec of the differences (``"+.4f"``, ``".4g"``), or claim → spec;
+    ``half``: the spec of the half-widths (default ``digits`` without its sign). ``label``:
+    (name, claim) → the row's first cell (default the name). p-values show 3 significant digits;
+    the last column is "yes" where Holm rejects (the claim is supported).
+    """
+    lines = list(CLAIMS_HEADER)
+    for name, c in claims.items():
+        p, w = c["paired"], c.get("welch")
+        h = c["holm"] if holm_of is None else holm_of[name]
+        d = digits(c) if callable(digits) else digits
+        hd = d.lstrip("+") if half is None else half
+        ws = "—" if w is None else f"{w['diff']:{d}} ± {w['half']:{hd}}"
+        lines.append(f"| {name if label is None else label(name, c)} | {p['n']} | "
+                     f"{p['diff']:{d}} ± {p['half']:{hd}} | {p['p']:.3g} | {h['p_holm']:.3g} | "
+                     f"{ws} | {'yes' if h['reject'] else 'no'} |")
+    return lines
+
+
 def collapse_rule(margin: float) -> str:
     """The sentence a results file records for :func:`collapse_rate`'s rule."""
     return f"a run collapses if its final reward is NaN/inf or below the base reward − {margin:g}"
@@ -342,6 +373,6 @@ def record(chosen: Mapping[str, Tuned], *, selection: str, correction: str = "Ho
     return out
 
 
-__all__ = ["Split", "Tuned", "collapse_rate", "collapse_rule", "collapsed", "edge_side", "holm",
-           "paired_interval", "pareto_frontier", "record", "select", "selection_rule", "split",
-           "tune_grid", "welch_interval", "widen"]
+__all__ = ["CLAIMS_HEADER", "Split", "Tuned", "claims_table", "collapse_rate", "collapse_rule",
+           "collapsed", "edge_side", "holm", "paired_interval", "pareto_frontier", "record",
+           "select", "selection_rule", "split", "tune_grid", "welch_interval", "widen"]

@@ -1,5 +1,6 @@
-"""Fixtures shared across test directories: kill -9 / resume runs, the torchrun launcher, the
-on-policy exactness check and the LQ policy factory."""
+"""Fixtures shared across test directories: kill -9 / resume runs, the CLI in this process and a
+tiny LoRA finetune's overrides, the torchrun launcher, the on-policy exactness check and the LQ
+policy factory."""
 
 from __future__ import annotations
 
@@ -103,6 +104,33 @@ def pretrain_killed_and_resumed(tmp_path):
         return killed, ref
 
     return run
+
+
+# -- the CLI in this process ---------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(*args, sets=(), code=0) -> output``: ``scorealign ARGS --set S …`` (one ``--set``
+    per entry of ``sets``) through typer's CliRunner in this process; asserts the exit code."""
+    def run(*args, sets=(), code: int = 0) -> str:
+        from typer.testing import CliRunner
+
+        from scorealign.cli.app import app
+        res = CliRunner().invoke(app, [str(a) for a in args]
+                                 + [a for s in sets for a in ("--set", s)])
+        assert res.exit_code == code, res.output
+        return res.output
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_sets():
+    """``--set`` overrides for a one-epoch CPU LoRA finetune of a tiny built-in pipeline base
+    (configs/finetune/*_tiny_*_lora.yaml): 3 steps, 2 prompts × 2 samples, one inner epoch, a
+    checkpoint at the epoch, no KL logging, lr 3e-2."""
+    return ("train.epochs=1", "policy.steps=3", "prompts.per_epoch=2", "prompts.k=2",
+            "train.minibatch_size=4", "train.sample_batch_size=4", "train.inner_epochs=1",
+            "train.ckpt_every=1", "train.log_kl=false", "train.lr=3e-2", "device=cpu")
 
 
 # -- on-policy exactness -----------------------------------------------------------------------

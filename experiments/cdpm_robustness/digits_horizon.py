@@ -332,14 +332,7 @@ def table(summary: dict, tuning: list[dict], chosen: dict, cl: dict, budget: Bud
               "noise draws); paired t-interval 95 % with Welch beside it; Holm's step-down "
               f"correction across all {len(cl)} claims (FWER 0.05). Negative FD difference: "
               "the first family has the lower FD.", "",
-              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for name, c in cl.items():
-        p, w, h = c["paired"], c["welch"], c["holm"]
-        d = 1 if c["key"] == "fd" else 3
-        lines.append(f"| {name} | {p['n']} | {p['diff']:.{d}f} ± {p['half']:.{d}f} | "
-                     f"{p['p']:.3g} | {h['p_holm']:.3g} | {w['diff']:.{d}f} ± "
-                     f"{w['half']:.{d}f} | {'yes' if h['reject'] else 'no'} |")
+              *sel.claims_table(cl, digits=lambda c: ".1f" if c["key"] == "fd" else ".3f")]
     lines += ["", f"## Horizon selection (tuning seed {TUNE_SEED}; {cpu:.1f} CPU-min)", "",
               f"Rule: {SELECTION} (at most {max_widen} times, within the family's limits "
               f"{LIMITS}); `edge: True` if the pick is still at an edge.", "",

@@ -384,13 +384,7 @@ def table(summary, chosen, fl, dts, labels, claims, tune_dt, split, complete, cp
               f"{len(claims)} claims of this table (FWER 0.05). A negative difference: the first "
               "row has the smaller gap. Floor claims: row − the exact optimum of its own "
               "objective (one-sample).", "",
-              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for name, c in claims.items():
-        p, w, h = c["paired"], c.get("welch"), c["holm"]
-        ws = "—" if w is None else f"{w['diff']:.4f} ± {w['half']:.4f}"
-        lines.append(f"| {name} | {p['n']} | {p['diff']:.4f} ± {p['half']:.4f} | {p['p']:.3g} "
-                     f"| {h['p_holm']:.3g} | {ws} | {'yes' if h['reject'] else 'no'} |")
+              *sel.claims_table(claims, digits=".4f")]
     lines += ["", f"## Step-size selection (tuning seeds {ts}, Δt = {tune_dt:g})", "",
               f"Rule: {SELECTION}; the grid (Adam lr {LRS}, CT-TRPO max KL {MAX_KLS}) is "
               "widened geometrically (`_selection.tune_grid`) while the pick sits at an edge, "

@@ -499,14 +499,7 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
                      f"{a['clip_frac_mb0']:.3f} |")
     lines += ["", "## Claims (paired t-interval over the same seeds and evaluation draws; Welch "
               "beside; Holm across all claims of this table)", "",
-              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for name, cl in an["claims"].items():
-        p, w, h = cl["paired"], cl.get("welch"), an["holm"][name]
-        ws = "—" if w is None else f"{w['diff']:+.4f} ± {w['half']:.4f}"
-        lines.append(f"| {name} | {p['n']} | {p['diff']:+.4f} ± {p['half']:.4f} | "
-                     f"{p['p']:.3g} | {h['p_holm']:.3g} | {ws} | "
-                     f"{'yes' if h['reject'] else 'no'} |")
+              *sel.claims_table(an["claims"], an["holm"], "+.4f")]
     lines += ["", "## Evaluation curve (mean over seeds; CPU s: training so far)", "",
               "| arm | " + " | ".join(f"epoch {c['epoch']}: reward / gold (CPU s)"
                                       for c in next(iter(an["arms"].values()))["curve"]) + " |",

@@ -47,7 +47,6 @@ import argparse
 import math
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -56,7 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 import _selection as sel  # noqa: E402
-from _cells import cached, ci95, fmt_ci, write_json  # noqa: E402
+from _cells import cached, ci95, fmt_ci, map_jobs, write_json  # noqa: E402
 
 CONFIGS = ROOT / "configs" / "finetune"
 PROBLEM = {"problem": "quadratic", "dim": 2, "beta": 0.5}
@@ -470,13 +469,6 @@ def report_job(job: tuple) -> dict | None:
     return run_cell(root, arm, mode, lr, seed, draws, solver, steps, steps_grid, new)
 
 
-def _map(fn, jobs: list, n: int) -> list:
-    if n <= 1:
-        return [fn(j) for j in jobs]
-    with ProcessPoolExecutor(n) as pool:
-        return list(pool.map(fn, jobs))
-
-
 # ----------------------------------------------------------------------------------------------
 # analysis
 # ----------------------------------------------------------------------------------------------
@@ -731,14 +723,8 @@ def write_table(res: dict, mode: Mode, path: Path) -> None:
             f"{fmt(row['clip_frac_later'], 2)} |")
     lines += ["", "## Claims (paired t-interval of the difference; Welch beside; Holm across "
               "all claims of this table)", "",
-              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for name, cl in res["analysis"]["claims"].items():
-        p, w, h = cl["paired"], cl.get("welch"), res["analysis"]["holm"][name]
-        ws = "—" if w is None else f"{w['diff']:.4g} ± {w['half']:.3g}"
-        lines.append(f"| {name} | {p['n']} | {p['diff']:.4g} ± {p['half']:.3g} | "
-                     f"{p['p']:.3g} | {h['p_holm']:.3g} | {ws} | "
-                     f"{'yes' if h['reject'] else 'no'} |")
+              *sel.claims_table(res["analysis"]["claims"], res["analysis"]["holm"], ".4g",
+                                half=".3g")]
     reg = [arm for arm in t if ARMS[arm].beta > 0]
     if reg:
         lines += ["", f"## (c) KL-regularized arms (β = {PROBLEM['beta']}) against p*_β", "",
@@ -958,9 +944,9 @@ def main(argv: list[str] | None = None) -> int:
     b_cfgs = [] if a.no_claim_b or "SaA" not in mode.arms else [
         (solver, st) for solver in SAA_SOLVERS for st in mode.saa_steps
         if not (solver == "DDIM" and st == mode.steps)]  # DDIM at mode.steps: the SaA arm
-    tuned = _map(tune, [(arm, mode, root, split, floor_gold, new) for arm in mode.arms] +
-                 [("SaA", mode, root, split, floor_gold, new, sv, st) for sv, st in b_cfgs],
-                 a.jobs)
+    tuned = map_jobs(tune, [(arm, mode, root, split, floor_gold, new) for arm in mode.arms] +
+                     [("SaA", mode, root, split, floor_gold, new, sv, st) for sv, st in b_cfgs],
+                     a.jobs)
     tuned_b = tuned[len(mode.arms):]
     tuned = tuned[:len(mode.arms)]
     chosen = {t["arm"]: t["tuned"] for t in tuned if "tuned" in t and t["tuned"].pick is not None}
@@ -986,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
          None, None, (), new)
         for s in split.reported_seeds[:mode.conv_seeds] for arm in mode.conv_arms
         if arm in chosen]
-    done = _map(report_job, jobs + conv_jobs, a.jobs)
+    done = map_jobs(report_job, jobs + conv_jobs, a.jobs)
     cells: dict = {}
     conv: dict = {}
     for j, c in zip(jobs + conv_jobs, done):

@@ -66,7 +66,6 @@ import math
 import resource
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -80,7 +79,7 @@ from scorealign.rng import generator
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import _selection as sel  # noqa: E402
-from _cells import cached, ci95, portable_path, write_json  # noqa: E402
+from _cells import cached, ci95, map_jobs, portable_path, write_json  # noqa: E402
 
 CONTROL = "homogeneous"
 WORLDS = {"homogeneous": lambda p: [0.5] * p,
@@ -245,13 +244,6 @@ def _slug(s: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in s).strip("_")
 
 
-def _map(fn, jobs: list, n: int) -> list:
-    if n <= 1:
-        return [fn(j) for j in jobs]
-    with ProcessPoolExecutor(n) as pool:
-        return list(pool.map(fn, jobs, chunksize=4))
-
-
 def tune_job(job: tuple) -> tuple:
     """Tune one (world, method) on the tuning seeds (``_selection.tune_grid``)."""
     cells, kind, method, cfg, split, budgets, grid = job
@@ -323,15 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     grid = [float(v) for v in cfg["lrs"].split(",")]
     split = sel.split(cfg["seeds"], cfg["tuning_seeds"])
     # 1. the starting grid's tuning cells (in parallel), then tuning with widening
-    _map(run_cell, [(cells, k, s, m, lr, cfg) for k in worlds for m in METHODS for lr in grid
-                    for s in split.tuning_seeds], a.jobs)
-    tuned = _map(tune_job, [(cells, k, m, cfg, split, budgets, grid) for k in worlds
-                            for m in METHODS], a.jobs)
+    map_jobs(run_cell, [(cells, k, s, m, lr, cfg) for k in worlds for m in METHODS for lr in grid
+                        for s in split.tuning_seeds], a.jobs, chunksize=4)
+    tuned = map_jobs(tune_job, [(cells, k, m, cfg, split, budgets, grid) for k in worlds
+                                for m in METHODS], a.jobs, chunksize=4)
     chosen = {(k, m): t for k, m, t in tuned}
     # 2. reported seeds at the chosen lr
     jobs = [(cells, k, s, m, chosen[(k, m)].pick, cfg) for k in worlds for s in split.reported_seeds
             for m in METHODS if chosen[(k, m)].pick is not None]
-    done = _map(run_cell, jobs, a.jobs)
+    done = map_jobs(run_cell, jobs, a.jobs, chunksize=4)
     per: dict = {k: {m: [] for m in METHODS if chosen[(k, m)].pick is not None} for k in worlds}
     for j, c in zip(jobs, done):
         per[j[1]][j[3]].append(c)
@@ -392,13 +384,7 @@ def table(res: dict) -> str:
              "DiD = [R(method) − R(DPO)] in the heterogeneous world minus the same in the "
              f"control world `{res['control']}`: the part of a method's difference to DPO that "
              "needs the dispersion to vary. Δ = R(method) − R(DPO) in one world.", "",
-             "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-             "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for name, cl in an["claims"].items():
-        p, w, h = cl["paired"], cl["welch"], an["holm"][name]
-        lines.append(f"| {name} | {p['n']} | {p['diff']:+.4f} ± {p['half']:.4f} | {p['p']:.3g} | "
-                     f"{h['p_holm']:.3g} | {w['diff']:+.4f} ± {w['half']:.4f} | "
-                     f"{'yes' if h['reject'] else 'no'} |")
+             *sel.claims_table(an["claims"], an["holm"], "+.4f")]
     chosen = res["selection"]["chosen"]
     lines += ["", "## Expected true reward (mean ± 95 % t half-width over the reported seeds)", "",
               "| world | method | lr·β (edge?) | seeds | R | " +

@@ -52,7 +52,6 @@ import resource
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import _selection as sel  # noqa: E402
-from _cells import cached, ci95, portable_path, write_json  # noqa: E402
+from _cells import cached, ci95, map_jobs, portable_path, write_json  # noqa: E402
 
 CONFIG = HERE.parents[1] / "configs" / "dpo" / "demo.yaml"
 COLLAPSE_MARGIN = 1.0  # oracle-reward units (+1 per prompt letter, −1 otherwise); SFT ≈ −1.2
@@ -180,13 +179,6 @@ def tune_job(job: tuple):
         return name, str(e)
 
 
-def _map(fn, jobs: list, n: int) -> list:
-    if n <= 1:
-        return [fn(j) for j in jobs]
-    with ProcessPoolExecutor(n) as pool:
-        return list(pool.map(fn, jobs))
-
-
 def analyse(per: dict) -> dict:
     """Rows per variant and the claims with Holm; ``per[name][seed]`` = reported cell."""
     rows = {}
@@ -253,10 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         # 1. the starting grid on the tuning seeds, then tuning with widening
         order = (lambda x: x[::-1]) if a.reverse else (lambda x: x)  # noqa: E731
         if new:
-            _map(run_cell, order([(nm, s, lr, work, cells, sets, True) for lr in grid
-                                  for nm in group for s in split.tuning_seeds]), a.jobs)
-        tuned = _map(tune_job, order([(nm, split, grid, cfg["max_widen"], work, cells, sets, new)
-                                      for nm in group]), a.jobs)
+            map_jobs(run_cell, order([(nm, s, lr, work, cells, sets, True) for lr in grid
+                                      for nm in group for s in split.tuning_seeds]), a.jobs)
+        tuned = map_jobs(tune_job, order([(nm, split, grid, cfg["max_widen"], work, cells, sets,
+                                           new) for nm in group]), a.jobs)
         for nm, t in tuned:
             if isinstance(t, sel.Tuned) and t.pick is not None:
                 chosen[nm] = t
@@ -266,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [(nm, s, chosen[nm].pick, work, cells, sets, new) for nm in group if nm in chosen
                 for s in split.reported_seeds]
         jobs = order(sorted(jobs, key=lambda j: (j[0] != group[0], j[1])))
-        done = _map(run_cell, jobs, a.jobs)
+        done = map_jobs(run_cell, jobs, a.jobs)
         for j, c in zip(jobs, done):
             per.setdefault(j[0], {})
             if c is not None:
@@ -333,13 +325,7 @@ def table(res: dict) -> str:
         lines += ["", f"SFT model's mean oracle reward: {np.mean(sft):.3f}."]
     lines += ["", "## Claims (win rate; paired t-interval over seeds, 95 %; Welch beside; Holm "
               "across all rows of this table, FWER 0.05)", "",
-              "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | supported at "
-              "FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-    for cname, cl in an["claims"].items():
-        p, w, h = cl["paired"], cl["welch"], an["holm"][cname]
-        lines.append(f"| {cname} | {p['n']} | {p['diff']:+.3f} ± {p['half']:.3f} | {p['p']:.3g} | "
-                     f"{h['p_holm']:.3g} | {w['diff']:+.3f} ± {w['half']:.3f} | "
-                     f"{'yes' if h['reject'] else 'no'} |")
+              *sel.claims_table(an["claims"], an["holm"], "+.3f")]
     lines += ["", "## Learning-rate selection (tuning seeds, never reported)", "",
               f"Rule: {res['selection']['selection_rule']}; tuning seeds {sp['tuning_seeds']}; "
               "the grid is widened geometrically while the pick sits at an edge (at most "

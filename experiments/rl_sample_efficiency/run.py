@@ -330,14 +330,8 @@ def write_tables(res: dict, a: argparse.Namespace, path: Path) -> None:
     cmp_ = res.get("comparisons", {})
     if cmp_.get("pairs"):
         lines += ["", f"## Claims: each method − {REF} on the same seeds and draws", "",
-                  "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | "
-                  "supported at FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-        for name, c in cmp_["pairs"].items():
-            p, w, h = c["paired"], c["welch"], cmp_["holm"][name]
-            label = name + (f" 1–{e}" if c["key"] == "auc_eval_reward" else "")
-            lines.append(f"| {label} | {p['n']} | {p['diff']:.4f} ± {p['half']:.4f} | "
-                         f"{p['p']:.3g} | {h['p_holm']:.3g} | {w['diff']:.4f} ± "
-                         f"{w['half']:.4f} | {'yes' if h['reject'] else 'no'} |")
+                  *sel.claims_table(cmp_["pairs"], cmp_["holm"], ".4f", label=lambda name, c: (
+                      name + (f" 1–{e}" if c["key"] == "auc_eval_reward" else "")))]
     lines += ["", f"## Matched KL budget κ = {res['kl_budget']:.2f} nats (median final KL)", "",
               "| method | eval reward at κ | runs reaching κ |", "|---|---|---|"]
     for m, row in res["matched_kl"].items():

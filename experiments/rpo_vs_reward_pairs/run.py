@@ -531,14 +531,8 @@ def table(summary: dict) -> str:
                   f"Claims at the final step, paired by seed ({variant} RPO − "
                   f"{v['compared_with']}); paired t-interval 95 %, Welch beside it; Holm "
                   "across every claim of this file (FWER 0.05).", "",
-                  "| claim | n | paired diff (95 %) | p | p (Holm) | Welch (95 %) | "
-                  "supported at FWER 0.05 |", "|---|---|---|---|---|---|---|"]
-        for name, c in v["claims"].items():
-            p, w, h = c["paired"], c["welch"], c["holm"]
-            d = 2 if c["key"] == "eval/fd" else 3
-            lines.append(f"| {name} | {p['n']} | {p['diff']:.{d}f} ± {p['half']:.{d}f} | "
-                         f"{p['p']:.3g} | {h['p_holm']:.3g} | {w['diff']:.{d}f} ± "
-                         f"{w['half']:.{d}f} | {'yes' if h['reject'] else 'no'} |")
+                  *sel.claims_table(v["claims"],
+                                    digits=lambda c: ".2f" if c["key"] == "eval/fd" else ".3f")]
         lines += ["", "| arm | step | independent-judge accuracy ↑ | CNN-judge accuracy ↑ | "
                   "p(prompted digit) ↑ | FD to real ↓ | critic: any finding ↓ | collapse |",
                   "|---|---|---|---|---|---|---|---|"]

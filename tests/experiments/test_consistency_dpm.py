@@ -4,27 +4,19 @@ second order where DDIM converges at first."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from scorealign.samplers import sample
 from scorealign.sde import VPSDE
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
+
 MU, V = 0.3, 0.25  # data N(MU, V I)
 
 
 def _dpm():
-    spec = importlib.util.spec_from_file_location(
-        "consistency_dpm", ROOT / "experiments" / "consistency" / "dpm.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("consistency_dpm", mod)
-    spec.loader.exec_module(sys.modules["consistency_dpm"])
-    return sys.modules["consistency_dpm"]
+    return load("consistency_dpm", "consistency/dpm.py", rerun=True)
 
 
 def _x0_hat(sde):

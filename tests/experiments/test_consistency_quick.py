@@ -5,25 +5,17 @@ cache (a second run recomputes nothing)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from scorealign.train.bases import resolve_base_path
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
 
 
 def _run():
-    spec = importlib.util.spec_from_file_location(
-        "consistency_run", ROOT / "experiments" / "consistency" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("consistency_run", mod)
-    spec.loader.exec_module(sys.modules["consistency_run"])
-    return sys.modules["consistency_run"]
+    return load("consistency_run", "consistency/run.py", rerun=True)
 
 
 def test_rl_arms_use_per_dim_clip_and_auto_action_steps():

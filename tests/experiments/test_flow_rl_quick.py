@@ -3,24 +3,17 @@ the claims with Holm, the table), and the tuning logic on cached synthetic cells
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
 
 
 def _run():
-    spec = importlib.util.spec_from_file_location("flow_rl_run",
-                                                  ROOT / "experiments" / "flow_rl" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("flow_rl_run", mod)
-    spec.loader.exec_module(sys.modules["flow_rl_run"])
-    return sys.modules["flow_rl_run"]
+    return load("flow_rl_run", "flow_rl/run.py", rerun=True)
 
 
 def _fake(root: Path, cell, reward: float, gold: float) -> None:
@@ -57,7 +50,6 @@ def test_tuning_widens_an_edge_pick_and_respects_the_gold_floor(tmp_path):
     cells = run.reported_cells({run.SAA: t}, split)[run.SAA]
     assert [c.seed for c in cells] == list(range(10))
     assert {(c.lam, c.lr, c.draws) for c in cells} == {(0.05, 3e-4, split.reported_draws)}
-
 
 
 def test_lambda_grid_widens_past_an_edge_pick(tmp_path):

@@ -3,24 +3,16 @@ the claims with Holm, the table and figures; and the analysis helpers on hand-ma
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
 
 
 def _run():
-    spec = importlib.util.spec_from_file_location("ground_truth_run",
-                                                  ROOT / "experiments" / "ground_truth" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("ground_truth_run", mod)
-    spec.loader.exec_module(sys.modules["ground_truth_run"])
-    return sys.modules["ground_truth_run"]
+    return load("ground_truth_run", "ground_truth/run.py", rerun=True)
 
 
 def test_first_reach_interp_and_saturated_frontier():

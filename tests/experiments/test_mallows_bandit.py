@@ -5,29 +5,19 @@ control world, Holm) on hand-made cells, and the --quick run end to end."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
 
 
 def _run():
-    name = "mallows_bandit_run"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, ROOT / "experiments" / "mallows_bandit" / "run.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return load("mallows_bandit_run", "mallows_bandit/run.py")
 
 
 def _kendall(perm: list[int]) -> int:

@@ -4,26 +4,16 @@ cells, and the --quick run end to end (tuning seeds disjoint, edge flags, Holm).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
 
 
 def _run():
-    name = "rainbowpo_ablation_run"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, ROOT / "experiments" / "rainbowpo_ablation" / "run.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return load("rainbowpo_ablation_run", "rainbowpo_ablation/run.py")
 
 
 def test_leave_one_out_variants_drop_one_component():

@@ -3,29 +3,17 @@ against a hand-worked example, paired vs Welch intervals, the collapse rule, the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parents[2]
+from experiment_modules import load
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("_selection",
-                                                  ROOT / "experiments" / "_selection.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_selection", mod)  # dataclasses look their module up there
-    spec.loader.exec_module(sys.modules["_selection"])
-    return sys.modules["_selection"]
-
-
-sel = _load()
+sel = load("_selection", "_selection.py", rerun=True)
 
 
 def test_split_keeps_tuning_and_reported_disjoint():
@@ -174,3 +162,22 @@ def test_record_is_json_and_flags_edges(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(rec))
     assert json.loads(path.read_text())["chosen"]["B"]["reason"] == "cap"
+
+
+def test_claims_table_rows():
+    """The markdown claims table: Holm beside the claims or inside each, the sign flag kept on
+    differences only, per-claim digits, a missing Welch interval and a relabelled row."""
+    paired = {"n": 10, "diff": 0.01234, "half": 0.005, "p": 0.01234}
+    welch = {"diff": 0.01234, "half": 0.0071}
+    h = sel.holm({"a": 0.01234, "b": 0.5})
+    claims = {"a": {"paired": paired, "welch": welch, "key": "fd"},
+              "b": {"paired": {**paired, "diff": -2.0, "p": 0.5}, "welch": None, "key": "acc"}}
+    lines = sel.claims_table(claims, h, "+.3f")
+    assert lines[:2] == list(sel.CLAIMS_HEADER) and len(lines) == 4
+    assert lines[2] == "| a | 10 | +0.012 ± 0.005 | 0.0123 | 0.0247 | +0.012 ± 0.007 | yes |"
+    assert lines[3] == "| b | 10 | -2.000 ± 0.005 | 0.5 | 0.5 | — | no |"
+    inside = {k: {**c, "holm": h[k]} for k, c in claims.items()}
+    lines = sel.claims_table(inside, digits=lambda c: ".1f" if c["key"] == "fd" else ".4g",
+                             half=".2g", label=lambda name, c: name.upper())
+    assert lines[2] == "| A | 10 | 0.0 ± 0.005 | 0.0123 | 0.0247 | 0.0 ± 0.0071 | yes |"
+    assert lines[3] == "| B | 10 | -2 ± 0.005 | 0.5 | 0.5 | — | no |"

@@ -8,19 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import DiffusionPipeline
-from typer.testing import CliRunner
 
 from scorealign.samplers.loop import sample
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ["a handwritten digit 3", "the number seven"]
-
-
-def _cli(*args, code=0):
-    from scorealign.cli.app import app
-    res = CliRunner().invoke(app, [str(a) for a in args])
-    assert res.exit_code == code, res.output
-    return res.output
 
 
 def _pipe(path):
@@ -48,7 +40,7 @@ def _check(run, exported, scfg):
 
 
 @pytest.mark.slow
-def test_digits_finetune_run(tmp_path):
+def test_digits_finetune_run(tmp_path, run_cli):
     from scorealign.commands.kind_finetune import finetune_setup
     from scorealign.train.task import SamplingConfig
 
@@ -56,10 +48,10 @@ def test_digits_finetune_run(tmp_path):
     sets = ["train.epochs=1", "policy.steps=6", "prompts.per_epoch=2", "prompts.k=2",
             "train.minibatch_size=4", "train.sample_batch_size=4", "train.lr=3e-2",
             "reward.gold=null", "device=cpu"]
-    _cli("finetune", "--config", ROOT / "configs/finetune/digits_ddpo.yaml", "--out", run,
-         *[a for s in sets for a in ("--set", s)])
-    _cli("export", run, "--to", tmp_path / "pipe", "--with-base")
-    _cli("export", run, "--to", tmp_path / "x", "--with-base", "--adapter", code=2)
+    run_cli("finetune", "--config", ROOT / "configs/finetune/digits_ddpo.yaml", "--out", run,
+            sets=sets)
+    run_cli("export", run, "--to", tmp_path / "pipe", "--with-base")
+    run_cli("export", run, "--to", tmp_path / "x", "--with-base", "--adapter", code=2)
     cfg, _ = finetune_setup(run, trained=False)
     p = cfg.policy
     _check(run, tmp_path / "pipe", SamplingConfig(sampler=p.sampler, steps=p.steps, eta=p.eta,
@@ -67,13 +59,13 @@ def test_digits_finetune_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_digits_pretrain_run(tmp_path):
+def test_digits_pretrain_run(tmp_path, run_cli):
     from scorealign.train.bases import read_pretrain_config
 
     run = tmp_path / "run"
     sets = ["train.steps=2", "train.batch_size=16", "train.ckpt_every=2", "sample.steps=5",
             "sample.num_eval=16", "device=cpu"]
-    _cli("pretrain", "--config", ROOT / "configs/pretrain/digits.yaml", "--out", run,
-         *[a for s in sets for a in ("--set", s)])
-    _cli("export", run, "--to", tmp_path / "pipe", "--with-base")
+    run_cli("pretrain", "--config", ROOT / "configs/pretrain/digits.yaml", "--out", run,
+            sets=sets)
+    run_cli("export", run, "--to", tmp_path / "pipe", "--with-base")
     _check(run, tmp_path / "pipe", read_pretrain_config(run / "config.yaml").sample)

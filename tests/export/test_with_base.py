@@ -24,30 +24,19 @@ CONFIGS = ROOT / "configs" / "finetune"
 RUNS = {"sd": ("sd_tiny_ddpo_lora", "StableDiffusionPipeline", "unet"),
         "sd3": ("sd3_tiny_flow_grpo_lora", "StableDiffusion3Pipeline", "transformer"),
         "flux": ("flux_tiny_flow_grpo_lora", "FluxPipeline", "transformer")}
-SETS = ["train.epochs=1", "policy.steps=3", "prompts.per_epoch=2", "prompts.k=2",
-        "train.minibatch_size=4", "train.sample_batch_size=4", "train.inner_epochs=1",
-        "train.ckpt_every=1", "base.latent_size=4", "train.log_kl=false", "train.lr=3e-2",
-        "device=cpu"]
-
-
-def _cli(*args):
-    from scorealign.cli.app import app
-    res = CliRunner().invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, run_cli, tiny_lora_sets):
     """One LoRA finetune run per family, exported fused and as adapters."""
     root = tmp_path_factory.mktemp("with_base")
     out = {}
     for fam, (name, _, _) in RUNS.items():
         run = root / f"run_{fam}"
-        _cli("finetune", "--config", CONFIGS / f"{name}.yaml", "--out", run,
-             *[a for s in SETS for a in ("--set", s)])
-        _cli("export", run, "--to", root / "exports" / fam, "--with-base")
-        _cli("export", run, "--to", root / "adapters" / fam, "--with-base", "--adapter")
+        run_cli("finetune", "--config", CONFIGS / f"{name}.yaml", "--out", run,
+                sets=(*tiny_lora_sets, "base.latent_size=4"))
+        run_cli("export", run, "--to", root / "exports" / fam, "--with-base")
+        run_cli("export", run, "--to", root / "adapters" / fam, "--with-base", "--adapter")
         out[fam] = run
     return root, out
 

@@ -11,21 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "finetune" / "sd_tiny_ddpo_lora.yaml"
-SETS = ["train.epochs=1", "policy.steps=3", "prompts.per_epoch=2", "prompts.k=2",
-        "train.minibatch_size=4", "train.sample_batch_size=4", "train.inner_epochs=1",
-        "train.ckpt_every=1", "train.log_kl=false", "train.lr=3e-2", "device=cpu",
-        'prompts.prompts=["a cat", "a red car"]']
-
-
-def _cli(*args):
-    from scorealign.cli.app import app
-    res = CliRunner().invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output
-    return res.output
+PROMPTS = 'prompts.prompts=["a cat", "a red car"]'
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +60,8 @@ def test_sd_base_loads_the_directory_in_base_dtype(local_base):
 
 
 @pytest.mark.slow  # a CLI run (rollouts, before/after grids) and two exports: ~10 s on 1 thread
-def test_sd_local_run_records_its_base_and_exports_a_pipeline(local_base, tmp_path):
+def test_sd_local_run_records_its_base_and_exports_a_pipeline(local_base, tmp_path, run_cli,
+                                                               tiny_lora_sets):
     from diffusers import DiffusionPipeline
 
     from scorealign.commands.kind_finetune import finetune_setup, trained_pipeline
@@ -79,15 +69,15 @@ def test_sd_local_run_records_its_base_and_exports_a_pipeline(local_base, tmp_pa
     from scorealign.run.rundir import RunDir
 
     run = tmp_path / "run"
-    _cli("finetune", "--config", CONFIG, "--out", run, "--set", "base.type=sd", "--set",
-         f"base.path={local_base}", *[a for s in SETS for a in ("--set", s)])
+    run_cli("finetune", "--config", CONFIG, "--out", run, "--set", "base.type=sd", "--set",
+            f"base.path={local_base}", sets=(*tiny_lora_sets, PROMPTS))
     rec = RunDir(run).base
     assert rec == {"type": "sd", "source": "local", "path": str(local_base.resolve())}
     assert not (run / "base").exists()  # the user's directory is the base: no copy
     assert (run / "final" / "pytorch_lora_weights.safetensors").is_file()
 
-    _cli("export", run, "--to", tmp_path / "fused", "--with-base")
-    _cli("export", run, "--to", tmp_path / "adapter", "--with-base", "--adapter")
+    run_cli("export", run, "--to", tmp_path / "fused", "--with-base")
+    run_cli("export", run, "--to", tmp_path / "adapter", "--with-base", "--adapter")
     cfg, setup = finetune_setup(run)
     want = _denoise(cfg, trained_pipeline(cfg, run, setup))
     fused = DiffusionPipeline.from_pretrained(str(tmp_path / "fused"))
