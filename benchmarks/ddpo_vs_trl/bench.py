@@ -12,9 +12,11 @@ Settings (same samples, steps, CFG, LoRA and optimizer steps on both sides):
 * ``sd15`` (GPU, ``benchmarks/gpu``): SD 1.5's UNet, 64×64×4 latents, bf16, 8 samples, 10
   steps, train batch 8 (TRL: 4 micro-batches of 2).
 
-scorealign runs as three arms (``ARMS``): its two update modes at equal work (``train.mode``
-lean, the default, and fast; ``policy.action_steps=all`` so it trains all 10 steps as TRL does)
-and its default config (lean, ``action_steps: auto``: 9 of 10 steps trained). The modes schedule
+scorealign runs as four arms (``ARMS``): its two update modes at equal work (``train.mode``
+lean, the default, and fast; ``policy.action_steps=all`` so it trains all 10 steps as TRL does),
+lean with ``train.rollout_backward=false`` (TRL's recompute even when the update is on-policy:
+what lean was before the rollout backward) and its default config (lean, ``action_steps: auto``:
+9 of 10 steps trained). The modes schedule
 the same update differently (gradient-equality tests in tests/rl/test_speed_levers.py and
 tests/rl/test_update_modes.py); ``--arms`` runs a subset. scorealign's side is set up as
 ``rl/setup.py`` sets up a LoRA run: the KL reference is the trained UNet with its adapters off
@@ -598,6 +600,9 @@ ARM_LABEL = {"lean": "lean (default mode), equal work", "fast": "fast, equal wor
 # took their gradient in the rollout (train.rollout_backward): its lean arm ran TRL's recompute,
 # today's lean_recompute arm. The tiny setting takes two optimizer steps per epoch, so its lean
 # arm never had the rollout backward and results_tiny.json stands.
+# arms whose meaning a file predates: (file, arm) -> label
+FILE_ARM_LABEL = {("results_compute_s23.json", "lean"):
+                  "lean of session 23, before the rollout backward: TRL's recompute, equal work"}
 TABLE_FILES = {"results_tiny.json": "", "results_compute.json": "",
                "results_compute_s23.json": "-s23",
                "results_tiny_at_once.json": "-at-once",
@@ -631,7 +636,8 @@ def table(here: Path = HERE) -> str:
                 return "–" if goal is None else ("yes" if v <= goal else "no")
             sp, ms = r["spread"], r["mem_spread"]
             rows.append(
-                f"| {res['setting']}-{arm}{suffix} ({ARM_LABEL[arm]}) | {res['rounds_done']} of "
+                f"| {res['setting']}-{arm}{suffix} "
+                f"({FILE_ARM_LABEL.get((name, arm), ARM_LABEL[arm])}) | {res['rounds_done']} of "
                 f"{res['rounds']} | {r['ratio_ours_over_trl']:.3f} | {sp['min']:.3f}–"
                 f"{sp['max']:.3f} | {r['mem_ratio_ours_over_trl']:.3f} | {ms['min']:.3f}–"
                 f"{ms['max']:.3f} | {res['median_s'][arm]:.2f}; {res['median_s']['trl']:.2f} | "

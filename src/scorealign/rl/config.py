@@ -178,7 +178,8 @@ class OptimConfig(SharedOptim):
         "how the update is scheduled (same gradient either way): lean = TRL DDPOTrainer's "
         "(trl/trainer/ddpo_trainer.py): rollout under no_grad, log-probs recomputed per trained "
         "step with one backward per step, micro-batches of minibatch_size/grad_accum rows, no "
-        "rollout graph kept (least memory); fast = keep graphs: reuse the rollout's graphs when "
+        "rollout graph kept (least memory), except that on-policy LoRA epochs take their "
+        "gradient in the rollout (see rollout_backward); fast = keep graphs: reuse the rollout's graphs when "
         "the update is on-policy (see reuse_rollout_graph), else all trained steps of a "
         "micro-batch folded into one forward and one backward (faster, memory grows with the "
         "steps). reuse_rollout_graph / step_chunk / fold_steps, when set, override the mode"))
