@@ -31,11 +31,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from scorealign.preference.diffusion_dpo import dpo_loss_step
+from scorealign.preference.diffusion_dpo import dpo_loss_step, run_dpo_steps
 from scorealign.preference.rpo.config import DiffusionDPOConfig
 from scorealign.rng import derive_seed, generator
-from scorealign.run.loop import (Cadence, LogWindow, adamw_resumed, lr_at, optimizer_step,
-                                 run_steps)
+from scorealign.run.loop import LogWindow, adamw_resumed, lr_at, optimizer_step
 from scorealign.run.rundir import RunDir
 from scorealign.sde.base import SDE
 from scorealign.testbed.pairs import Pairs, draw_pairs
@@ -159,16 +158,8 @@ def train(cfg: DiffusionDPOConfig, run: RunDir | None, *, resume: bool = False,
         summary["last"] = {"step": done, **row}
         return row
 
-    run_steps(run=run, acc=acc,
-              cadence=Cadence(t.steps, t.log_every, t.ckpt_every, t.keep_checkpoints),
-              start=start, stop=end, step=step, label="diffusion-dpo (testbed)", lr=lr,
-              optimizers=opt, on_log=on_log, progress=t.progress,
-              after_step=(lambda done: callback(done, policy)) if callback else None,
-              bar_field=lambda m: {"loss": float(m["loss"]),
-                                   "acc": float(m["rewards/accuracy"])},
-              states=lambda: {"model": {k: v.detach().clone()
-                                        for k, v in policy.state_dict().items()},
-                              "optimizer": opt.state_dict()})
+    run_dpo_steps(run, acc, t, start, end, step, "diffusion-dpo (testbed)", lr, opt, on_log,
+                  policy, callback)
     summary.update(end_step=end, pairs=sum(len(p) for p in pool),
                    queries=2 * sum(len(p) for p in pool), policy=policy.eval(), setup=setup,
                    finetune_config=ft_cfg)

@@ -312,23 +312,21 @@ class Policy:
         def advance(i: int, t: Tensor, x: Tensor) -> None:
             state["k"], state["first"] = i + 1, True
 
-        step_hook = None
-        if grads is not None:
-            def step_hook(i: int, st: Any, lp_i: Tensor) -> None:
-                if not (need[i] and bool(rand[i])):
-                    return
-                if self._authors_log_prob:
-                    lp_i = authors_log_prob(st.x_next.detach(), st.mean)
-                grads.at(i)
-                if lp_i.requires_grad:  # one step's graph, freed by this backward
-                    lp_i.sum().backward()
-                grads.recorded.append(i)
+        def backward_step(i: int, st: Any, lp_i: Tensor) -> None:
+            if not (need[i] and bool(rand[i])):
+                return
+            if self._authors_log_prob:
+                lp_i = authors_log_prob(st.x_next.detach(), st.mean)
+            grads.at(i)
+            if lp_i.requires_grad:  # one step's graph, freed by this backward
+                lp_i.sum().backward()
+            grads.recorded.append(i)
 
         det = ~rand if lam == 0 or deterministic else None
         out = sample(explore, self.kind, self.sde, x_T, sampler=self.sampler, steps=self.steps,
                      eta=self.eta, grid=self.ts, noise=noise, record=True, callback=advance,
                      deterministic=det, clip_x0=self.clip_sample, detach_states=graphs,
-                     step_hook=step_hook)
+                     step_hook=None if grads is None else backward_step)
         b = len(rows)
         stoch = rand[None, :].expand(b, -1).to(out.xs.device)
         mask = mask.to(out.xs.device)

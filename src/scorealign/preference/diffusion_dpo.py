@@ -147,6 +147,26 @@ def _evaluate(cfg: DiffusionDPOConfig, base: Base, policy: nn.Module, run: RunDi
     return metrics
 
 
+def run_dpo_steps(run: RunDir, acc, t, start: int, end: int, step: Callable, label: str,
+                  lr: Callable, opt: torch.optim.Optimizer, on_log: Callable, policy: nn.Module,
+                  callback: Callable | None) -> None:
+    """The step loop of a Diffusion-DPO trainer (:func:`scorealign.run.loop.run_steps`):
+    steps ``start`` → ``end`` of ``t.steps`` with ``t``'s logging and checkpoint cadence, a
+    progress bar of the loss and the preference accuracy, checkpoints of the policy's weights
+    and the optimizer, ``callback(done, policy)`` after each step. Shared by :func:`train` and
+    the testbed trainer (``commands/testbed_dpo_run.py``)."""
+    run_steps(run=run, acc=acc,
+              cadence=Cadence(t.steps, t.log_every, t.ckpt_every, t.keep_checkpoints),
+              start=start, stop=end, step=step, label=label, lr=lr, optimizers=opt,
+              on_log=on_log, progress=t.progress,
+              after_step=(lambda done: callback(done, policy)) if callback else None,
+              bar_field=lambda m: {"loss": float(m["loss"]),
+                                   "acc": float(m["rewards/accuracy"])},
+              states=lambda: {"model": {k: v.detach().clone()
+                                        for k, v in policy.state_dict().items()},
+                              "optimizer": opt.state_dict()})
+
+
 def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
           base: Base | None = None, callback: Callable[[int, nn.Module], None] | None = None,
           export_final: bool = True) -> dict[str, Any]:
@@ -202,16 +222,8 @@ def train(cfg: DiffusionDPOConfig, run: RunDir, *, resume: bool = False,
         summary["last"] = {"step": done, **row}
         return row
 
-    run_steps(run=run, acc=acc,
-              cadence=Cadence(t.steps, t.log_every, t.ckpt_every, t.keep_checkpoints),
-              start=start, stop=end, step=step, label="diffusion-dpo", lr=lr, optimizers=opt,
-              on_log=on_log, progress=t.progress,
-              after_step=(lambda done: callback(done, policy)) if callback else None,
-              bar_field=lambda m: {"loss": float(m["loss"]),
-                                   "acc": float(m["rewards/accuracy"])},
-              states=lambda: {"model": {k: v.detach().clone()
-                                        for k, v in policy.state_dict().items()},
-                              "optimizer": opt.state_dict()})
+    run_dpo_steps(run, acc, t, start, end, step, "diffusion-dpo", lr, opt, on_log, policy,
+                  callback)
     acc.wait_for_everyone()
     summary["end_step"] = end
     if end == t.steps and end > start and acc.is_main_process:
