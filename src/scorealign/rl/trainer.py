@@ -212,9 +212,6 @@ class Finetuner:
                              "are other processes' rollouts)")
         rec = self.score_grads
         self._scores = None if rec is None else []
-        if rec is not None:  # the rollout's backward adds into .grad: allocate it before any
-            for _, p in rec.params:  # activation, so no long-lived block sits among them
-                p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
         try:
             for s in range(0, len(rows), chunk):
                 r = rows[s:s + chunk]
